@@ -1,0 +1,442 @@
+//! `SharedArray<T>`, `SharedValue<T>` and `SharedAccumulator`: Python's
+//! `multiprocessing.Array`/`Value` without the lock, on a segment.
+//!
+//! An array dereferences to a slice of [`Atomic<T>`] cells, so every slice
+//! method works (`len`, `iter`, `get`, indexing) and every cell has
+//! `fetch_add` and friends. The slice's length is the one validated at open,
+//! never re-read from shared memory.
+//!
+//! ```
+//! use shmkit::{SharedArray, Ordering};
+//! let name = format!("shmkit-doc-array-{}", std::process::id());
+//! let counts = SharedArray::<u64>::create(&name, 4)?;
+//! counts[2].fetch_add(5, Ordering::Relaxed);
+//! // Another process: SharedArray::<u64>::open(&name)?
+//! let again = SharedArray::<u64>::open(&name)?;
+//! assert_eq!(again.to_vec(), [0, 0, 5, 0]);
+//! # Ok::<(), shmkit::Error>(())
+//! ```
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::process::Command;
+
+use crossbeam_utils::CachePadded;
+
+use crate::cell::{Atomic, Element};
+use crate::error::{Error, Result};
+use crate::header::{ElemDesc, Expect, HeaderInfo, Kind, align_body};
+use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
+use crate::sync::Ordering;
+
+fn array_body(h: &HeaderInfo) -> Option<u64> {
+    align_body(h.len.checked_mul(u64::from(h.elem.size))?)
+}
+
+fn array_expect<T: Element>(len: Option<usize>) -> Expect {
+    Expect {
+        kind: Kind::Array,
+        elem: Some(ElemDesc::of::<T>()),
+        len: len.map(|l| l as u64),
+        body_size: array_body,
+    }
+}
+
+fn array_layout<T: Element>(len: usize) -> Result<Layout> {
+    let elem = ElemDesc::of::<T>();
+    let bytes = (len as u64)
+        .checked_mul(u64::from(elem.size))
+        .and_then(align_body)
+        .ok_or_else(|| Error::InvalidArgument {
+            what: format!("an array of {len} elements is too large"),
+        })?;
+    Ok(Layout {
+        kind: Kind::Array,
+        elem,
+        len: len as u64,
+        body_size: bytes,
+    })
+}
+
+/// A fixed-length array of atomic `T` cells in shared memory.
+#[derive(Debug)]
+pub struct SharedArray<T: Element> {
+    seg: Segment,
+    len: usize,
+    _elem: PhantomData<T>,
+}
+
+impl<T: Element> SharedArray<T> {
+    /// Create a zero-filled array named `name` (in `/dev/shm`, mode 0600).
+    /// The name is removed when this handle is dropped, unless
+    /// [`keep`](Self::keep) is called.
+    pub fn create(name: &str, len: usize) -> Result<Self> {
+        Self::create_with(name, len, &CreateOptions::default())
+    }
+
+    /// Create an array holding a copy of `values`.
+    pub fn create_from(name: &str, values: &[T]) -> Result<Self> {
+        let arr = Self::create_with(name, values.len(), &CreateOptions::default())?;
+        arr.copy_from_slice(values)?;
+        Ok(arr)
+    }
+
+    /// Create with explicit options (mode, keep).
+    pub fn create_with(name: &str, len: usize, opts: &CreateOptions) -> Result<Self> {
+        let seg = Segment::create(name, opts, array_layout::<T>(len)?, |_| Ok(()))?;
+        Ok(Self::wrap(seg))
+    }
+
+    /// Create an anonymous array (no name), to hand to children with
+    /// [`share_with`](Self::share_with).
+    pub fn create_anonymous(len: usize) -> Result<Self> {
+        let seg = Segment::create_anonymous(array_layout::<T>(len)?, |_| Ok(()))?;
+        Ok(Self::wrap(seg))
+    }
+
+    /// Open an existing array of any length; the element type must match.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::open_with(name, None, &OpenOptions::default())
+    }
+
+    /// Open an existing array that must have exactly `len` elements.
+    pub fn open_len(name: &str, len: usize) -> Result<Self> {
+        Self::open_with(name, Some(len), &OpenOptions::default())
+    }
+
+    /// Open with explicit options (how long to wait for the creator).
+    pub fn open_with(name: &str, len: Option<usize>, opts: &OpenOptions) -> Result<Self> {
+        Ok(Self::wrap(Segment::open(
+            name,
+            &array_expect::<T>(len),
+            opts,
+        )?))
+    }
+
+    /// In a child spawned with [`share_with`](Self::share_with): open the
+    /// array whose descriptor the parent passed in environment variable `var`.
+    pub fn open_inherited(var: &str) -> Result<Self> {
+        Ok(Self::wrap(Segment::open_inherited(
+            var,
+            &array_expect::<T>(None),
+            &OpenOptions::default(),
+        )?))
+    }
+
+    /// Let the child that `cmd` spawns open this array with
+    /// [`open_inherited`](Self::open_inherited)`(var)`.
+    pub fn share_with(&self, cmd: &mut Command, var: &str) {
+        self.seg.share_with(cmd, var)
+    }
+
+    fn wrap(seg: Segment) -> Self {
+        // `len` was validated against the file size by the segment layer.
+        let len = seg.info().len as usize;
+        SharedArray {
+            seg,
+            len,
+            _elem: PhantomData,
+        }
+    }
+
+    /// The cells, as a slice.
+    pub fn cells(&self) -> &[Atomic<T>] {
+        // SAFETY: the body holds `len` elements of T's size (validated at open
+        // or sized at create), is aligned to 128 bytes, and lives as long as
+        // `self.seg`. Atomic<T> has T's size and alignment and is valid for
+        // any bit pattern of T; all access to it is atomic.
+        unsafe { std::slice::from_raw_parts(self.seg.body_ptr() as *const Atomic<T>, self.len) }
+    }
+
+    /// Copy out every element (Acquire loads).
+    pub fn to_vec(&self) -> Vec<T> {
+        self.values().collect()
+    }
+
+    /// The elements' current values, one Acquire load each.
+    pub fn values(&self) -> impl Iterator<Item = T> + '_ {
+        self.cells().iter().map(|c| c.load(Ordering::Acquire))
+    }
+
+    /// Store `src` element by element (Release stores). Fails if the lengths
+    /// differ. Not one atomic snapshot: a concurrent reader may see a mix.
+    pub fn copy_from_slice(&self, src: &[T]) -> Result<()> {
+        if src.len() != self.len {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "copy_from_slice: {} values into an array of {}",
+                    src.len(),
+                    self.len
+                ),
+            });
+        }
+        for (c, &v) in self.cells().iter().zip(src) {
+            c.store(v, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Store `v` into every element (Release stores).
+    pub fn fill(&self, v: T) {
+        for c in self.cells() {
+            c.store(v, Ordering::Release);
+        }
+    }
+
+    /// View the array as a plain `&[T]`, for bulk reads at full speed.
+    ///
+    /// # Safety
+    /// No thread or process may write to the array while the returned slice
+    /// is alive (otherwise the reads race with the writes: undefined
+    /// behaviour). Typical use: a phase after every writer finished, ordered
+    /// by a join, a lock, or an Acquire load of a flag the writers Released.
+    pub unsafe fn as_slice_unsync(&self) -> &[T]
+    where
+        T: bytemuck::Pod,
+    {
+        // SAFETY: same region as `cells`; the caller promises no concurrent
+        // writes, so plain reads do not race. bytemuck checks size/alignment.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.seg.body_ptr() as *const u8, self.len * size_of::<T>())
+        };
+        bytemuck::cast_slice(bytes)
+    }
+
+    /// View the array as a plain `&mut [T]`, for in-place number crunching
+    /// (the numpy-on-SharedMemory case) without atomic operations.
+    ///
+    /// # Safety
+    /// While the returned slice (or any slice from it) is alive, nothing else
+    /// may read or write the same elements: not another process, thread, or
+    /// call of this method. Disjoint ranges (`split_at_mut`, or each process
+    /// working on its own range) are fine.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice_unsync(&self) -> &mut [T]
+    where
+        T: bytemuck::Pod,
+    {
+        // SAFETY: same region as `cells`; the caller promises exclusive access
+        // to the elements it touches, so `&mut` aliases nothing live.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(self.seg.body_ptr(), self.len * size_of::<T>())
+        };
+        bytemuck::cast_slice_mut(bytes)
+    }
+
+    /// The segment underneath (name, header).
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Keep the name after this handle is dropped.
+    pub fn keep(&mut self) {
+        self.seg.keep();
+    }
+}
+
+impl<T: Element> Deref for SharedArray<T> {
+    type Target = [Atomic<T>];
+    fn deref(&self) -> &[Atomic<T>] {
+        self.cells()
+    }
+}
+
+/// One shared atomic value: an array of length one that dereferences to its
+/// [`Atomic<T>`] cell. Python's `Value('i', 0)` is
+/// `SharedValue::<i32>::create(name, 0)`.
+///
+/// ```
+/// use shmkit::{SharedValue, Ordering};
+/// let name = format!("shmkit-doc-value-{}", std::process::id());
+/// let hits = SharedValue::<u64>::create(&name, 0)?;
+/// hits.fetch_add(1, Ordering::Relaxed); // no lock, in any process
+/// assert_eq!(hits.load(Ordering::Relaxed), 1);
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SharedValue<T: Element> {
+    arr: SharedArray<T>,
+}
+
+impl<T: Element> SharedValue<T> {
+    /// Create a value named `name` holding `initial`.
+    pub fn create(name: &str, initial: T) -> Result<Self> {
+        Self::create_with(name, initial, &CreateOptions::default())
+    }
+    /// Create with explicit options.
+    pub fn create_with(name: &str, initial: T, opts: &CreateOptions) -> Result<Self> {
+        let arr = SharedArray::create_with(name, 1, opts)?;
+        arr.fill(initial);
+        Ok(SharedValue { arr })
+    }
+    /// Create an anonymous value, to hand to children.
+    pub fn create_anonymous(initial: T) -> Result<Self> {
+        let arr = SharedArray::create_anonymous(1)?;
+        arr.fill(initial);
+        Ok(SharedValue { arr })
+    }
+    /// Open a value (an array of exactly one element of type `T`).
+    pub fn open(name: &str) -> Result<Self> {
+        Ok(SharedValue {
+            arr: SharedArray::open_len(name, 1)?,
+        })
+    }
+    /// Open the value a parent passed with [`share_with`](Self::share_with).
+    pub fn open_inherited(var: &str) -> Result<Self> {
+        let arr = SharedArray::open_inherited(var)?;
+        if arr.len() != 1 {
+            return Err(Error::WrongLength {
+                name: "<inherited>".into(),
+                found: arr.len() as u64,
+                expected: 1,
+            });
+        }
+        Ok(SharedValue { arr })
+    }
+    /// See [`SharedArray::share_with`].
+    pub fn share_with(&self, cmd: &mut Command, var: &str) {
+        self.arr.share_with(cmd, var)
+    }
+    /// The segment underneath.
+    pub fn segment(&self) -> &Segment {
+        self.arr.segment()
+    }
+    /// Keep the name after this handle is dropped.
+    pub fn keep(&mut self) {
+        self.arr.keep();
+    }
+}
+
+impl<T: Element> Deref for SharedValue<T> {
+    type Target = Atomic<T>;
+    fn deref(&self) -> &Atomic<T> {
+        // The array has exactly one element (checked at create/open).
+        &self.arr.cells()[0]
+    }
+}
+
+type Stripe = CachePadded<Atomic<f64>>;
+
+fn accumulator_body(h: &HeaderInfo) -> Option<u64> {
+    if h.len == 0 || h.elem.size as usize != size_of::<Stripe>() {
+        return None;
+    }
+    align_body(h.len.checked_mul(u64::from(h.elem.size))?)
+}
+
+/// A float sum that many processes add to without contending: one padded
+/// cell per writer ("stripe"), summed on read.
+///
+/// A CAS loop on one shared `f64` retries whenever another writer got in
+/// first, and the cache line bounces between cores on every add; with a
+/// stripe per writer each add is an uncontended CAS on a line the writer
+/// keeps. Reading costs one load per stripe. The sum read while writers are
+/// active is a sum of each stripe's value at some moment, not one snapshot.
+///
+/// ```
+/// use shmkit::SharedAccumulator;
+/// let name = format!("shmkit-doc-acc-{}", std::process::id());
+/// let acc = SharedAccumulator::create(&name, 4)?;
+/// acc.add_at(0, 1.5);
+/// acc.add_at(3, 2.25);
+/// assert_eq!(acc.sum(), 3.75);
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SharedAccumulator {
+    seg: Segment,
+    stripes: usize,
+}
+
+impl SharedAccumulator {
+    fn layout(stripes: usize) -> Result<Layout> {
+        if stripes == 0 || stripes > 1 << 16 {
+            return Err(Error::InvalidArgument {
+                what: format!("an accumulator needs 1 to 65536 stripes, not {stripes}"),
+            });
+        }
+        Ok(Layout {
+            kind: Kind::Accumulator,
+            elem: ElemDesc::of::<Stripe>(),
+            len: stripes as u64,
+            body_size: (stripes * size_of::<Stripe>()) as u64,
+        })
+    }
+
+    fn expect() -> Expect {
+        Expect {
+            kind: Kind::Accumulator,
+            elem: Some(ElemDesc::of::<Stripe>()),
+            len: None,
+            body_size: accumulator_body,
+        }
+    }
+
+    /// Create an accumulator with `stripes` cells (one per writer is ideal).
+    pub fn create(name: &str, stripes: usize) -> Result<Self> {
+        let seg = Segment::create(
+            name,
+            &CreateOptions::default(),
+            Self::layout(stripes)?,
+            |_| Ok(()),
+        )?;
+        Ok(SharedAccumulator { seg, stripes })
+    }
+
+    /// Create an anonymous accumulator, to hand to children.
+    pub fn create_anonymous(stripes: usize) -> Result<Self> {
+        let seg = Segment::create_anonymous(Self::layout(stripes)?, |_| Ok(()))?;
+        Ok(SharedAccumulator { seg, stripes })
+    }
+
+    /// Open an existing accumulator.
+    pub fn open(name: &str) -> Result<Self> {
+        let seg = Segment::open(name, &Self::expect(), &OpenOptions::default())?;
+        let stripes = seg.info().len as usize;
+        Ok(SharedAccumulator { seg, stripes })
+    }
+
+    /// Open the accumulator a parent passed with `share_with`.
+    pub fn open_inherited(var: &str) -> Result<Self> {
+        let seg = Segment::open_inherited(var, &Self::expect(), &OpenOptions::default())?;
+        let stripes = seg.info().len as usize;
+        Ok(SharedAccumulator { seg, stripes })
+    }
+
+    /// See [`SharedArray::share_with`].
+    pub fn share_with(&self, cmd: &mut Command, var: &str) {
+        self.seg.share_with(cmd, var)
+    }
+
+    fn cells(&self) -> &[Stripe] {
+        // SAFETY: the body holds `stripes` padded cells (validated), aligned
+        // to 128 bytes, alive as long as `self.seg`; all access is atomic.
+        unsafe { std::slice::from_raw_parts(self.seg.body_ptr() as *const Stripe, self.stripes) }
+    }
+
+    /// Number of stripes.
+    pub fn stripes(&self) -> usize {
+        self.stripes
+    }
+
+    /// Add `v` to stripe `stripe % stripes()` (give each writer its own).
+    /// Release: pairs with the Acquire loads in [`sum`](Self::sum).
+    pub fn add_at(&self, stripe: usize, v: f64) {
+        self.cells()[stripe % self.stripes].fetch_add(v, Ordering::Release);
+    }
+
+    /// Add `v` to a stripe chosen from the calling process's pid.
+    pub fn add(&self, v: f64) {
+        self.add_at(std::process::id() as usize, v)
+    }
+
+    /// The sum of all stripes (Acquire loads, pairing with `add_at`).
+    pub fn sum(&self) -> f64 {
+        self.cells().iter().map(|c| c.load(Ordering::Acquire)).sum()
+    }
+
+    /// The segment underneath.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}

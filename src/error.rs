@@ -1,0 +1,208 @@
+//! The crate's error type: one variant per way opening or using a segment can
+//! fail, each with a message that says what happened and what to do.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// Everything that can go wrong in shmkit. Segment contents are untrusted, so
+/// every inconsistency found in them is one of these, never a panic.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// No segment by that name exists.
+    NotFound { name: String },
+    /// Creating failed because the name is taken.
+    Exists { name: String },
+    /// Something other than a regular file (a symlink, a directory) sits at
+    /// the name; shmkit never follows or opens those.
+    NotARegularFile { name: String },
+    /// The name cannot be used: empty, too long, or holding `/`, `..` or
+    /// characters outside `[A-Za-z0-9._-]`.
+    BadName { name: String, reason: &'static str },
+    /// The OS refused access (another user's segment, or mode 0600).
+    PermissionDenied { name: String },
+    /// The file does not start with shmkit's magic number: it is not ours.
+    BadMagic { name: String, found: u64 },
+    /// The segment was made by a shmkit with another layout version.
+    WrongVersion {
+        name: String,
+        found: u32,
+        supported: u32,
+    },
+    /// The segment holds another kind of object (say a ring, not an array).
+    WrongKind {
+        name: String,
+        found: String,
+        expected: &'static str,
+    },
+    /// The segment's elements are of another type.
+    WrongElementType {
+        name: String,
+        found: String,
+        expected: String,
+    },
+    /// The segment has another number of elements than asked for.
+    WrongLength {
+        name: String,
+        found: u64,
+        expected: u64,
+    },
+    /// The file is shorter than a shmkit header: cut short or not ours.
+    Truncated {
+        name: String,
+        file_size: u64,
+        needed: u64,
+    },
+    /// The header's sizes disagree with each other or with the file.
+    SizeMismatch { name: String, detail: String },
+    /// Shared state that no correct process can produce (say a ring whose
+    /// head is past its tail): someone scribbled on the segment.
+    Corrupt { name: String, detail: String },
+    /// The creator has not finished (or died before finishing) building the
+    /// segment within the time allowed.
+    NotReady { name: String, waited: Duration },
+    /// An argument was out of range (a zero length, a size that overflows).
+    InvalidArgument { what: String },
+    /// An operating-system call failed.
+    Os {
+        op: &'static str,
+        name: String,
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The OS error number behind this error, if there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// Map an OS error from `op` on segment `name` to the most specific variant.
+    pub(crate) fn from_io(op: &'static str, name: &str, source: io::Error) -> Self {
+        let name = name.to_owned();
+        match source.raw_os_error() {
+            Some(libc::ENOENT) => Error::NotFound { name },
+            Some(libc::EEXIST) => Error::Exists { name },
+            Some(libc::ELOOP) => Error::NotARegularFile { name },
+            Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { name },
+            _ => Error::Os { op, name, source },
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound { name } => write!(
+                f,
+                "no shared segment named {name:?}: check the name, or create it first \
+                 (`shmkit ls` lists the segments that exist)"
+            ),
+            Error::Exists { name } => write!(
+                f,
+                "a shared segment named {name:?} already exists: open it instead, pick \
+                 another name, or remove it (`shmkit rm {name}`) if it is stale"
+            ),
+            Error::NotARegularFile { name } => write!(
+                f,
+                "{name:?} in /dev/shm is a symlink or not a regular file; shmkit refuses \
+                 to follow or use it. Remove it if you did not put it there"
+            ),
+            Error::BadName { name, reason } => write!(
+                f,
+                "bad segment name {name:?}: {reason}. Use 1 to {} characters from \
+                 [A-Za-z0-9._-], not starting with '.'",
+                crate::header::MAX_NAME_LEN
+            ),
+            Error::PermissionDenied { name } => write!(
+                f,
+                "permission denied on shared segment {name:?}: it belongs to another user \
+                 or its mode forbids access (segments are created 0600 unless asked)"
+            ),
+            Error::BadMagic { name, found } => write!(
+                f,
+                "{name:?} is not a shmkit segment (magic {found:#018x}); it was made by \
+                 another program, so shmkit will not touch it"
+            ),
+            Error::WrongVersion {
+                name,
+                found,
+                supported,
+            } => write!(
+                f,
+                "segment {name:?} has layout version {found}, this shmkit reads version \
+                 {supported}: use the same shmkit version in every process"
+            ),
+            Error::WrongKind {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "segment {name:?} holds a {found}, not a {expected}: open it with the type \
+                 it was created as"
+            ),
+            Error::WrongElementType {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "segment {name:?} holds elements of type {found}, not {expected}: open it \
+                 with the element type it was created with"
+            ),
+            Error::WrongLength {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "segment {name:?} has {found} elements, not {expected}: open it with the \
+                 length it was created with (or without a length)"
+            ),
+            Error::Truncated {
+                name,
+                file_size,
+                needed,
+            } => write!(
+                f,
+                "segment {name:?} is {file_size} bytes, shorter than the {needed} bytes its \
+                 header needs: it was cut short or is not a shmkit segment"
+            ),
+            Error::SizeMismatch { name, detail } => write!(
+                f,
+                "segment {name:?} is corrupt: {detail}. Remove and recreate it"
+            ),
+            Error::Corrupt { name, detail } => write!(
+                f,
+                "segment {name:?} is corrupt: {detail}. Some process wrote garbage into \
+                 it; remove and recreate it"
+            ),
+            Error::NotReady { name, waited } => write!(
+                f,
+                "segment {name:?} was not ready after {waited:?}: its creator has not \
+                 finished building it, or died while doing so (then remove it)"
+            ),
+            Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::Os { op, name, source } => {
+                write!(f, "{op} failed on segment {name:?}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

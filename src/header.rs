@@ -1,0 +1,413 @@
+//! The validated header at the start of every shmkit segment.
+//!
+//! Layout (256 bytes, `repr(C)`, every field an atomic so a process racing to
+//! scribble on it can cause an error but never undefined behaviour):
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `magic` | [`MAGIC`]; anything else is a foreign file |
+//! | `ready` | 0 while the creator builds the segment, [`READY`] once published |
+//! | `version` | [`LAYOUT_VERSION`] of the creator's shmkit |
+//! | `kind` | what the body is: [`Kind`] |
+//! | `elem_size`, `elem_align`, `elem_fingerprint`, `elem_name` | the element type |
+//! | `len` | number of elements (array), stripes (accumulator) or slots (ring) |
+//! | `data_offset` | where the body starts, a multiple of 128 |
+//! | `total_size` | bytes of the whole segment: equals the file size |
+//! | `creator` | [`ProcToken`] of the creating process |
+//! | `created_unix_ms` | creation time, for `shmkit ls` |
+//! | `attached` | tokens of processes that have it open, for `shmkit gc` |
+//!
+//! The creator writes every field, then stores `ready` with Release; an opener
+//! loads `ready` with Acquire before reading any other field (the loom model
+//! `loom_tests/header.rs` checks this). Openers copy the fields into a local
+//! [`HeaderInfo`] once and validate it; nothing later trusts the shared copy.
+//!
+//! What does not live here: mapping files (`segment`) and the bodies.
+
+use crate::error::{Error, Result};
+use crate::process::ProcToken;
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Futex, Ordering};
+
+/// "SHMKIT" + 0x0001, little-endian on disk.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKIT\x00\x01");
+/// Value of `ready` once the header is complete.
+pub const READY: u32 = 0x5245_4459;
+/// Bumped whenever any shared layout changes.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Size of the header; bodies start at or after it.
+pub const HEADER_SIZE: u64 = 256;
+/// Alignment of every body (fits `CachePadded`, which is 128 on x86-64).
+pub const BODY_ALIGN: u64 = 128;
+/// Processes that can be recorded as attached (more still work, see
+/// `attach_overflow`).
+pub const ATTACH_SLOTS: usize = 16;
+const NAME_BYTES: usize = 32;
+/// Longest segment name accepted (Linux allows 255 bytes in /dev/shm).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// What a segment's body holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    Array = 1,
+    Accumulator = 2,
+    Ring = 3,
+    Lock = 4,
+}
+
+impl Kind {
+    pub fn from_raw(raw: u32) -> Option<Kind> {
+        Some(match raw {
+            1 => Kind::Array,
+            2 => Kind::Accumulator,
+            3 => Kind::Ring,
+            4 => Kind::Lock,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Array => "array",
+            Kind::Accumulator => "accumulator",
+            Kind::Ring => "ring",
+            Kind::Lock => "lock",
+        }
+    }
+}
+
+/// Describes an element type well enough that two processes agree on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElemDesc {
+    pub size: u32,
+    pub align: u32,
+    /// FNV-1a of the Rust type name, mixed with size and alignment.
+    pub fingerprint: u64,
+    name: [u8; NAME_BYTES],
+}
+
+impl ElemDesc {
+    /// The description of `T`. The fingerprint uses `std::any::type_name`,
+    /// which is stable for one compiler: processes built by different
+    /// compilers may disagree, and then get `WrongElementType`, not garbage.
+    pub fn of<T: 'static>() -> Self {
+        let full = std::any::type_name::<T>();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in full
+            .bytes()
+            .chain((size_of::<T>() as u64).to_le_bytes())
+            .chain((align_of::<T>() as u64).to_le_bytes())
+        {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut name = [0u8; NAME_BYTES];
+        // Keep the tail of long paths: `my_crate::Tick` beats `my_crate::mo`.
+        let bytes = full.as_bytes();
+        let start = bytes.len().saturating_sub(NAME_BYTES);
+        name[..bytes.len() - start].copy_from_slice(&bytes[start..]);
+        ElemDesc {
+            size: size_of::<T>() as u32,
+            align: align_of::<T>() as u32,
+            fingerprint: hash,
+            name,
+        }
+    }
+
+    /// The (possibly shortened) type name, for messages.
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({} bytes)", self.name(), self.size)
+    }
+}
+
+/// The shared header. See the module docs for what each field means.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Header {
+    magic: AtomicU64,
+    ready: Futex,
+    version: AtomicU32,
+    kind: AtomicU32,
+    elem_size: AtomicU32,
+    elem_align: AtomicU32,
+    /// Attachers that found every `attached` slot taken by a live process.
+    attach_overflow: AtomicU32,
+    elem_fingerprint: AtomicU64,
+    len: AtomicU64,
+    data_offset: AtomicU64,
+    total_size: AtomicU64,
+    creator: AtomicU64,
+    created_unix_ms: AtomicU64,
+    elem_name: [AtomicU8; NAME_BYTES],
+    attached: [AtomicU64; ATTACH_SLOTS],
+    _reserved: [AtomicU64; 2],
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<Header>() == HEADER_SIZE as usize);
+
+/// A validated, local copy of a header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub kind_raw: u32,
+    pub elem: ElemDesc,
+    pub len: u64,
+    pub data_offset: u64,
+    pub total_size: u64,
+    pub creator: u64,
+    pub created_unix_ms: u64,
+}
+
+impl HeaderInfo {
+    pub fn kind(&self) -> Option<Kind> {
+        Kind::from_raw(self.kind_raw)
+    }
+}
+
+/// What an opener expects of a segment.
+#[derive(Debug)]
+pub struct Expect {
+    pub kind: Kind,
+    /// `None` accepts any element type (tools that only inspect).
+    pub elem: Option<ElemDesc>,
+    /// `None` accepts any length.
+    pub len: Option<u64>,
+    /// The body size the kind needs for a given header, or `None` when the
+    /// header's numbers are impossible (overflow, zero, not a power of two).
+    pub body_size: fn(&HeaderInfo) -> Option<u64>,
+}
+
+/// Round `n` up to a multiple of `BODY_ALIGN`, `None` on overflow.
+pub fn align_body(n: u64) -> Option<u64> {
+    n.checked_add(BODY_ALIGN - 1).map(|v| v & !(BODY_ALIGN - 1))
+}
+
+impl Header {
+    /// A zeroed header, for heap-backed segments (loom models, tests).
+    pub fn new_zeroed() -> Self {
+        Header {
+            magic: AtomicU64::new(0),
+            ready: Futex::new(0),
+            version: AtomicU32::new(0),
+            kind: AtomicU32::new(0),
+            elem_size: AtomicU32::new(0),
+            elem_align: AtomicU32::new(0),
+            attach_overflow: AtomicU32::new(0),
+            elem_fingerprint: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            data_offset: AtomicU64::new(0),
+            total_size: AtomicU64::new(0),
+            creator: AtomicU64::new(0),
+            created_unix_ms: AtomicU64::new(0),
+            elem_name: std::array::from_fn(|_| AtomicU8::new(0)),
+            attached: std::array::from_fn(|_| AtomicU64::new(0)),
+            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Write every field, then publish. Relaxed stores: they are ordered
+    /// before the Release store of `ready`, which pairs with the Acquire load
+    /// in [`Header::is_ready`].
+    pub fn publish(&self, info: &HeaderInfo) {
+        self.magic.store(MAGIC, Ordering::Relaxed);
+        self.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        self.kind.store(info.kind_raw, Ordering::Relaxed);
+        self.elem_size.store(info.elem.size, Ordering::Relaxed);
+        self.elem_align.store(info.elem.align, Ordering::Relaxed);
+        self.elem_fingerprint
+            .store(info.elem.fingerprint, Ordering::Relaxed);
+        for (cell, &b) in self.elem_name.iter().zip(info.elem.name.iter()) {
+            cell.store(b, Ordering::Relaxed);
+        }
+        self.len.store(info.len, Ordering::Relaxed);
+        self.data_offset.store(info.data_offset, Ordering::Relaxed);
+        self.total_size.store(info.total_size, Ordering::Relaxed);
+        self.creator.store(info.creator, Ordering::Relaxed);
+        self.created_unix_ms
+            .store(info.created_unix_ms, Ordering::Relaxed);
+        // Release: publishes every store above; pairs with the Acquire load of
+        // `ready` in `is_ready`.
+        self.ready.word().store(READY, Ordering::Release);
+        self.ready.wake(u32::MAX);
+    }
+
+    /// Has the creator published the header? Acquire: pairs with the Release
+    /// store in `publish`, so every field read afterwards is the creator's.
+    pub fn is_ready(&self) -> bool {
+        self.ready.word().load(Ordering::Acquire) == READY
+    }
+
+    /// The magic number as it is now (Relaxed: only compared, never trusted).
+    pub fn magic(&self) -> u64 {
+        self.magic.load(Ordering::Relaxed)
+    }
+
+    /// Sleep until `ready` changes from `seen` or `timeout` passes.
+    pub fn wait_ready(&self, timeout: std::time::Duration) {
+        let seen = self.ready.word().load(Ordering::Relaxed);
+        if seen != READY {
+            self.ready.wait(seen, Some(timeout));
+        }
+    }
+
+    /// Copy the header into a local value. Call only after `is_ready()`;
+    /// the loads are Relaxed because that Acquire already ordered them.
+    pub fn snapshot(&self) -> HeaderInfo {
+        let mut name = [0u8; NAME_BYTES];
+        for (b, cell) in name.iter_mut().zip(self.elem_name.iter()) {
+            *b = cell.load(Ordering::Relaxed);
+        }
+        HeaderInfo {
+            kind_raw: self.kind.load(Ordering::Relaxed),
+            elem: ElemDesc {
+                size: self.elem_size.load(Ordering::Relaxed),
+                align: self.elem_align.load(Ordering::Relaxed),
+                fingerprint: self.elem_fingerprint.load(Ordering::Relaxed),
+                name,
+            },
+            len: self.len.load(Ordering::Relaxed),
+            data_offset: self.data_offset.load(Ordering::Relaxed),
+            total_size: self.total_size.load(Ordering::Relaxed),
+            creator: self.creator.load(Ordering::Relaxed),
+            created_unix_ms: self.created_unix_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The layout version (read after `is_ready`).
+    pub fn version(&self) -> u32 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Record `me` as attached: claim a free slot or one whose process died.
+    /// Returns the slot index, or `None` (and counts an overflow) when all
+    /// slots hold live processes.
+    pub fn attach(&self, me: ProcToken) -> Option<usize> {
+        for (i, slot) in self.attached.iter().enumerate() {
+            let cur = slot.load(Ordering::Relaxed);
+            let free = cur == 0 || ProcToken::from_raw(cur).is_none_or(|t| !t.is_alive());
+            // Relaxed: the slot is bookkeeping read by `shmkit gc`; it orders
+            // nothing else.
+            if free
+                && slot
+                    .compare_exchange(cur, me.raw(), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Some(i);
+            }
+        }
+        self.attach_overflow.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Give back slot `i` if it still holds `me`.
+    pub fn detach(&self, slot: usize, me: ProcToken) {
+        if let Some(cell) = self.attached.get(slot) {
+            // Relaxed: bookkeeping only (see `attach`).
+            let _ = cell.compare_exchange(me.raw(), 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Tokens recorded as attached, and how many attachers found no slot.
+    pub fn attached(&self) -> (Vec<ProcToken>, u32) {
+        let toks = self
+            .attached
+            .iter()
+            .filter_map(|c| ProcToken::from_raw(c.load(Ordering::Relaxed)))
+            .collect();
+        (toks, self.attach_overflow.load(Ordering::Relaxed))
+    }
+}
+
+/// Check a snapshot against what the opener expects and against the file
+/// size. Each disagreement is its own error variant.
+pub fn validate(
+    name: &str,
+    h: &HeaderInfo,
+    version: u32,
+    file_size: u64,
+    e: &Expect,
+) -> Result<()> {
+    let name_s = || name.to_owned();
+    if version != LAYOUT_VERSION {
+        return Err(Error::WrongVersion {
+            name: name_s(),
+            found: version,
+            supported: LAYOUT_VERSION,
+        });
+    }
+    if h.kind() != Some(e.kind) {
+        return Err(Error::WrongKind {
+            name: name_s(),
+            found: h.kind().map_or_else(
+                || format!("unknown kind {}", h.kind_raw),
+                |k| k.name().into(),
+            ),
+            expected: e.kind.name(),
+        });
+    }
+    if let Some(want) = &e.elem
+        && (want.size, want.align, want.fingerprint)
+            != (h.elem.size, h.elem.align, h.elem.fingerprint)
+    {
+        return Err(Error::WrongElementType {
+            name: name_s(),
+            found: h.elem.describe(),
+            expected: want.describe(),
+        });
+    }
+    if let Some(len) = e.len
+        && len != h.len
+    {
+        return Err(Error::WrongLength {
+            name: name_s(),
+            found: h.len,
+            expected: len,
+        });
+    }
+    let mismatch = |detail: String| Error::SizeMismatch {
+        name: name_s(),
+        detail,
+    };
+    if h.elem.size == 0 || !h.elem.align.is_power_of_two() || h.elem.align as u64 > BODY_ALIGN {
+        return Err(mismatch(format!(
+            "element size {} / alignment {} is impossible",
+            h.elem.size, h.elem.align
+        )));
+    }
+    if h.data_offset < HEADER_SIZE || !h.data_offset.is_multiple_of(BODY_ALIGN) {
+        return Err(mismatch(format!(
+            "body offset {} is not a multiple of {BODY_ALIGN} past the header",
+            h.data_offset
+        )));
+    }
+    let body = (e.body_size)(h).ok_or_else(|| {
+        mismatch(format!(
+            "length {} with {}-byte elements does not describe a valid {}",
+            h.len,
+            h.elem.size,
+            e.kind.name()
+        ))
+    })?;
+    let need = h
+        .data_offset
+        .checked_add(body)
+        .ok_or_else(|| mismatch("sizes overflow".into()))?;
+    if h.total_size != need {
+        return Err(mismatch(format!(
+            "header says {} bytes in all, but its length needs {need}",
+            h.total_size
+        )));
+    }
+    if file_size != h.total_size {
+        return Err(mismatch(format!(
+            "header says {} bytes, the file has {file_size}",
+            h.total_size
+        )));
+    }
+    Ok(())
+}

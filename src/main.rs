@@ -1,0 +1,5 @@
+//! The `shmkit` command-line tool.
+
+fn main() {
+    println!("shmkit {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,452 @@
+//! Shared-memory segments: a mapping of a file in `/dev/shm` (named) or of a
+//! memfd (anonymous, inherited by spawned children), with a validated header.
+//!
+//! * Creating uses `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600 unless asked:
+//!   an existing file, or a symlink planted at the name, is never reused.
+//! * Opening uses `O_NOFOLLOW`, checks the file is a regular file, waits
+//!   (bounded) for the creator's `ready` word, then validates the header
+//!   against the file size and what the caller expects.
+//! * The creating handle removes the name when dropped, unless told to
+//!   [`keep`](Segment::keep) it, and only if the name still refers to the
+//!   file it created (a successor that reused the name is left alone).
+//!
+//! Linux only. What does not live here: what the body means (`array`, `ring`).
+//!
+//! A process that truncates a segment after others mapped it makes their next
+//! access past the new end fault with SIGBUS; that is outside what any
+//! mapping-based design can prevent. Every open checks the size first.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+use crate::header::{
+    self, ElemDesc, Expect, HEADER_SIZE, Header, HeaderInfo, Kind, MAGIC, MAX_NAME_LEN,
+};
+use crate::process::ProcToken;
+
+/// Where named segments live.
+pub const SHM_DIR: &str = "/dev/shm";
+/// Label used in messages for segments without a name.
+const ANON: &str = "<anonymous>";
+
+/// How to create a segment.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    /// File mode of a named segment (default 0o600: only this user).
+    pub mode: u32,
+    /// Keep the name after the creating handle is dropped (default false).
+    pub keep: bool,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            mode: 0o600,
+            keep: false,
+        }
+    }
+}
+
+/// How to open a segment.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// How long to wait for a creator that has not published the header yet
+    /// (default 2 s). Zero checks once.
+    pub ready_timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            ready_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Check a segment name: 1..=200 bytes of `[A-Za-z0-9._-]`, not starting with
+/// '.', so it can never climb out of `/dev/shm` or hide as a dotfile.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::BadName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("the name is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("the name is too long");
+    }
+    if name.contains('/') {
+        return bad("names may not contain '/' (give a bare name like \"prices\")");
+    }
+    if name.starts_with('.') {
+        return bad("names may not start with '.' (no '..', no hidden files)");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return bad("the name holds a character outside [A-Za-z0-9._-]");
+    }
+    Ok(())
+}
+
+/// The path of a named segment.
+pub fn path_of(name: &str) -> PathBuf {
+    PathBuf::from(SHM_DIR).join(name)
+}
+
+/// Remove a named segment from `/dev/shm`. Processes that have it mapped keep
+/// using it; new opens fail with `NotFound`.
+pub fn unlink(name: &str) -> Result<()> {
+    validate_name(name)?;
+    std::fs::remove_file(path_of(name)).map_err(|e| Error::from_io("unlink", name, e))
+}
+
+/// A mapped segment with a validated header.
+#[derive(Debug)]
+pub struct Segment {
+    map: MmapRaw,
+    file: File,
+    name: Option<String>,
+    info: HeaderInfo,
+    /// Remove the name on drop (the creator, unless `keep`).
+    unlink_on_drop: bool,
+    attach_slot: Option<usize>,
+}
+
+// SAFETY: the mapping is shared memory reached only through atomics (header)
+// or through the body types' own synchronisation; the raw pointer in MmapRaw
+// is what makes the auto traits conservative.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` hands out only `&Header` (atomics) and a raw
+// body pointer whose users synchronise.
+unsafe impl Sync for Segment {}
+
+/// How to build a new segment.
+pub(crate) struct Layout {
+    pub kind: Kind,
+    pub elem: ElemDesc,
+    pub len: u64,
+    pub body_size: u64,
+}
+
+impl Segment {
+    /// Create a named segment. `init` fills the body before the header is
+    /// published; if it fails, the file is removed again.
+    pub(crate) fn create(
+        name: &str,
+        opts: &CreateOptions,
+        layout: Layout,
+        init: impl FnOnce(&Segment) -> Result<()>,
+    ) -> Result<Segment> {
+        validate_name(name)?;
+        let path = path_of(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(opts.mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                // O_EXCL fails with EEXIST on a symlink too: say which it is.
+                Some(libc::EEXIST) if is_not_regular(&path) => Error::NotARegularFile {
+                    name: name.to_owned(),
+                },
+                _ => Error::from_io("create", name, e),
+            })?;
+        let built = Self::build(file, Some(name.to_owned()), layout, init);
+        match built {
+            Ok(mut seg) => {
+                seg.unlink_on_drop = !opts.keep;
+                Ok(seg)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Create an anonymous segment (a memfd). Share it with a child process
+    /// through [`Segment::share_with`].
+    pub(crate) fn create_anonymous(
+        layout: Layout,
+        init: impl FnOnce(&Segment) -> Result<()>,
+    ) -> Result<Segment> {
+        // SAFETY: the name is a NUL-terminated literal; memfd_create returns a
+        // new descriptor or -1.
+        let fd = unsafe { libc::memfd_create(c"shmkit-anon".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::from_io(
+                "memfd_create",
+                ANON,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `fd` was just returned by memfd_create and is owned by no one else.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        Self::build(file, None, layout, init)
+    }
+
+    fn build(
+        file: File,
+        name: Option<String>,
+        layout: Layout,
+        init: impl FnOnce(&Segment) -> Result<()>,
+    ) -> Result<Segment> {
+        let label = name.as_deref().unwrap_or(ANON).to_owned();
+        let too_big = || Error::InvalidArgument {
+            what: format!(
+                "{} of {} elements of {} bytes is too large",
+                layout.kind.name(),
+                layout.len,
+                layout.elem.size
+            ),
+        };
+        let data_offset = HEADER_SIZE;
+        let total = data_offset
+            .checked_add(layout.body_size)
+            .filter(|&t| t <= isize::MAX as u64)
+            .ok_or_else(too_big)?;
+        file.set_len(total)
+            .map_err(|e| Error::from_io("ftruncate", &label, e))?;
+        let map = MmapOptions::new()
+            .len(total as usize)
+            .map_raw(&file)
+            .map_err(|e| Error::from_io("mmap", &label, e))?;
+        let info = HeaderInfo {
+            kind_raw: layout.kind as u32,
+            elem: layout.elem,
+            len: layout.len,
+            data_offset,
+            total_size: total,
+            creator: ProcToken::current().raw(),
+            created_unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let seg = Segment {
+            map,
+            file,
+            name,
+            info,
+            unlink_on_drop: false,
+            attach_slot: None,
+        };
+        init(&seg)?;
+        seg.header().publish(&seg.info);
+        Ok(seg)
+    }
+
+    /// Open a named segment and validate it against `expect`.
+    pub(crate) fn open(name: &str, expect: &Expect, opts: &OpenOptions) -> Result<Segment> {
+        validate_name(name)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path_of(name))
+            .map_err(|e| Error::from_io("open", name, e))?;
+        Self::attach_file(file, Some(name.to_owned()), expect, opts)
+    }
+
+    /// Open the anonymous segment whose descriptor number a parent passed in
+    /// environment variable `var` (see [`Segment::share_with`]).
+    pub(crate) fn open_inherited(
+        var: &str,
+        expect: &Expect,
+        opts: &OpenOptions,
+    ) -> Result<Segment> {
+        let bad = |what: String| Error::InvalidArgument { what };
+        let raw = std::env::var(var).map_err(|_| {
+            bad(format!(
+                "environment variable {var} is not set: was this process spawned with share_with?"
+            ))
+        })?;
+        let fd: i32 = raw
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{var}={raw:?} is not a file descriptor number")))?;
+        // SAFETY: F_GETFD only queries the descriptor table; it fails with
+        // EBADF if `fd` is not open, which we check before borrowing it.
+        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(bad(format!(
+                "{var}={fd} does not name an open file descriptor in this process"
+            )));
+        }
+        // SAFETY: `fd` is open (checked above) and stays open for this
+        // statement; we only duplicate it, leaving the inherited one alone.
+        let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .map_err(|e| Error::from_io("dup", ANON, e))?;
+        Self::attach_file(File::from(owned), None, expect, opts)
+    }
+
+    fn attach_file(
+        file: File,
+        name: Option<String>,
+        expect: &Expect,
+        opts: &OpenOptions,
+    ) -> Result<Segment> {
+        let label = name.as_deref().unwrap_or(ANON).to_owned();
+        let deadline = Instant::now() + opts.ready_timeout;
+        let not_ready = || Error::NotReady {
+            name: label.clone(),
+            waited: opts.ready_timeout,
+        };
+        // A creator sizes the file in one ftruncate right after creating it;
+        // until then the size is 0. Any other size below a header is damage.
+        let size = loop {
+            let meta = file
+                .metadata()
+                .map_err(|e| Error::from_io("fstat", &label, e))?;
+            if !meta.file_type().is_file() {
+                return Err(Error::NotARegularFile { name: label });
+            }
+            match meta.len() {
+                0 if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                0 => return Err(not_ready()),
+                n if n < HEADER_SIZE => {
+                    return Err(Error::Truncated {
+                        name: label,
+                        file_size: n,
+                        needed: HEADER_SIZE,
+                    });
+                }
+                n => break n,
+            }
+        };
+        let len = usize::try_from(size).map_err(|_| Error::SizeMismatch {
+            name: label.clone(),
+            detail: format!("file of {size} bytes cannot be mapped"),
+        })?;
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| Error::from_io("mmap", &label, e))?;
+        // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned, and
+        // lives as long as `map`; Header is all atomics, valid for any bytes.
+        let hdr: &Header = unsafe { &*(map.as_ptr() as *const Header) };
+        loop {
+            if hdr.is_ready() {
+                break;
+            }
+            let magic = hdr.magic();
+            if magic != 0 && magic != MAGIC {
+                return Err(Error::BadMagic {
+                    name: label,
+                    found: magic,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(not_ready());
+            }
+            hdr.wait_ready((deadline - now).min(Duration::from_millis(20)));
+        }
+        if hdr.magic() != MAGIC {
+            return Err(Error::BadMagic {
+                name: label,
+                found: hdr.magic(),
+            });
+        }
+        let info = hdr.snapshot();
+        header::validate(&label, &info, hdr.version(), size, expect)?;
+        let attach_slot = hdr.attach(ProcToken::current());
+        Ok(Segment {
+            map,
+            file,
+            name,
+            info,
+            unlink_on_drop: false,
+            attach_slot,
+        })
+    }
+
+    /// The shared header.
+    pub fn header(&self) -> &Header {
+        // SAFETY: every mapping is at least HEADER_SIZE bytes, page-aligned
+        // (so aligned for Header), and outlives `&self`; Header is all atomics.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    /// The validated local copy of the header.
+    pub fn info(&self) -> &HeaderInfo {
+        &self.info
+    }
+
+    /// Start of the body: `info().data_offset` bytes into the mapping, with
+    /// `total_size - data_offset` bytes behind it (both validated).
+    pub(crate) fn body_ptr(&self) -> *mut u8 {
+        // SAFETY: data_offset <= total_size == mapping length (validated).
+        unsafe { self.map.as_mut_ptr().add(self.info.data_offset as usize) }
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Keep the name in `/dev/shm` after this handle is dropped.
+    pub fn keep(&mut self) {
+        self.unlink_on_drop = false;
+    }
+
+    /// Let a child spawned from `cmd` open this segment: the child inherits
+    /// the descriptor, and finds its number in environment variable `var`.
+    pub fn share_with(&self, cmd: &mut Command, var: &str) {
+        use std::os::unix::process::CommandExt;
+        let fd = self.file.as_raw_fd();
+        cmd.env(var, fd.to_string());
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only fcntl, which is async-signal-safe. It clears close-on-exec
+        // on the one descriptor we mean to pass.
+        unsafe {
+            cmd.pre_exec(move || {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Some(slot) = self.attach_slot {
+            self.header().detach(slot, ProcToken::current());
+        }
+        if self.unlink_on_drop
+            && let Some(name) = &self.name
+        {
+            // Only remove the name if it still refers to our file.
+            let path = path_of(name);
+            let ours = match (std::fs::symlink_metadata(&path), self.file.metadata()) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if ours {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+fn is_not_regular(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file())
+}

@@ -1,0 +1,235 @@
+//! The one facade for every synchronisation primitive shmkit uses.
+//!
+//! Normal builds get `std`'s atomics and a real, process-shared Linux futex.
+//! Builds with `--cfg loom` get loom's atomics and a futex modelled by a
+//! loom `Mutex` + `Condvar`, so that the *same* algorithm code in `cell`,
+//! `header` and `ring` is model-checked. Nothing else in `src/` names loom,
+//! and `clippy.toml` forbids naming `core::sync::atomic` types elsewhere.
+//!
+//! What does not live here: anything that maps memory (`segment`) or asks the
+//! OS about processes (`process`).
+#![allow(clippy::disallowed_types)]
+
+#[cfg(not(loom))]
+use std::sync::atomic as imp;
+
+#[cfg(loom)]
+use loom::sync::atomic as imp;
+
+pub use imp::{Ordering, fence};
+
+/// Our own atomic types: `repr(transparent)` wrappers around std's (same
+/// layout, so they may live in a shared mapping) or loom's. Being our own
+/// types lets `clippy.toml` forbid std's everywhere else.
+macro_rules! facade_atomic {
+    ($($name:ident($int:ty);)*) => {$(
+        #[repr(transparent)]
+        #[derive(Debug, Default)]
+        pub struct $name(imp::$name);
+
+        impl $name {
+            #[inline]
+            pub fn new(v: $int) -> Self { Self(imp::$name::new(v)) }
+            #[inline]
+            pub fn load(&self, o: Ordering) -> $int { self.0.load(o) }
+            #[inline]
+            pub fn store(&self, v: $int, o: Ordering) { self.0.store(v, o) }
+            #[inline]
+            pub fn swap(&self, v: $int, o: Ordering) -> $int { self.0.swap(v, o) }
+            #[inline]
+            pub fn compare_exchange(&self, c: $int, n: $int, s: Ordering, f: Ordering)
+                -> Result<$int, $int> { self.0.compare_exchange(c, n, s, f) }
+            #[inline]
+            pub fn compare_exchange_weak(&self, c: $int, n: $int, s: Ordering, f: Ordering)
+                -> Result<$int, $int> { self.0.compare_exchange_weak(c, n, s, f) }
+            #[inline]
+            pub fn fetch_add(&self, v: $int, o: Ordering) -> $int { self.0.fetch_add(v, o) }
+            #[inline]
+            pub fn fetch_sub(&self, v: $int, o: Ordering) -> $int { self.0.fetch_sub(v, o) }
+            #[inline]
+            pub fn fetch_or(&self, v: $int, o: Ordering) -> $int { self.0.fetch_or(v, o) }
+            #[inline]
+            pub fn fetch_and(&self, v: $int, o: Ordering) -> $int { self.0.fetch_and(v, o) }
+            #[inline]
+            pub fn fetch_max(&self, v: $int, o: Ordering) -> $int { self.0.fetch_max(v, o) }
+            #[inline]
+            pub fn fetch_min(&self, v: $int, o: Ordering) -> $int { self.0.fetch_min(v, o) }
+        }
+    )*};
+}
+
+facade_atomic! {
+    AtomicI8(i8);
+    AtomicU8(u8);
+    AtomicI16(i16);
+    AtomicU16(u16);
+    AtomicI32(i32);
+    AtomicU32(u32);
+    AtomicI64(i64);
+    AtomicU64(u64);
+}
+
+use std::time::Duration;
+
+/// Tell the CPU (or loom's scheduler) that we are busy-waiting.
+///
+/// Under loom this yields, so that spin loops do not exhaust loom's branch
+/// budget and the model lets the thread we wait for run.
+#[inline]
+pub fn spin_loop() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// The ordering to use for the *load* half of a read-modify-write loop whose
+/// successful update uses `order` (a failed CAS may not be Release).
+#[inline]
+pub fn load_ordering(order: Ordering) -> Ordering {
+    match order {
+        Ordering::Release => Ordering::Relaxed,
+        Ordering::AcqRel => Ordering::Acquire,
+        o => o,
+    }
+}
+
+/// An `UnsafeCell` with loom's closure-based API on both sides, so code that
+/// uses it is checked by loom for unsynchronised access.
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+#[repr(transparent)]
+pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+    /// Read access through a raw pointer; the caller upholds aliasing rules.
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+    /// Write access through a raw pointer; the caller upholds aliasing rules.
+    #[inline]
+    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub use loom::cell::UnsafeCell;
+
+/// A 32-bit word that processes can sleep on and wake each other through.
+///
+/// In a normal build this is exactly an `AtomicU32` (same size and layout, so
+/// it may sit in a shared mapping) and [`Futex::wait`]/[`Futex::wake`] are the
+/// `FUTEX_WAIT`/`FUTEX_WAKE` system calls **without** `FUTEX_PRIVATE_FLAG`:
+/// a private futex is keyed by virtual address and never wakes a waiter in
+/// another process.
+///
+/// Under loom the word carries a `Mutex` + `Condvar`: `wait` re-checks the
+/// value under the mutex and then waits, `wake` notifies under the mutex. This
+/// is the futex contract (the check and the sleep are atomic with respect to
+/// a wake), so an algorithm that can lose a wakeup deadlocks the model.
+/// loom has no clock: a timed wait is modelled as an untimed one, so a
+/// timeout can never be what rescues a model from a lost wakeup.
+#[cfg_attr(not(loom), repr(transparent))]
+#[derive(Debug)]
+pub struct Futex {
+    word: AtomicU32,
+    #[cfg(loom)]
+    lock: loom::sync::Mutex<()>,
+    #[cfg(loom)]
+    cond: loom::sync::Condvar,
+}
+
+impl Default for Futex {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl Futex {
+    pub fn new(value: u32) -> Self {
+        Self {
+            word: AtomicU32::new(value),
+            #[cfg(loom)]
+            lock: loom::sync::Mutex::new(()),
+            #[cfg(loom)]
+            cond: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// The word itself, for loads, stores and read-modify-writes.
+    #[inline]
+    pub fn word(&self) -> &AtomicU32 {
+        &self.word
+    }
+
+    /// Sleep while the word equals `expected`, for at most `timeout`.
+    ///
+    /// May return early for any reason (a wake, a signal, a value change, a
+    /// timeout): callers re-check their condition in a loop.
+    pub fn wait(&self, expected: u32, timeout: Option<Duration>) {
+        #[cfg(not(loom))]
+        {
+            let ts = timeout.map(|d| libc::timespec {
+                tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            });
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `self.word` is a live, aligned 4-byte atomic for the whole
+            // call; FUTEX_WAIT only reads it. `ts_ptr` is null or points to
+            // `ts`, which outlives the call. The result (EAGAIN, EINTR,
+            // ETIMEDOUT or 0) is deliberately ignored: callers re-check.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.word.0.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    expected,
+                    ts_ptr,
+                    std::ptr::null::<u32>(),
+                    0u32,
+                );
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _ = timeout;
+            let guard = self.lock.lock().unwrap();
+            // SeqCst stands for the kernel's own check, which is ordered with
+            // the waker's store by the futex hash-bucket lock.
+            if self.word.load(Ordering::SeqCst) != expected {
+                return;
+            }
+            drop(self.cond.wait(guard).unwrap());
+        }
+    }
+
+    /// Wake up to `count` sleepers (use `u32::MAX` for all).
+    pub fn wake(&self, count: u32) {
+        #[cfg(not(loom))]
+        {
+            let n = count.min(i32::MAX as u32) as i32;
+            // SAFETY: FUTEX_WAKE only uses the address as a key; the word is
+            // live for the call. No memory is read or written through it.
+            unsafe {
+                libc::syscall(libc::SYS_futex, self.word.0.as_ptr(), libc::FUTEX_WAKE, n);
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _guard = self.lock.lock().unwrap();
+            if count == 1 {
+                self.cond.notify_one();
+            } else {
+                self.cond.notify_all();
+            }
+        }
+    }
+}
