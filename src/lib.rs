@@ -43,3 +43,8 @@ pub use sync::Ordering;
 pub use array::{SharedAccumulator, SharedArray, SharedValue};
 #[cfg(not(loom))]
 pub use segment::{CreateOptions, OpenOptions, Segment};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
