@@ -64,6 +64,12 @@ pub enum Error {
     NotReady { name: String, waited: Duration },
     /// An argument was out of range (a zero length, a size that overflows).
     InvalidArgument { what: String },
+    /// A ring's producer role is held by a live process.
+    ProducerExists { name: String, pid: u32 },
+    /// A ring already has the most live consumers it can record.
+    TooManyConsumers { name: String, max: usize },
+    /// The ring was closed; it takes no new producer.
+    Closed { name: String },
     /// An operating-system call failed.
     Os {
         op: &'static str,
@@ -189,6 +195,20 @@ impl fmt::Display for Error {
                  finished building it, or died while doing so (then remove it)"
             ),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::ProducerExists { name, pid } => write!(
+                f,
+                "ring {name:?} already has a producer (pid {pid}, alive): a ring has one \
+                 producer; drop that one first, or use another ring"
+            ),
+            Error::TooManyConsumers { name, max } => write!(
+                f,
+                "ring {name:?} already has {max} live consumers, the most it records: drop \
+                 a consumer first, or share one consumer handle between threads"
+            ),
+            Error::Closed { name } => write!(
+                f,
+                "ring {name:?} was closed by its producer: create a new ring to send more"
+            ),
             Error::Os { op, name, source } => {
                 write!(f, "{op} failed on segment {name:?}: {source}")
             }

@@ -29,6 +29,7 @@ pub mod cell;
 pub mod error;
 pub mod header;
 pub mod process;
+pub mod ring;
 
 #[cfg(not(loom))]
 pub mod array;
@@ -37,6 +38,7 @@ pub mod segment;
 
 pub use cell::{Atomic, Element};
 pub use error::{Error, Result};
+pub use ring::{Consumer, PopError, Producer, PushError, Ring};
 pub use sync::Ordering;
 
 #[cfg(not(loom))]
