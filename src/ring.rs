@@ -60,7 +60,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::{Error, Result};
 use crate::process::ProcToken;
-use crate::sync::{AtomicU32, AtomicU64, Futex, Ordering, fence, spin_loop};
+use crate::sync::{AtomicU32, AtomicU64, EventCount, Ordering, spin_loop};
 
 /// Consumers recorded per ring (for dead-peer detection and `shmkit inspect`).
 /// loom: 4, since every registry scan is one modelled load per entry.
@@ -69,9 +69,43 @@ pub const MAX_CONSUMERS: usize = if cfg!(loom) { 4 } else { 64 };
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 /// Largest capacity accepted.
 pub const MAX_CAPACITY: u64 = 1 << 30;
-/// Tries before a blocking call goes to sleep. loom: none (it would only
-/// multiply the explored interleavings).
-const SPIN: u32 = if cfg!(loom) { 0 } else { 256 };
+/// How long a blocking call spins and yields before it sleeps. A sleep and
+/// its wake-up cost 25-30 us on an idle-halting core, so waiting about twice
+/// that first is the classic competitive choice; yielding (not just
+/// spinning) lets a peer pinned to the same core run. loom: no spinning (it
+/// would only multiply the explored interleavings).
+const SPIN_BUDGET: Duration = Duration::from_micros(if cfg!(loom) { 0 } else { 60 });
+
+/// Spin, then yield, until the budget is spent; `false` means "sleep now".
+struct Waiting {
+    backoff: crossbeam_utils::Backoff,
+    since: Option<std::time::Instant>,
+}
+
+impl Waiting {
+    fn new() -> Self {
+        Waiting {
+            backoff: crossbeam_utils::Backoff::new(),
+            since: None,
+        }
+    }
+
+    fn keep_spinning(&mut self) -> bool {
+        if SPIN_BUDGET.is_zero() {
+            return false;
+        }
+        if !self.backoff.is_completed() {
+            self.backoff.snooze();
+            return true;
+        }
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < SPIN_BUDGET {
+            std::thread::yield_now();
+            return true;
+        }
+        false
+    }
+}
 
 /// The ring's shared control block. Fields written on every operation sit on
 /// cache lines of their own.
@@ -86,9 +120,9 @@ pub struct RingControl {
     head: CachePadded<AtomicU64>,
     /// Items marked done with `task_done`; range `0 ..= head`.
     done: CachePadded<AtomicU64>,
-    /// Event counter consumers sleep on; bumped (Release) by the producer when
-    /// it wakes them after a push or a close.
-    not_empty: CachePadded<Futex>,
+    /// Consumers sleep on this; the producer notifies it after a push or a
+    /// close (a syscall only when a consumer registered to sleep).
+    not_empty: CachePadded<EventCount>,
     /// Rarely written state.
     cold: CachePadded<Cold>,
 }
@@ -96,19 +130,19 @@ pub struct RingControl {
 #[repr(C)]
 #[derive(Debug)]
 struct Cold {
-    /// Consumers between registering to sleep and waking up (may overcount
-    /// after a consumer is killed while asleep: then wakes are only wasted).
+    /// Consumers between registering to sleep and waking up: a statistic for
+    /// tools (a consumer killed asleep leaves it one too high).
     consumers_sleeping: AtomicU32,
-    /// 1 while the producer is registered to sleep on `not_full`.
+    /// 1 while the producer sleeps on `not_full`: a statistic for tools.
     producer_sleeping: AtomicU32,
     /// Processes sleeping in `join`.
     joiners: AtomicU32,
     /// 0 open, 1 closed (Release by `close`, after the last tail store).
     closed: AtomicU32,
-    /// Event counter the producer sleeps on while the ring is full.
-    not_full: Futex,
-    /// Event counter joiners sleep on; bumped by `task_done`.
-    all_done: Futex,
+    /// The producer sleeps on this while the ring is full; consumers notify.
+    not_full: EventCount,
+    /// Joiners sleep on this; `task_done` notifies.
+    all_done: EventCount,
     _pad: AtomicU32,
     /// The producer's `ProcToken`, 0 when nobody holds the role.
     producer: AtomicU64,
@@ -125,14 +159,14 @@ impl Default for RingControl {
             tail: pad(0),
             head: pad(0),
             done: pad(0),
-            not_empty: CachePadded::new(Futex::new(0)),
+            not_empty: CachePadded::new(EventCount::new()),
             cold: CachePadded::new(Cold {
                 consumers_sleeping: AtomicU32::new(0),
                 producer_sleeping: AtomicU32::new(0),
                 joiners: AtomicU32::new(0),
                 closed: AtomicU32::new(0),
-                not_full: Futex::new(0),
-                all_done: Futex::new(0),
+                not_full: EventCount::new(),
+                all_done: EventCount::new(),
                 _pad: AtomicU32::new(0),
                 producer: AtomicU64::new(0),
                 consumers_seen: AtomicU64::new(0),
@@ -232,17 +266,10 @@ impl RingMem {
             })
     }
 
-    /// Wake the producer if it sleeps on a full ring. Called after `head`
-    /// moved. The fence pairs with the one in `Producer::push_until`: either
-    /// the producer's re-check sees the new head, or we see its flag.
-    fn wake_producer(&self) {
-        let cold = &self.ctrl().cold;
-        fence(Ordering::SeqCst);
-        if cold.producer_sleeping.load(Ordering::Relaxed) != 0 {
-            // Release: a producer that reads the new count (Acquire) sees head.
-            cold.not_full.word().fetch_add(1, Ordering::Release);
-            cold.not_full.wake(1);
-        }
+    /// Wake the producer if it sleeps on a full ring; called after `head`
+    /// moved. Returns whether it made the wake system call.
+    fn wake_producer(&self) -> bool {
+        self.ctrl().cold.not_full.notify()
     }
 }
 
@@ -495,6 +522,7 @@ impl<T: Pod> Ring<T> {
             head_cache: head,
             me,
             closed: false,
+            futex_calls: 0,
             _elem: PhantomData,
         })
     }
@@ -521,6 +549,8 @@ impl<T: Pod> Ring<T> {
                     mem: mem.clone(),
                     slot: i,
                     me,
+                    futex_calls: AtomicU64::new(0),
+                    tail_cache: AtomicU64::new(0),
                     _elem: PhantomData,
                 });
             }
@@ -618,6 +648,9 @@ pub struct Producer<T: Pod> {
     head_cache: u64,
     me: ProcToken,
     closed: bool,
+    /// Futex system calls this handle made (wakes and waits): local, so
+    /// counting costs no shared write.
+    futex_calls: u64,
     _elem: PhantomData<fn(T)>,
 }
 
@@ -640,21 +673,23 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Store the new tail and wake sleeping consumers if any.
-    fn publish(&mut self, new_tail: u64, items: u64) {
+    fn publish(&mut self, new_tail: u64) {
         let ctrl = self.mem.ctrl();
         // Release: publishes the slot words; pairs with the Acquire load of
         // tail in `Consumer::claim`.
         ctrl.tail.store(new_tail, Ordering::Release);
         self.tail = new_tail;
-        // Pairs with the fence in `Consumer::pop_until`: either that consumer
-        // re-checks and sees the new tail, or we see it registered here.
-        fence(Ordering::SeqCst);
-        let sleeping = ctrl.cold.consumers_sleeping.load(Ordering::Relaxed);
-        if sleeping > 0 {
-            // Release: a consumer that reads the new count sees the tail.
-            ctrl.not_empty.word().fetch_add(1, Ordering::Release);
-            ctrl.not_empty.wake(sleeping.min(items as u32).max(1));
+        // Either a registering consumer's re-check sees the new tail, or we
+        // see its registration (the EventCount's fences).
+        if ctrl.not_empty.notify() {
+            self.futex_calls += 1;
         }
+    }
+
+    /// Futex system calls (wakes and waits) this producer has made: the
+    /// fast path makes none while no consumer sleeps.
+    pub fn futex_calls(&self) -> u64 {
+        self.futex_calls
     }
 
     /// Push one item if there is room, without waiting.
@@ -668,7 +703,7 @@ impl<T: Pod> Producer<T> {
             Ok(_) => {}
         }
         write_slot(self.mem.slot(self.tail), &item);
-        self.publish(self.tail + 1, 1);
+        self.publish(self.tail + 1);
         Ok(())
     }
 
@@ -687,7 +722,7 @@ impl<T: Pod> Producer<T> {
             write_slot(self.mem.slot(self.tail + i as u64), item);
         }
         if n > 0 {
-            self.publish(self.tail + n as u64, n as u64);
+            self.publish(self.tail + n as u64);
         }
         Ok(n)
     }
@@ -736,24 +771,19 @@ impl<T: Pod> Producer<T> {
         mut item: T,
         deadline: Option<std::time::Instant>,
     ) -> Result<(), PushError<T>> {
-        let mut spins = 0;
+        let mut waiting = Waiting::new();
         loop {
             match self.try_push(item) {
                 Err(PushError::Full(it)) => item = it,
                 other => return other,
             }
-            if spins < SPIN {
-                spins += 1;
-                spin_loop();
+            if waiting.keep_spinning() {
                 continue;
             }
             let mem = self.mem.clone();
             let cold = &mem.ctrl().cold;
             cold.producer_sleeping.store(1, Ordering::Relaxed);
-            // Pairs with the fence in `RingMem::wake_producer`.
-            fence(Ordering::SeqCst);
-            // Acquire: pairs with the Release bump in `wake_producer`.
-            let key = cold.not_full.word().load(Ordering::Acquire);
+            let key = cold.not_full.prepare();
             let outcome = match self.try_push(item) {
                 Err(PushError::Full(it)) => {
                     item = it;
@@ -769,6 +799,7 @@ impl<T: Pod> Producer<T> {
                             left => {
                                 let slice = left.map_or(LIVENESS_SLICE, |l| l.min(LIVENESS_SLICE));
                                 cold.not_full.wait(key, Some(slice));
+                                self.futex_calls += 1;
                                 None
                             }
                         }
@@ -794,12 +825,8 @@ impl<T: Pod> Producer<T> {
         // Release: orders our last tail store before `closed`; pairs with the
         // Acquire load in `RingMem::closed`.
         ctrl.cold.closed.store(1, Ordering::Release);
-        fence(Ordering::SeqCst);
-        // Release: a sleeper that reads the new count sees `closed`.
-        ctrl.not_empty.word().fetch_add(1, Ordering::Release);
-        ctrl.not_empty.wake(u32::MAX);
-        ctrl.cold.all_done.word().fetch_add(1, Ordering::Release);
-        ctrl.cold.all_done.wake(u32::MAX);
+        ctrl.not_empty.notify();
+        ctrl.cold.all_done.notify();
     }
 
     /// Wait until every item pushed so far was marked done with
@@ -824,10 +851,7 @@ impl<T: Pod> Producer<T> {
                 return Ok(());
             }
             cold.joiners.fetch_add(1, Ordering::Relaxed);
-            // Pairs with the fence in `task_done`.
-            fence(Ordering::SeqCst);
-            // Acquire: pairs with the Release bump in `task_done`.
-            let key = cold.all_done.word().load(Ordering::Acquire);
+            let key = cold.all_done.prepare();
             let outcome = if ctrl.done.load(Ordering::Acquire) >= target {
                 Some(Ok(()))
             } else if self.mem.consumers_gone() {
@@ -896,6 +920,13 @@ pub struct Consumer<T: Pod> {
     /// Our entry in the consumer registry.
     slot: usize,
     me: ProcToken,
+    /// Futex system calls made through this handle (local bookkeeping).
+    futex_calls: AtomicU64,
+    /// The last `tail` this handle loaded with Acquire. `tail` only grows, so
+    /// every slot below it stays published: while `head` is below it, a claim
+    /// needs no load of the producer's cache line. (An atomic only because
+    /// the handle may be shared by threads; it lives in process memory.)
+    tail_cache: AtomicU64,
     _elem: PhantomData<fn() -> T>,
 }
 
@@ -903,10 +934,11 @@ impl<T: Pod> Consumer<T> {
     /// Claim up to `max` items (at least one) by one CAS of head. `copy` is
     /// called for each slot before the CAS; its copies count only if the CAS
     /// succeeds (on failure `copy` is called again for the new slots).
+    #[inline]
     fn claim(
         &self,
         max: usize,
-        copy: &mut dyn FnMut(usize, &[AtomicU64]),
+        mut copy: impl FnMut(usize, &[AtomicU64]),
     ) -> Result<usize, PopError> {
         let mem = &*self.mem;
         let ctrl = mem.ctrl();
@@ -916,9 +948,14 @@ impl<T: Pod> Consumer<T> {
             // below cannot see less than h (with Relaxed it could, and a
             // correct ring would look corrupt: loom found this).
             let h = ctrl.head.load(Ordering::Acquire);
-            // Acquire: pairs with the producer's Release store of tail, so the
-            // slot words below `t` are visible.
-            let t = ctrl.tail.load(Ordering::Acquire);
+            // Relaxed: a process-local cache, see `tail_cache`.
+            let mut t = self.tail_cache.load(Ordering::Relaxed);
+            if h >= t {
+                // Acquire: pairs with the producer's Release store of tail, so
+                // the slot words below `t` are visible.
+                t = ctrl.tail.load(Ordering::Acquire);
+                self.tail_cache.store(t, Ordering::Relaxed);
+            }
             if t == h {
                 if !mem.closed() {
                     return Err(PopError::Empty);
@@ -951,7 +988,9 @@ impl<T: Pod> Consumer<T> {
                 .compare_exchange(h, h + n as u64, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    mem.wake_producer();
+                    if mem.wake_producer() {
+                        self.count_futex_call();
+                    }
                     return Ok(n);
                 }
                 Err(_) => spin_loop(),
@@ -962,7 +1001,7 @@ impl<T: Pod> Consumer<T> {
     /// Take one item if there is one, without waiting.
     pub fn try_pop(&self) -> Result<T, PopError> {
         let mut out = T::zeroed();
-        self.claim(1, &mut |_, slot| out = read_slot(slot))?;
+        self.claim(1, |_, slot| out = read_slot(slot))?;
         Ok(out)
     }
 
@@ -971,7 +1010,7 @@ impl<T: Pod> Consumer<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.claim(buf.len(), &mut |i, slot| buf[i] = read_slot(slot))
+        self.claim(buf.len(), |i, slot| buf[i] = read_slot(slot))
     }
 
     /// Take one item, waiting while the ring is empty. `Disconnected` once
@@ -1008,24 +1047,18 @@ impl<T: Pod> Consumer<T> {
         deadline: Option<std::time::Instant>,
         mut attempt: impl FnMut() -> Result<R, PopError>,
     ) -> Result<R, PopError> {
-        let mut spins = 0;
+        let mut waiting = Waiting::new();
         loop {
             match attempt() {
                 Err(PopError::Empty) => {}
                 other => return other,
             }
-            if spins < SPIN {
-                spins += 1;
-                spin_loop();
+            if waiting.keep_spinning() {
                 continue;
             }
             let ctrl = self.mem.ctrl();
             ctrl.cold.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
-            // Pairs with the fence in `Producer::publish` (and `close`).
-            fence(Ordering::SeqCst);
-            // Acquire: pairs with the producer's Release bump; reading the
-            // new count means the re-check below sees the new tail.
-            let key = ctrl.not_empty.word().load(Ordering::Acquire);
+            let key = ctrl.not_empty.prepare();
             let outcome = match attempt() {
                 Err(PopError::Empty) => {
                     if self.mem.producer_dead() {
@@ -1041,6 +1074,7 @@ impl<T: Pod> Consumer<T> {
                             left => {
                                 let slice = left.map_or(LIVENESS_SLICE, |l| l.min(LIVENESS_SLICE));
                                 ctrl.not_empty.wait(key, Some(slice));
+                                self.count_futex_call();
                                 None
                             }
                         }
@@ -1077,19 +1111,24 @@ impl<T: Pod> Consumer<T> {
             }
             spin_loop();
         }
-        // Pairs with the fence in `Producer::join_until`.
-        fence(Ordering::SeqCst);
-        if ctrl.cold.joiners.load(Ordering::Relaxed) > 0 {
-            // Release: a joiner that reads the new count sees `done`.
-            ctrl.cold.all_done.word().fetch_add(1, Ordering::Release);
-            ctrl.cold.all_done.wake(u32::MAX);
-        }
+        ctrl.cold.all_done.notify();
         Ok(())
     }
 
     /// Whether the producer closed the ring (items may still be left).
     pub fn is_closed(&self) -> bool {
         self.mem.closed()
+    }
+
+    fn count_futex_call(&self) {
+        // Relaxed: a statistic of this handle, ordering nothing.
+        self.futex_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Futex system calls (waits, and wakes of the producer) made through
+    /// this handle.
+    pub fn futex_calls(&self) -> u64 {
+        self.futex_calls.load(Ordering::Relaxed)
     }
 }
 

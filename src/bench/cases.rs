@@ -1,0 +1,852 @@
+//! The benchmark cases: what the parent sets up and what each worker does.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Barrier, Mutex};
+
+use super::baseline::{PthreadRing, PthreadShared};
+use super::{
+    Ctl, Options, Record, now_ns, percentiles, pin, progress, spawn_worker, summary, wait_all,
+};
+use crate::ring::{PopError, Ring};
+use crate::sync::Ordering;
+use crate::{SharedAccumulator, SharedValue};
+
+type Res<T> = Result<T, String>;
+
+fn e<E: std::fmt::Display>(x: E) -> String {
+    x.to_string()
+}
+
+fn reps(o: &Options) -> usize {
+    if o.full { 7 } else { 3 }
+}
+
+/// Placement of worker `i` of `n`: core i % cores.
+fn placement(n: usize, tag: &str) -> String {
+    let c = super::cores();
+    let cores: Vec<String> = (0..n).map(|i| (i % c).to_string()).collect();
+    let over = if n > c {
+        format!(", {n} on {c} cores: oversubscribed")
+    } else {
+        String::new()
+    };
+    format!("{tag} pinned to cores {}{over}", cores.join(","))
+}
+
+/// Run `reps` rounds; each round runs every implementation once (so they
+/// alternate), collecting one sample each.
+fn alternate<const N: usize>(
+    reps: usize,
+    mut impls: [&mut dyn FnMut() -> Res<f64>; N],
+) -> Res<[Vec<f64>; N]> {
+    let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    for _ in 0..reps {
+        for (i, f) in impls.iter_mut().enumerate() {
+            out[i].push(f()?);
+        }
+    }
+    Ok(out)
+}
+
+fn record(
+    group: &'static str,
+    name: String,
+    metric: &'static str,
+    unit: &'static str,
+    samples: Vec<f64>,
+    note: String,
+) -> Record {
+    let (value, min, max) = summary(samples);
+    let r = Record {
+        group,
+        name,
+        metric,
+        unit,
+        value,
+        min,
+        max,
+        pct: None,
+        note,
+    };
+    progress(&r);
+    r
+}
+
+// ---------------------------------------------------------------- counters
+
+/// Run `w` worker processes of `case`, each doing `iters`, with the data
+/// shared by `share`; returns the wall time in seconds.
+fn procs(case: &str, w: usize, iters: u64, share: &dyn Fn(&mut Command)) -> Res<(f64, Ctl)> {
+    let ctl = Ctl::create(w).map_err(e)?;
+    let mut kids = Vec::new();
+    for i in 0..w {
+        kids.push(spawn_worker(&ctl, case, i, &[iters.to_string()], |c| share(c)).map_err(e)?);
+    }
+    ctl.go();
+    wait_all(kids)?;
+    Ok((ctl.wall(), ctl))
+}
+
+fn counter_atomic(w: usize, iters: u64) -> Res<f64> {
+    let v = SharedValue::<u64>::create_anonymous(0).map_err(e)?;
+    let (wall, _) = procs("counter-atomic", w, iters, &|c| v.share_with(c, "B_DATA"))?;
+    let got = v.load(Ordering::SeqCst);
+    if got != w as u64 * iters {
+        return Err(format!("fetch_add counter ended at {got}"));
+    }
+    Ok(w as f64 * iters as f64 / wall)
+}
+
+/// Returns (ops/s, hand-offs per op).
+fn counter_pthread(w: usize, iters: u64, float: bool) -> Res<(f64, f64)> {
+    let p = PthreadShared::create(3, 0).map_err(e)?;
+    let case = if float {
+        "float-pthread"
+    } else {
+        "counter-pthread"
+    };
+    let (wall, _) = procs(case, w, iters, &|c| p.share_with(c, "B_DATA"))?;
+    // SAFETY: every worker exited; we are the only user now.
+    let (count, handoffs) = unsafe { (*p.data(0, 0), *p.data(0, 2)) };
+    let want = w as u64 * iters;
+    let ok = if float {
+        f64::from_bits(count) == want as f64
+    } else {
+        count == want
+    };
+    if !ok {
+        return Err(format!("mutex counter ended wrong ({count:#x})"));
+    }
+    Ok((want as f64 / wall, handoffs as f64 / want as f64))
+}
+
+fn counter_std_mutex(w: usize, iters: u64) -> Res<f64> {
+    let m = Arc::new(Mutex::new(0u64));
+    let barrier = Arc::new(Barrier::new(w));
+    let handles: Vec<_> = (0..w)
+        .map(|i| {
+            let (m, b) = (m.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                pin(i);
+                b.wait();
+                let t0 = now_ns();
+                for _ in 0..iters {
+                    *m.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                }
+                (t0, now_ns())
+            })
+        })
+        .collect();
+    let times: Vec<(u64, u64)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let wall = times.iter().map(|t| t.1).max().unwrap() - times.iter().map(|t| t.0).min().unwrap();
+    let got = *m.lock().unwrap();
+    if got != w as u64 * iters {
+        return Err(format!("std mutex counter ended at {got}"));
+    }
+    Ok(w as f64 * iters as f64 / (wall as f64 / 1e9))
+}
+
+pub(super) fn counter(o: &Options) -> Res<Vec<Record>> {
+    let iters: u64 = if o.full { 3_000_000 } else { 400_000 };
+    let mut out = Vec::new();
+    for w in [1usize, 2, 4] {
+        let mut handoffs = Vec::new();
+        let [a, p, s] = alternate(
+            reps(o),
+            [
+                &mut || counter_atomic(w, iters),
+                &mut || {
+                    let (ops, h) = counter_pthread(w, iters, false)?;
+                    handoffs.push(h);
+                    Ok(ops)
+                },
+                &mut || counter_std_mutex(w, iters),
+            ],
+        )?;
+        let place = placement(w, "processes");
+        out.push(record(
+            "counter",
+            format!("shmkit-fetch_add/{w}p"),
+            "throughput",
+            "ops/s",
+            a,
+            place.clone(),
+        ));
+        let (h, _, _) = summary(handoffs);
+        out.push(record(
+            "counter",
+            format!("pthread-mutex/{w}p"),
+            "throughput",
+            "ops/s",
+            p,
+            format!("{place}; lock changed hands on {:.1}% of ops", h * 100.0),
+        ));
+        out.push(record(
+            "counter",
+            format!("std-mutex/{w}t"),
+            "throughput",
+            "ops/s",
+            s,
+            placement(w, "threads"),
+        ));
+    }
+    Ok(out)
+}
+
+pub(super) fn float_add(o: &Options) -> Res<Vec<Record>> {
+    let iters: u64 = if o.full { 2_000_000 } else { 300_000 };
+    let mut out = Vec::new();
+    for w in [1usize, 2] {
+        let [c, m, s] = alternate(
+            reps(o),
+            [
+                &mut || {
+                    let v = SharedValue::<f64>::create_anonymous(0.0).map_err(e)?;
+                    let (wall, _) = procs("float-cas", w, iters, &|c| v.share_with(c, "B_DATA"))?;
+                    if v.load(Ordering::SeqCst) != (w as u64 * iters) as f64 {
+                        return Err("CAS float sum wrong".into());
+                    }
+                    Ok(w as f64 * iters as f64 / wall)
+                },
+                &mut || counter_pthread(w, iters, true).map(|r| r.0),
+                &mut || {
+                    let acc = SharedAccumulator::create_anonymous(w).map_err(e)?;
+                    let (wall, _) =
+                        procs("float-striped", w, iters, &|c| acc.share_with(c, "B_DATA"))?;
+                    if acc.sum() != (w as u64 * iters) as f64 {
+                        return Err("striped float sum wrong".into());
+                    }
+                    Ok(w as f64 * iters as f64 / wall)
+                },
+            ],
+        )?;
+        let place = placement(w, "processes");
+        for (name, xs) in [
+            (format!("shmkit-cas-f64/{w}p"), c),
+            (format!("pthread-mutex-f64/{w}p"), m),
+            (format!("shmkit-striped/{w}p"), s),
+        ] {
+            out.push(record(
+                "float-add",
+                name,
+                "throughput",
+                "adds/s",
+                xs,
+                place.clone(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------ queues
+
+const RING_CAP: usize = 4096;
+
+/// shmkit ring, 1 producer and `c` consumers, batch size `batch`.
+/// Returns (items/s, futex calls per item).
+fn ring_throughput(n: u64, c: usize, batch: usize) -> Res<(f64, f64)> {
+    let ring = Ring::<u64>::create_anonymous(RING_CAP).map_err(e)?;
+    let ctl = Ctl::create(1 + c).map_err(e)?;
+    let args = [n.to_string(), batch.to_string()];
+    let mut kids = vec![
+        spawn_worker(&ctl, "ring-prod", 0, &args, |cmd| {
+            ring.share_with(cmd, "B_RING")
+        })
+        .map_err(e)?,
+    ];
+    for i in 1..=c {
+        kids.push(
+            spawn_worker(&ctl, "ring-cons", i, &args, |cmd| {
+                ring.share_with(cmd, "B_RING")
+            })
+            .map_err(e)?,
+        );
+    }
+    ctl.go();
+    wait_all(kids)?;
+    let got: u64 = (1..=c)
+        .map(|i| ctl.slot(i, 2).load(Ordering::Acquire))
+        .sum();
+    if got != n {
+        return Err(format!("ring delivered {got} of {n} items"));
+    }
+    let futex: u64 = (0..=c)
+        .map(|i| ctl.slot(i, 3).load(Ordering::Acquire))
+        .sum();
+    Ok((n as f64 / ctl.wall(), futex as f64 / n as f64))
+}
+
+fn pthread_ring_throughput(n: u64, c: usize) -> Res<f64> {
+    let ring = PthreadRing::create(RING_CAP).map_err(e)?;
+    let ctl = Ctl::create(1 + c).map_err(e)?;
+    let args = [n.to_string()];
+    let mut kids = vec![
+        spawn_worker(&ctl, "pring-prod", 0, &args, |cmd| {
+            ring.share_with(cmd, "B_RING")
+        })
+        .map_err(e)?,
+    ];
+    for i in 1..=c {
+        kids.push(
+            spawn_worker(&ctl, "pring-cons", i, &args, |cmd| {
+                ring.share_with(cmd, "B_RING")
+            })
+            .map_err(e)?,
+        );
+    }
+    ctl.go();
+    wait_all(kids)?;
+    let got: u64 = (1..=c)
+        .map(|i| ctl.slot(i, 2).load(Ordering::Acquire))
+        .sum();
+    if got != n {
+        return Err(format!("pthread ring delivered {got} of {n}"));
+    }
+    Ok(n as f64 / ctl.wall())
+}
+
+fn pipe_throughput(n: u64) -> Res<f64> {
+    let ctl = Ctl::create(2).map_err(e)?;
+    let args = [n.to_string()];
+    let mut prod = spawn_worker(&ctl, "pipe-prod", 0, &args, |cmd| {
+        cmd.stdout(Stdio::piped());
+    })
+    .map_err(e)?;
+    let out = prod.stdout.take().ok_or("no pipe")?;
+    let cons = spawn_worker(&ctl, "pipe-cons", 1, &args, |cmd| {
+        cmd.stdin(Stdio::from(out));
+    })
+    .map_err(e)?;
+    ctl.go();
+    wait_all(vec![prod, cons])?;
+    if ctl.slot(1, 2).load(Ordering::Acquire) != n {
+        return Err("pipe lost items".into());
+    }
+    Ok(n as f64 / ctl.wall())
+}
+
+fn arrayqueue_threads(n: u64) -> Res<f64> {
+    let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(RING_CAP));
+    let b = Arc::new(Barrier::new(2));
+    let (q2, b2) = (q.clone(), b.clone());
+    let prod = std::thread::spawn(move || {
+        pin(0);
+        b2.wait();
+        let t0 = now_ns();
+        for v in 0..n {
+            let mut item = v;
+            while let Err(back) = q2.push(item) {
+                item = back;
+                std::hint::spin_loop();
+            }
+        }
+        t0
+    });
+    let cons = std::thread::spawn(move || {
+        pin(1);
+        b.wait();
+        let mut got = 0u64;
+        while got < n {
+            match q.pop() {
+                Some(_) => got += 1,
+                None => std::hint::spin_loop(),
+            }
+        }
+        now_ns()
+    });
+    let t0 = prod.join().map_err(|_| "producer panicked")?;
+    let end = cons.join().map_err(|_| "consumer panicked")?;
+    Ok(n as f64 / ((end - t0) as f64 / 1e9))
+}
+
+fn mutex_vecdeque_threads(n: u64) -> Res<f64> {
+    use std::collections::VecDeque;
+    let q = Arc::new(Mutex::new(VecDeque::<u64>::with_capacity(RING_CAP)));
+    let b = Arc::new(Barrier::new(2));
+    let (q2, b2) = (q.clone(), b.clone());
+    let prod = std::thread::spawn(move || {
+        pin(0);
+        b2.wait();
+        let t0 = now_ns();
+        for v in 0..n {
+            loop {
+                let mut g = q2.lock().unwrap();
+                if g.len() < RING_CAP {
+                    g.push_back(v);
+                    break;
+                }
+                drop(g);
+                std::hint::spin_loop();
+            }
+        }
+        t0
+    });
+    let cons = std::thread::spawn(move || {
+        pin(1);
+        b.wait();
+        let mut got = 0u64;
+        while got < n {
+            if q.lock().unwrap().pop_front().is_some() {
+                got += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        now_ns()
+    });
+    let t0 = prod.join().map_err(|_| "producer panicked")?;
+    let end = cons.join().map_err(|_| "consumer panicked")?;
+    Ok(n as f64 / ((end - t0) as f64 / 1e9))
+}
+
+pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
+    let n: u64 = if o.full { 10_000_000 } else { 2_000_000 };
+    let mut out = Vec::new();
+    let (mut f1, mut fb, mut f2, mut f2b) = (vec![], vec![], vec![], vec![]);
+    let [r1, rb, aq, mv, pr, pp] = alternate(
+        reps(o),
+        [
+            &mut || {
+                ring_throughput(n, 1, 1).map(|(x, f)| {
+                    f1.push(f);
+                    x
+                })
+            },
+            &mut || {
+                ring_throughput(n, 1, 64).map(|(x, f)| {
+                    fb.push(f);
+                    x
+                })
+            },
+            &mut || arrayqueue_threads(n),
+            &mut || mutex_vecdeque_threads(n),
+            &mut || pthread_ring_throughput(n, 1),
+            &mut || pipe_throughput(n),
+        ],
+    )?;
+    let [r2, r2b, pr2] = alternate(
+        reps(o),
+        [
+            &mut || {
+                ring_throughput(n, 2, 1).map(|(x, f)| {
+                    f2.push(f);
+                    x
+                })
+            },
+            &mut || {
+                ring_throughput(n, 2, 64).map(|(x, f)| {
+                    f2b.push(f);
+                    x
+                })
+            },
+            &mut || pthread_ring_throughput(n, 2),
+        ],
+    )?;
+    let fx = |v: Vec<f64>| format!("futex calls/item {:.5}", summary(v).0);
+    let p2 = placement(2, "producer, consumer");
+    let p3 = placement(3, "producer, consumers");
+    let rows: Vec<(&str, Vec<f64>, String)> = vec![
+        ("shmkit-ring/1p1c", r1, format!("{p2}; {}", fx(f1))),
+        ("shmkit-ring-batch64/1p1c", rb, format!("{p2}; {}", fx(fb))),
+        ("arrayqueue/1t1t", aq, placement(2, "threads")),
+        ("mutex-vecdeque/1t1t", mv, placement(2, "threads")),
+        ("pthread-ring/1p1c", pr, format!("{p2}; mutex + condvars")),
+        ("pipe/1p1c", pp, format!("{p2}; 64 KiB buffered writes")),
+        ("shmkit-ring/1p2c", r2, format!("{p3}; {}", fx(f2))),
+        (
+            "shmkit-ring-batch64/1p2c",
+            r2b,
+            format!("{p3}; {}", fx(f2b)),
+        ),
+        ("pthread-ring/1p2c", pr2, format!("{p3}; mutex + condvars")),
+    ];
+    for (name, xs, note) in rows {
+        out.push(record(
+            "queue-throughput",
+            name.into(),
+            "throughput",
+            "items/s",
+            xs,
+            note,
+        ));
+    }
+    Ok(out)
+}
+
+// ----------------------------------------------------------------- latency
+
+/// Run a ping (worker 0, core 0) / pong (worker 1, core 1) pair; the ping
+/// writes percentiles of the one-way latency (RTT / 2) into its result words.
+fn pingpong(case: &str, samples: u64, share: &dyn Fn(&mut Command, bool)) -> Res<[f64; 3]> {
+    let ctl = Ctl::create(2).map_err(e)?;
+    let args = [samples.to_string()];
+    let ping =
+        spawn_worker(&ctl, &format!("{case}-ping"), 0, &args, |c| share(c, true)).map_err(e)?;
+    let pong =
+        spawn_worker(&ctl, &format!("{case}-pong"), 1, &args, |c| share(c, false)).map_err(e)?;
+    ctl.go();
+    wait_all(vec![ping, pong])?;
+    Ok(std::array::from_fn(|i| {
+        f64::from_bits(ctl.slot(0, 2 + i).load(Ordering::Acquire))
+    }))
+}
+
+fn os_pipe() -> Res<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
+    let spin_n: u64 = if o.full { 200_000 } else { 20_000 };
+    let block_n: u64 = if o.full { 20_000 } else { 2_000 };
+    let mut pct: [Vec<[f64; 3]>; 4] = Default::default();
+    for _ in 0..reps(o) {
+        let cl = crate::SharedArray::<u64>::create_anonymous(16).map_err(e)?;
+        pct[0].push(pingpong("lat-cl", spin_n, &|c, _| {
+            cl.share_with(c, "B_DATA")
+        })?);
+        for (k, mode, n) in [(1, "spin", spin_n), (2, "block", block_n)] {
+            let a = Ring::<u64>::create_anonymous(64).map_err(e)?;
+            let b = Ring::<u64>::create_anonymous(64).map_err(e)?;
+            pct[k].push(pingpong(&format!("lat-ring-{mode}"), n, &|c, _| {
+                a.share_with(c, "B_RING");
+                b.share_with(c, "B_RING2");
+            })?);
+        }
+        // Pipes: ping writes to pong's stdin, pong writes to ping's stdin.
+        let (a_r, a_w) = os_pipe()?;
+        let (b_r, b_w) = os_pipe()?;
+        let fds = Mutex::new(Some((a_r, a_w, b_r, b_w)));
+        pct[3].push(pingpong("lat-pipe", block_n, &|c, is_ping| {
+            let mut g = fds.lock().unwrap();
+            let (a_r, a_w, b_r, b_w) = g.as_ref().unwrap();
+            let dup = |f: &OwnedFd| Stdio::from(f.try_clone().unwrap());
+            if is_ping {
+                c.stdout(dup(a_w)).stdin(dup(b_r));
+            } else {
+                c.stdin(dup(a_r)).stdout(dup(b_w));
+                // Both ends are spawned: drop the parent's copies so EOF works.
+                *g = None;
+            }
+        })?);
+    }
+    let place = "ping on core 0, pong on core 1; one-way = round trip / 2".to_string();
+    let names = [
+        (
+            "cacheline-pingpong",
+            "one word bouncing between two cores (the floor)",
+        ),
+        ("shmkit-ring-spin", "two rings, try_pop spinning"),
+        (
+            "shmkit-ring-blocking",
+            "two rings, blocking pop (futex sleep)",
+        ),
+        ("pipe", "two pipes, blocking read"),
+    ];
+    let mut out = Vec::new();
+    for (i, (name, what)) in names.iter().enumerate() {
+        let p50s: Vec<f64> = pct[i].iter().map(|p| p[0]).collect();
+        let (value, min, max) = summary(p50s.clone());
+        let mid = pct[i]
+            .iter()
+            .find(|p| p[0] == value)
+            .copied()
+            .unwrap_or([f64::NAN; 3]);
+        let r = Record {
+            group: "latency",
+            name: (*name).into(),
+            metric: "one-way p50",
+            unit: "ns",
+            value,
+            min,
+            max,
+            pct: Some(mid),
+            note: format!("{what}; {place}"),
+        };
+        progress(&r);
+        out.push(r);
+    }
+    Ok(out)
+}
+
+pub(super) fn python(_o: &Options) -> Res<Vec<Record>> {
+    Err("the python group is not built yet".into())
+}
+
+// ------------------------------------------------------------------ workers
+
+fn arg(args: &[String], i: usize) -> Res<u64> {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("worker argument {i} missing"))
+}
+
+/// `shmkit __bench-worker CASE INDEX ARGS...`: one worker process.
+pub fn worker(args: &[String]) -> ExitCode {
+    match worker_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(m) => {
+            eprintln!("bench worker {args:?}: {m}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn worker_inner(args: &[String]) -> Res<()> {
+    let case = args.first().ok_or("no case")?.as_str();
+    let idx = arg(args, 1)? as usize;
+    let n = arg(args, 2)?;
+    let ctl = Ctl::open().map_err(e)?;
+    pin(idx);
+    match case {
+        "counter-atomic" => {
+            let v = SharedValue::<u64>::open_inherited("B_DATA").map_err(e)?;
+            ctl.start(idx);
+            for _ in 0..n {
+                v.fetch_add(1, Ordering::Relaxed);
+            }
+            ctl.finish(idx);
+        }
+        "counter-pthread" | "float-pthread" => {
+            let p = PthreadShared::open_inherited("B_DATA").map_err(e)?;
+            let float = case == "float-pthread";
+            let me = idx as u64 + 1;
+            ctl.start(idx);
+            for _ in 0..n {
+                p.with_lock(|| {
+                    // SAFETY: the words are only touched with the mutex held.
+                    unsafe {
+                        let c = p.data(0, 0);
+                        *c = if float {
+                            (f64::from_bits(*c) + 1.0).to_bits()
+                        } else {
+                            *c + 1
+                        };
+                        let last = p.data(0, 1);
+                        if *last != me {
+                            *last = me;
+                            *p.data(0, 2) += 1;
+                        }
+                    }
+                });
+            }
+            ctl.finish(idx);
+        }
+        "float-cas" => {
+            let v = SharedValue::<f64>::open_inherited("B_DATA").map_err(e)?;
+            ctl.start(idx);
+            for _ in 0..n {
+                v.fetch_add(1.0, Ordering::Relaxed);
+            }
+            ctl.finish(idx);
+        }
+        "float-striped" => {
+            let acc = SharedAccumulator::open_inherited("B_DATA").map_err(e)?;
+            ctl.start(idx);
+            for _ in 0..n {
+                acc.add_at(idx, 1.0);
+            }
+            ctl.finish(idx);
+        }
+        "ring-prod" => {
+            let batch = arg(args, 3)? as usize;
+            let ring = Ring::<u64>::open_inherited("B_RING").map_err(e)?;
+            let mut tx = ring.producer().map_err(e)?;
+            let mut buf = vec![0u64; batch.max(1)];
+            ctl.start(idx);
+            let mut v = 0;
+            while v < n {
+                if batch <= 1 {
+                    tx.push(v).map_err(e)?;
+                    v += 1;
+                } else {
+                    let k = (n - v).min(batch as u64) as usize;
+                    for (j, slot) in buf[..k].iter_mut().enumerate() {
+                        *slot = v + j as u64;
+                    }
+                    tx.push_slice(&buf[..k]).map_err(|(_, x)| e(x))?;
+                    v += k as u64;
+                }
+            }
+            ctl.finish(idx);
+            ctl.slot(idx, 3).store(tx.futex_calls(), Ordering::Release);
+        }
+        "ring-cons" => {
+            let batch = arg(args, 3)? as usize;
+            let ring = Ring::<u64>::open_inherited("B_RING").map_err(e)?;
+            let rx = ring.consumer().map_err(e)?;
+            let mut buf = vec![0u64; batch.max(1)];
+            let (mut got, mut last) = (0u64, None::<u64>);
+            ctl.start(idx);
+            loop {
+                let r = if batch <= 1 {
+                    rx.pop().map(|v| {
+                        buf[0] = v;
+                        1
+                    })
+                } else {
+                    rx.pop_into(&mut buf)
+                };
+                match r {
+                    Ok(k) => {
+                        for &v in &buf[..k] {
+                            if last.is_some_and(|l| l >= v) {
+                                return Err(format!("out of order: {last:?} then {v}"));
+                            }
+                            last = Some(v);
+                        }
+                        got += k as u64;
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(x) => return Err(e(x)),
+                }
+            }
+            ctl.finish(idx);
+            ctl.slot(idx, 2).store(got, Ordering::Release);
+            ctl.slot(idx, 3).store(rx.futex_calls(), Ordering::Release);
+        }
+        "pring-prod" => {
+            let ring = PthreadRing::open_inherited("B_RING", RING_CAP).map_err(e)?;
+            ctl.start(idx);
+            for v in 0..n {
+                ring.push(v);
+            }
+            ring.close();
+            ctl.finish(idx);
+        }
+        "pring-cons" => {
+            let ring = PthreadRing::open_inherited("B_RING", RING_CAP).map_err(e)?;
+            let mut got = 0u64;
+            ctl.start(idx);
+            while ring.pop().is_some() {
+                got += 1;
+            }
+            ctl.finish(idx);
+            ctl.slot(idx, 2).store(got, Ordering::Release);
+        }
+        "pipe-prod" => {
+            let mut w = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+            ctl.start(idx);
+            for v in 0..n {
+                w.write_all(&v.to_ne_bytes()).map_err(e)?;
+            }
+            w.flush().map_err(e)?;
+            ctl.finish(idx);
+        }
+        "pipe-cons" => {
+            let mut r = std::io::BufReader::with_capacity(64 << 10, std::io::stdin().lock());
+            let mut b = [0u8; 8];
+            let mut got = 0u64;
+            ctl.start(idx);
+            while got < n && r.read_exact(&mut b).is_ok() {
+                got += 1;
+            }
+            ctl.finish(idx);
+            ctl.slot(idx, 2).store(got, Ordering::Release);
+        }
+        "lat-cl-ping" | "lat-cl-pong" => {
+            let w = crate::SharedArray::<u64>::open_inherited("B_DATA").map_err(e)?;
+            let cell = &w[0];
+            let ping = case.ends_with("ping");
+            let mut xs = Vec::with_capacity(n as usize);
+            ctl.start(idx);
+            for i in 0..n {
+                if ping {
+                    let t0 = now_ns();
+                    cell.store(2 * i + 1, Ordering::Release);
+                    while cell.load(Ordering::Acquire) != 2 * i + 2 {
+                        std::hint::spin_loop();
+                    }
+                    xs.push((now_ns() - t0) as f64 / 2.0);
+                } else {
+                    while cell.load(Ordering::Acquire) != 2 * i + 1 {
+                        std::hint::spin_loop();
+                    }
+                    cell.store(2 * i + 2, Ordering::Release);
+                }
+            }
+            ctl.finish(idx);
+            report(&ctl, idx, &mut xs);
+        }
+        c if c.starts_with("lat-ring-") => {
+            let spin = c.contains("spin");
+            let ping = c.ends_with("ping");
+            let a = Ring::<u64>::open_inherited("B_RING").map_err(e)?;
+            let b = Ring::<u64>::open_inherited("B_RING2").map_err(e)?;
+            let (mut tx, rx) = if ping {
+                (a.producer().map_err(e)?, b.consumer().map_err(e)?)
+            } else {
+                (b.producer().map_err(e)?, a.consumer().map_err(e)?)
+            };
+            let recv = |rx: &crate::ring::Consumer<u64>| -> Res<u64> {
+                if spin {
+                    loop {
+                        match rx.try_pop() {
+                            Ok(v) => return Ok(v),
+                            Err(PopError::Empty) => std::hint::spin_loop(),
+                            Err(x) => return Err(e(x)),
+                        }
+                    }
+                } else {
+                    rx.pop().map_err(e)
+                }
+            };
+            let mut xs = Vec::with_capacity(n as usize);
+            ctl.start(idx);
+            for i in 0..n {
+                if ping {
+                    let t0 = now_ns();
+                    tx.push(i).map_err(e)?;
+                    recv(&rx)?;
+                    xs.push((now_ns() - t0) as f64 / 2.0);
+                } else {
+                    let v = recv(&rx)?;
+                    tx.push(v).map_err(e)?;
+                }
+            }
+            ctl.finish(idx);
+            report(&ctl, idx, &mut xs);
+        }
+        "lat-pipe-ping" | "lat-pipe-pong" => {
+            let ping = case.ends_with("ping");
+            let (mut out, mut inp) = (std::io::stdout().lock(), std::io::stdin().lock());
+            let mut b = [0u8; 8];
+            let mut xs = Vec::with_capacity(n as usize);
+            ctl.start(idx);
+            for i in 0..n {
+                if ping {
+                    let t0 = now_ns();
+                    out.write_all(&i.to_ne_bytes()).map_err(e)?;
+                    out.flush().map_err(e)?;
+                    inp.read_exact(&mut b).map_err(e)?;
+                    xs.push((now_ns() - t0) as f64 / 2.0);
+                } else {
+                    inp.read_exact(&mut b).map_err(e)?;
+                    out.write_all(&b).map_err(e)?;
+                    out.flush().map_err(e)?;
+                }
+            }
+            ctl.finish(idx);
+            report(&ctl, idx, &mut xs);
+        }
+        other => return Err(format!("unknown case {other}")),
+    }
+    Ok(())
+}
+
+fn report(ctl: &Ctl, idx: usize, xs: &mut [f64]) {
+    if xs.is_empty() {
+        return;
+    }
+    for (i, p) in percentiles(xs).into_iter().enumerate() {
+        ctl.slot(idx, 2 + i).store(p.to_bits(), Ordering::Release);
+    }
+}
