@@ -2,14 +2,45 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
+/// loom builds model the algorithms only; the tool needs real shared memory.
+#[cfg(loom)]
+fn main() -> ExitCode {
+    ExitCode::SUCCESS
+}
+
+#[cfg(not(loom))]
+fn main() -> ExitCode {
+    cli::main()
+}
+
+#[cfg(not(loom))]
+mod cli {
+    use std::process::ExitCode;
+
+    const USAGE: &str = "\
 shmkit: shared memory between processes, without locks where none are needed
 
 USAGE:
+    shmkit ls [--json]
+    shmkit inspect NAME
+    shmkit rm NAME...
+    shmkit gc [--dry-run]
     shmkit bench [--full] [--only GROUP] [--json] [--python]
     shmkit help
 
 COMMANDS:
+    ls      List every shmkit segment in /dev/shm (never a foreign file):
+            name, kind, element type, length, size, creator pid and whether
+            it is alive (pid + start time, so a reused pid is not), age,
+            status. --json prints one JSON object per line.
+    inspect Show a segment's whole validated header, and for a ring: head,
+            tail, fill, closed, producer, consumers, sleepers; for an
+            array: its first values. A corrupt segment is reported with
+            what is wrong (exit code 1).
+    rm      Remove the named shmkit segments. Refuses files that are not
+            shmkit segments. Processes that have a segment open keep using it.
+    gc      Remove segments whose creator and every attached process are
+            dead. --dry-run only prints what would be removed.
     bench   Measure shmkit against the lock-based way of doing each job, side
             by side in one run, in real (pinned) processes, and print ratios.
             --full       longer, steadier runs (minutes instead of < 60 s)
@@ -22,55 +53,357 @@ EXIT CODES:
     0 success, 1 a command failed (the message says why), 2 bad usage
 ";
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
-        eprint!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let rest = &args[1..];
-    match cmd.as_str() {
-        "bench" => bench(rest),
-        "__bench-worker" => shmkit::bench::worker(rest),
-        "help" | "-h" | "--help" => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
+    pub fn main() -> ExitCode {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let Some(cmd) = args.first() else {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        };
+        let rest = &args[1..];
+        match cmd.as_str() {
+            "bench" => bench(rest),
+            "ls" => crate::tools::ls(rest),
+            "inspect" => crate::tools::inspect(rest),
+            "rm" => crate::tools::rm(rest),
+            "gc" => crate::tools::gc(rest),
+            "__bench-worker" => shmkit::bench::worker(rest),
+            "help" | "-h" | "--help" => {
+                print!("{USAGE}");
+                ExitCode::SUCCESS
+            }
+            "-V" | "--version" => {
+                println!("shmkit {}", env!("CARGO_PKG_VERSION"));
+                ExitCode::SUCCESS
+            }
+            other => {
+                eprintln!("shmkit: unknown command {other:?}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
         }
-        "-V" | "--version" => {
-            println!("shmkit {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    }
+
+    fn bench(args: &[String]) -> ExitCode {
+        let mut opts = shmkit::bench::Options::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--full" => opts.full = true,
+                "--json" => opts.json = true,
+                "--python" => opts.python = true,
+                "--only" => match it.next() {
+                    Some(g) => opts.only = Some(g.clone()),
+                    None => {
+                        eprintln!("shmkit bench: --only needs a group name");
+                        return ExitCode::from(2);
+                    }
+                },
+                "-h" | "--help" => {
+                    print!("{USAGE}");
+                    return ExitCode::SUCCESS;
+                }
+                other => {
+                    eprintln!("shmkit bench: unknown option {other:?} (see `shmkit help`)");
+                    return ExitCode::from(2);
+                }
+            }
         }
-        other => {
-            eprintln!("shmkit: unknown command {other:?}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
+        shmkit::bench::run(&opts)
     }
 }
 
-fn bench(args: &[String]) -> ExitCode {
-    let mut opts = shmkit::bench::Options::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--full" => opts.full = true,
-            "--json" => opts.json = true,
-            "--python" => opts.python = true,
-            "--only" => match it.next() {
-                Some(g) => opts.only = Some(g.clone()),
-                None => {
-                    eprintln!("shmkit bench: --only needs a group name");
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("shmkit bench: unknown option {other:?} (see `shmkit help`)");
-                return ExitCode::from(2);
-            }
+#[cfg(not(loom))]
+mod tools {
+    //! `shmkit ls | inspect | rm | gc`: printing only; the work is in
+    //! `shmkit::inspect`.
+    use std::process::ExitCode;
+
+    use shmkit::inspect::{self, Entry};
+    use shmkit::ring;
+
+    fn fail(cmd: &str, e: impl std::fmt::Display) -> ExitCode {
+        eprintln!("shmkit {cmd}: {e}");
+        ExitCode::FAILURE
+    }
+
+    fn usage(cmd: &str, what: &str) -> ExitCode {
+        eprintln!("shmkit {cmd}: {what} (see `shmkit help`)");
+        ExitCode::from(2)
+    }
+
+    fn age(e: &Entry) -> String {
+        match e.age().map(|d| d.as_secs()) {
+            None => "-".into(),
+            Some(s) if s < 120 => format!("{s}s"),
+            Some(s) if s < 7200 => format!("{}m", s / 60),
+            Some(s) if s < 172_800 => format!("{}h", s / 3600),
+            Some(s) => format!("{}d", s / 86_400),
         }
     }
-    shmkit::bench::run(&opts)
+
+    fn status(e: &Entry) -> String {
+        e.problem
+            .as_ref()
+            .map_or_else(|| "ok".into(), |p| format!("corrupt: {p}"))
+    }
+
+    fn json_str(s: &str) -> String {
+        let mut o = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => o.push_str("\\\""),
+                '\\' => o.push_str("\\\\"),
+                c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+                c => o.push(c),
+            }
+        }
+        o.push('"');
+        o
+    }
+
+    pub fn ls(args: &[String]) -> ExitCode {
+        let json = match args {
+            [] => false,
+            [a] if a == "--json" => true,
+            _ => return usage("ls", "takes only --json"),
+        };
+        let entries = match inspect::list() {
+            Ok(e) => e,
+            Err(e) => return fail("ls", e),
+        };
+        if json {
+            for e in &entries {
+                println!(
+                    "{{\"name\":{},\"kind\":{},\"elem\":{},\"len\":{},\"size\":{},\"creator_pid\":{},\"creator_alive\":{},\"attached_alive\":{},\"age_s\":{},\"status\":{}}}",
+                    json_str(&e.name),
+                    json_str(&e.kind_name()),
+                    json_str(&e.info.elem.name()),
+                    e.info.len,
+                    e.file_size,
+                    e.creator().map_or(0, |t| t.pid()),
+                    e.creator_alive(),
+                    e.live_attached().len(),
+                    e.age().map_or(0, |d| d.as_secs()),
+                    json_str(&status(e)),
+                );
+            }
+            return ExitCode::SUCCESS;
+        }
+        if entries.is_empty() {
+            println!("no shmkit segments in {}", shmkit::segment::SHM_DIR);
+            return ExitCode::SUCCESS;
+        }
+        println!(
+            "{:<32} {:<11} {:<10} {:>10} {:>10} {:>8} {:<6} {:>5}  STATUS",
+            "NAME", "KIND", "TYPE", "LEN", "BYTES", "CREATOR", "ALIVE", "AGE"
+        );
+        for e in &entries {
+            let alive = if e.creator_alive() {
+                "yes".to_string()
+            } else if !e.live_attached().is_empty() {
+                format!("no(+{})", e.live_attached().len())
+            } else {
+                "no".to_string()
+            };
+            println!(
+                "{:<32} {:<11} {:<10} {:>10} {:>10} {:>8} {:<6} {:>5}  {}",
+                e.name,
+                e.kind_name(),
+                e.info.elem.name(),
+                e.info.len,
+                e.file_size,
+                e.creator().map_or(0, |t| t.pid()),
+                alive,
+                age(e),
+                status(e)
+            );
+        }
+        ExitCode::SUCCESS
+    }
+
+    pub fn inspect(args: &[String]) -> ExitCode {
+        let [name] = args else {
+            return usage("inspect", "needs exactly one segment name");
+        };
+        let e = match inspect::entry(name) {
+            Ok(e) => e,
+            Err(err) => return fail("inspect", err),
+        };
+        println!("name:            {}", e.name);
+        println!("kind:            {}", e.kind_name());
+        println!(
+            "element:         {} ({} bytes, align {}, fingerprint {:#018x})",
+            e.info.elem.name(),
+            e.info.elem.size,
+            e.info.elem.align,
+            e.info.elem.fingerprint
+        );
+        println!("length:          {}", e.info.len);
+        println!("layout version:  {}", e.version);
+        println!(
+            "bytes:           {} (header says {}, body at {})",
+            e.file_size, e.info.total_size, e.info.data_offset
+        );
+        println!(
+            "creator:         pid {} ({})",
+            e.creator().map_or(0, |t| t.pid()),
+            if e.creator_alive() { "alive" } else { "dead" }
+        );
+        let live: Vec<String> = e
+            .live_attached()
+            .iter()
+            .map(|t| t.pid().to_string())
+            .collect();
+        println!(
+            "attached:        {} live [{}]{}",
+            live.len(),
+            live.join(", "),
+            if e.attach_overflow > 0 {
+                format!(", {} more unrecorded", e.attach_overflow)
+            } else {
+                String::new()
+            }
+        );
+        println!("age:             {}", age(&e));
+        println!("ready:           {}", e.ready);
+        if let Some(p) = &e.problem {
+            println!("status:          CORRUPT: {p}");
+            return ExitCode::FAILURE;
+        }
+        println!("status:          ok");
+        let seg = match inspect::open_any(name) {
+            Ok(s) => s,
+            Err(err) => {
+                println!("status:          CORRUPT: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match seg.info().kind() {
+            Some(shmkit::header::Kind::Ring) => {
+                let s = ring::state_of(seg);
+                let fill = s.tail.wrapping_sub(s.head);
+                println!("ring head:       {}", s.head);
+                println!("ring tail:       {}", s.tail);
+                println!("ring fill:       {fill} of {}", s.capacity);
+                println!("ring done:       {}", s.done);
+                println!("closed:          {}", s.closed);
+                match s.producer {
+                    Some((pid, alive)) => println!(
+                        "producer:        pid {pid} ({})",
+                        if alive { "alive" } else { "dead" }
+                    ),
+                    None => println!("producer:        none"),
+                }
+                println!("consumers:       {:?}", s.consumers);
+                println!(
+                    "sleepers:        {} consumer(s), producer {}",
+                    s.consumers_sleeping,
+                    if s.producer_sleeping {
+                        "asleep"
+                    } else {
+                        "awake"
+                    }
+                );
+                if s.head > s.tail || fill > s.capacity {
+                    println!("status:          CORRUPT: head/tail out of range");
+                    return ExitCode::FAILURE;
+                }
+            }
+            Some(shmkit::header::Kind::Array) => {
+                drop(seg);
+                println!("first values:    {}", first_values(name, &e));
+            }
+            Some(shmkit::header::Kind::Accumulator) => {
+                drop(seg);
+                match shmkit::SharedAccumulator::open(name) {
+                    Ok(a) => println!("sum:             {} over {} stripes", a.sum(), a.stripes()),
+                    Err(err) => println!("sum:             unreadable: {err}"),
+                }
+            }
+            _ => {}
+        }
+        ExitCode::SUCCESS
+    }
+
+    fn first_values(name: &str, e: &Entry) -> String {
+        macro_rules! show {
+            ($($t:ty),*) => {
+                match e.info.elem.name().as_str() {
+                    $(stringify!($t) => match shmkit::SharedArray::<$t>::open(name) {
+                        Ok(a) => {
+                            let v: Vec<String> =
+                                a.values().take(8).map(|x| format!("{x:?}")).collect();
+                            let more = if a.len() > 8 { ", ..." } else { "" };
+                            format!("[{}{more}]", v.join(", "))
+                        }
+                        Err(err) => format!("unreadable: {err}"),
+                    },)*
+                    other => format!("(element type {other} not shown)"),
+                }
+            };
+        }
+        show!(i8, u8, i16, u16, i32, u32, i64, u64, f32, f64)
+    }
+
+    pub fn rm(args: &[String]) -> ExitCode {
+        if args.is_empty() {
+            return usage("rm", "needs one or more segment names");
+        }
+        let mut ok = true;
+        for name in args {
+            match inspect::remove(name) {
+                Ok(()) => println!("removed {name}"),
+                Err(shmkit::Error::BadMagic { .. }) => {
+                    eprintln!(
+                        "shmkit rm: {name} is not a shmkit segment; refusing to remove it \
+                         (use rm /dev/shm/{name} if you are sure)"
+                    );
+                    ok = false;
+                }
+                Err(e) => {
+                    eprintln!("shmkit rm: {e}");
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    pub fn gc(args: &[String]) -> ExitCode {
+        let dry = match args {
+            [] => false,
+            [a] if a == "--dry-run" => true,
+            _ => return usage("gc", "takes only --dry-run"),
+        };
+        let found = match inspect::gc(dry) {
+            Ok(f) => f,
+            Err(e) => return fail("gc", e),
+        };
+        let mut ok = true;
+        for (e, r) in &found {
+            let why = format!(
+                "creator pid {} dead, no live process attached",
+                e.creator().map_or(0, |t| t.pid())
+            );
+            match r {
+                Ok(()) if dry => println!("would remove {} ({why})", e.name),
+                Ok(()) => println!("removed {} ({why})", e.name),
+                Err(err) => {
+                    eprintln!("shmkit gc: {err}");
+                    ok = false;
+                }
+            }
+        }
+        if found.is_empty() {
+            println!("nothing to remove");
+        }
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
 }

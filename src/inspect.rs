@@ -1,0 +1,225 @@
+//! Seeing and cleaning up segments: what `shmkit ls | inspect | rm | gc` do.
+//!
+//! Listing reads the first 256 bytes of each file in `/dev/shm` with `pread`
+//! (never a mapping, so a foreign or truncated file cannot fault us) and keeps
+//! only files that start with shmkit's magic number. Removing refuses any file
+//! that is not a shmkit segment. A segment is garbage when its creator and
+//! every process recorded as attached are dead (pid + start time, so a reused
+//! pid does not keep it alive) and no attacher overflowed the record.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::header::{self, Expect, HEADER_SIZE, Header, HeaderInfo, Kind, MAGIC};
+use crate::process::ProcToken;
+use crate::segment::{self, OpenOptions, SHM_DIR, Segment};
+
+/// One shmkit segment found in `/dev/shm`.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub name: String,
+    pub file_size: u64,
+    /// The header as read (meaningful when `ready`).
+    pub info: HeaderInfo,
+    pub ready: bool,
+    pub version: u32,
+    /// Processes recorded as attached, and attachers that found no slot.
+    pub attached: Vec<ProcToken>,
+    pub attach_overflow: u32,
+    /// What is wrong with it, if anything (then it is "corrupt").
+    pub problem: Option<String>,
+}
+
+impl Entry {
+    pub fn kind_name(&self) -> String {
+        self.info.kind().map_or_else(
+            || format!("kind {}", self.info.kind_raw),
+            |k| k.name().into(),
+        )
+    }
+
+    /// The creator, if the header names one.
+    pub fn creator(&self) -> Option<ProcToken> {
+        ProcToken::from_raw(self.info.creator)
+    }
+
+    pub fn creator_alive(&self) -> bool {
+        self.creator().is_some_and(|t| t.is_alive())
+    }
+
+    /// Live attached processes (the creator not counted).
+    pub fn live_attached(&self) -> Vec<ProcToken> {
+        self.attached
+            .iter()
+            .copied()
+            .filter(|t| t.is_alive())
+            .collect()
+    }
+
+    /// Nobody can be using it: creator and attachers dead, none overflowed.
+    pub fn is_garbage(&self) -> bool {
+        !self.creator_alive() && self.live_attached().is_empty() && self.attach_overflow == 0
+    }
+
+    /// Age from the header's creation time.
+    pub fn age(&self) -> Option<Duration> {
+        let created = SystemTime::UNIX_EPOCH + Duration::from_millis(self.info.created_unix_ms);
+        SystemTime::now().duration_since(created).ok()
+    }
+}
+
+/// The body-size rule of each kind, for validating a segment of any kind.
+fn expect_for(kind: Kind) -> Option<Expect> {
+    let body_size = match kind {
+        Kind::Array => crate::array::array_body,
+        Kind::Accumulator => crate::array::accumulator_body,
+        Kind::Ring => crate::ring::body_size,
+        Kind::Lock => return None,
+    };
+    Some(Expect {
+        kind,
+        elem: None,
+        len: None,
+        body_size,
+    })
+}
+
+/// A local, aligned copy of a header's bytes.
+#[repr(C, align(128))]
+struct RawHeader([u8; HEADER_SIZE as usize]);
+
+/// Read a file's header without mapping it. `Ok(None)`: not a shmkit file.
+fn read_entry(name: &str) -> std::io::Result<Option<Entry>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(segment::path_of(name))?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() || meta.len() < 8 {
+        return Ok(None);
+    }
+    let mut raw = RawHeader([0; HEADER_SIZE as usize]);
+    let n = read_up_to(&file, &mut raw.0)?;
+    // SAFETY: `raw` is 256 bytes, aligned to 128 (more than Header needs),
+    // and lives for this function; Header is all atomic integers, valid for
+    // any bytes. Only its loads are used.
+    let hdr: &Header = unsafe { &*(raw.0.as_ptr() as *const Header) };
+    if hdr.magic() != MAGIC {
+        return Ok(None);
+    }
+    let (attached, attach_overflow) = hdr.attached();
+    let mut e = Entry {
+        name: name.to_owned(),
+        file_size: meta.len(),
+        info: hdr.snapshot(),
+        ready: hdr.is_ready(),
+        version: hdr.version(),
+        attached,
+        attach_overflow,
+        problem: None,
+    };
+    e.problem = if n < HEADER_SIZE as usize {
+        Some(format!(
+            "file is {} bytes, shorter than a header",
+            meta.len()
+        ))
+    } else if !e.ready {
+        Some("not ready: its creator has not finished building it".into())
+    } else {
+        match e.info.kind().and_then(expect_for) {
+            None => Some(format!("unknown {}", e.kind_name())),
+            Some(expect) => header::validate(name, &e.info, e.version, meta.len(), &expect)
+                .err()
+                .map(|err| err.to_string()),
+        }
+    };
+    Ok(Some(e))
+}
+
+fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+/// Every shmkit segment in `/dev/shm`, sorted by name. Foreign files are
+/// skipped; unreadable ones too (another user's).
+pub fn list() -> Result<Vec<Entry>> {
+    let dir = std::fs::read_dir(SHM_DIR).map_err(|e| Error::from_io("readdir", SHM_DIR, e))?;
+    let mut out = Vec::new();
+    for ent in dir.flatten() {
+        let Some(name) = ent.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if segment::validate_name(&name).is_err() {
+            continue;
+        }
+        if let Ok(Some(e)) = read_entry(&name) {
+            out.push(e);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Read one named segment's header; `BadMagic` if it is not ours.
+pub fn entry(name: &str) -> Result<Entry> {
+    segment::validate_name(name)?;
+    match read_entry(name) {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(Error::BadMagic {
+            name: name.to_owned(),
+            found: 0,
+        }),
+        Err(e) => Err(Error::from_io("open", name, e)),
+    }
+}
+
+/// Open a segment of any kind, fully validated, for inspection.
+pub fn open_any(name: &str) -> Result<Segment> {
+    let e = entry(name)?;
+    let kind = e.info.kind().ok_or_else(|| Error::Corrupt {
+        name: name.to_owned(),
+        detail: format!("unknown {}", e.kind_name()),
+    })?;
+    let expect = expect_for(kind).ok_or_else(|| Error::Corrupt {
+        name: name.to_owned(),
+        detail: format!("this shmkit cannot inspect a {}", kind.name()),
+    })?;
+    Segment::open(
+        name,
+        &expect,
+        &OpenOptions {
+            ready_timeout: Duration::ZERO,
+        },
+    )
+}
+
+/// Remove a shmkit segment by name; refuses files that are not shmkit's.
+pub fn remove(name: &str) -> Result<()> {
+    entry(name)?;
+    segment::unlink(name)
+}
+
+/// Segments nobody can be using. With `dry_run`, only report them.
+pub fn gc(dry_run: bool) -> Result<Vec<(Entry, Result<()>)>> {
+    let mut out = Vec::new();
+    for e in list()? {
+        if e.is_garbage() {
+            let r = if dry_run {
+                Ok(())
+            } else {
+                segment::unlink(&e.name)
+            };
+            out.push((e, r));
+        }
+    }
+    Ok(out)
+}

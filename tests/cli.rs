@@ -1,0 +1,226 @@
+//! `shmkit ls | inspect | rm | gc` driven through the real binary, against
+//! real segments with live and dead owners, corrupt and foreign files.
+#![cfg(not(loom))]
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::process::{Command, Output};
+
+use common::{Cleanup, Reaper, child_command, child_role};
+use shmkit::ring::Ring;
+use shmkit::{CreateOptions, Ordering, SharedArray};
+
+fn shmkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmkit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    assert_eq!(role, "create_keep");
+    let name = std::env::var("SHMKIT_NAME").unwrap();
+    let opts = CreateOptions {
+        keep: true,
+        ..Default::default()
+    };
+    SharedArray::<u16>::create_with(&name, 3, &opts).unwrap();
+}
+
+/// `gc` is machine-wide: tests that make orphans or run it take this lock,
+/// so one test's `gc` never removes another's orphan mid-test.
+static GC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gc_lock() -> std::sync::MutexGuard<'static, ()> {
+    GC.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A segment whose creator process has exited.
+fn orphan(c: &Cleanup) {
+    let child = child_command("child_entry", "create_keep")
+        .env("SHMKIT_NAME", c.name())
+        .spawn()
+        .unwrap();
+    Reaper(Some(child)).wait_ok();
+    assert!(c.path().exists());
+}
+
+#[test]
+fn ls_lists_live_segments_and_never_foreign_files() {
+    let a = Cleanup::new("lsarr");
+    let arr = SharedArray::<i32>::create(a.name(), 5).unwrap();
+    arr[0].store(1, Ordering::Relaxed);
+    let foreign = Cleanup::new("lsforeign");
+    std::fs::write(foreign.path(), vec![7u8; 4096]).unwrap();
+
+    let out = shmkit(&["ls"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    let line = t.lines().find(|l| l.starts_with(a.name())).expect(&t);
+    assert!(line.contains("array") && line.contains("i32"), "{line}");
+    assert!(line.contains(&std::process::id().to_string()), "{line}");
+    assert!(line.contains(" yes "), "creator alive: {line}");
+    assert!(!t.contains(foreign.name()), "listed a foreign file: {t}");
+
+    let out = shmkit(&["ls", "--json"]);
+    let t = text(&out);
+    let line = t.lines().find(|l| l.contains(a.name())).expect(&t);
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(line.contains("\"creator_alive\":true"), "{line}");
+    assert!(line.contains("\"len\":5"), "{line}");
+}
+
+#[test]
+fn ls_and_gc_see_dead_owners() {
+    let _gc = gc_lock();
+    let dead = Cleanup::new("gcdead");
+    orphan(&dead);
+    let live = Cleanup::new("gclive");
+    let _arr = SharedArray::<u8>::create(live.name(), 1).unwrap();
+
+    let t = text(&shmkit(&["ls"]));
+    let line = t.lines().find(|l| l.starts_with(dead.name())).expect(&t);
+    assert!(line.contains(" no "), "creator is dead: {line}");
+
+    let out = shmkit(&["gc", "--dry-run"]);
+    let t = text(&out);
+    assert!(t.contains(&format!("would remove {}", dead.name())), "{t}");
+    assert!(!t.contains(live.name()), "{t}");
+    assert!(dead.path().exists(), "dry run removed it");
+
+    let out = shmkit(&["gc"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!dead.path().exists(), "gc left a dead segment");
+    assert!(live.path().exists(), "gc removed a live segment");
+}
+
+#[test]
+fn a_live_opener_keeps_an_orphan_alive() {
+    let _gc = gc_lock();
+    let c = Cleanup::new("gcopened");
+    orphan(&c);
+    let held = SharedArray::<u16>::open(c.name()).unwrap();
+    let t = text(&shmkit(&["gc", "--dry-run"]));
+    assert!(!t.contains(c.name()), "would remove a segment in use: {t}");
+    drop(held);
+    let t = text(&shmkit(&["gc", "--dry-run"]));
+    assert!(t.contains(c.name()), "{t}");
+}
+
+#[test]
+fn inspect_shows_arrays_and_rings() {
+    let a = Cleanup::new("insparr");
+    let arr = SharedArray::<f64>::create_from(a.name(), &[1.5, -2.0]).unwrap();
+    let out = shmkit(&["inspect", a.name()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("[1.5, -2.0]"), "{t}");
+    assert!(t.contains("status:          ok"), "{t}");
+    drop(arr);
+
+    let r = Cleanup::new("inspring");
+    let ring = Ring::<u64>::create(r.name(), 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    for v in 0..3 {
+        tx.push(v).unwrap();
+    }
+    rx.pop().unwrap();
+    let out = shmkit(&["inspect", r.name()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("ring head:       1"), "{t}");
+    assert!(t.contains("ring tail:       3"), "{t}");
+    assert!(t.contains("ring fill:       2 of 8"), "{t}");
+    assert!(
+        t.contains(&format!("pid {} (alive)", std::process::id())),
+        "{t}"
+    );
+}
+
+#[test]
+fn inspect_reports_corruption() {
+    let c = Cleanup::new("inspbad");
+    let mut arr = SharedArray::<i32>::create(c.name(), 4).unwrap();
+    arr.keep();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(c.path())
+        .unwrap();
+    f.write_all_at(&1000u64.to_le_bytes(), 40).unwrap(); // length
+    let out = shmkit(&["inspect", c.name()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("CORRUPT"), "{}", text(&out));
+    // ls shows it too, as corrupt.
+    let t = text(&shmkit(&["ls"]));
+    let line = t.lines().find(|l| l.starts_with(c.name())).expect(&t);
+    assert!(line.contains("corrupt"), "{line}");
+
+    // A ring whose head is past its tail.
+    let r = Cleanup::new("inspring2");
+    let _ring = Ring::<u64>::create(r.name(), 8).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(r.path())
+        .unwrap();
+    f.write_all_at(&9u64.to_le_bytes(), 256 + 128).unwrap(); // head
+    let out = shmkit(&["inspect", r.name()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn rm_removes_ours_and_refuses_foreign_files() {
+    let c = Cleanup::new("rmours");
+    let mut arr = SharedArray::<u8>::create(c.name(), 1).unwrap();
+    arr.keep();
+    drop(arr);
+    let foreign = Cleanup::new("rmforeign");
+    std::fs::write(foreign.path(), b"not ours").unwrap();
+
+    let out = shmkit(&["rm", c.name(), foreign.name()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a shmkit segment"),
+        "{}",
+        text(&out)
+    );
+    assert!(!c.path().exists());
+    assert!(foreign.path().exists(), "removed a foreign file");
+
+    let out = shmkit(&["rm", "no-such-segment-shmkit-test"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no shared segment named"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn usage_errors_and_help() {
+    assert_eq!(shmkit(&[]).status.code(), Some(2));
+    assert_eq!(shmkit(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(shmkit(&["inspect"]).status.code(), Some(2));
+    assert_eq!(shmkit(&["rm"]).status.code(), Some(2));
+    assert_eq!(shmkit(&["gc", "--now"]).status.code(), Some(2));
+    assert_eq!(shmkit(&["bench", "--only", "nope"]).status.code(), Some(2));
+    let out = shmkit(&["help"]);
+    assert!(out.status.success());
+    for cmd in ["ls", "inspect", "rm", "gc", "bench", "EXIT CODES"] {
+        assert!(text(&out).contains(cmd), "help lacks {cmd}");
+    }
+    let out = shmkit(&["inspect", "../etc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("bad segment name"), "{}", text(&out));
+}
