@@ -29,7 +29,7 @@ use crate::header::{ElemDesc, Expect, HeaderInfo, Kind, align_body};
 use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
 use crate::sync::Ordering;
 
-fn array_body(h: &HeaderInfo) -> Option<u64> {
+pub(crate) fn array_body(h: &HeaderInfo) -> Option<u64> {
     align_body(h.len.checked_mul(u64::from(h.elem.size))?)
 }
 
@@ -317,7 +317,7 @@ impl<T: Element> Deref for SharedValue<T> {
 
 type Stripe = CachePadded<Atomic<f64>>;
 
-fn accumulator_body(h: &HeaderInfo) -> Option<u64> {
+pub(crate) fn accumulator_body(h: &HeaderInfo) -> Option<u64> {
     if h.len == 0 || h.elem.size as usize != size_of::<Stripe>() {
         return None;
     }

@@ -38,6 +38,8 @@ pub mod array;
 #[doc(hidden)]
 pub mod bench;
 #[cfg(not(loom))]
+pub mod inspect;
+#[cfg(not(loom))]
 pub mod segment;
 
 pub use cell::{Atomic, Element};

@@ -586,14 +586,20 @@ impl<T: Pod> Ring<T> {
 
     /// A snapshot of the shared state (for tools and diagnostics).
     pub fn state(&self) -> RingState {
-        let c = self.mem.ctrl();
+        self.mem.state()
+    }
+}
+
+impl RingMem {
+    fn state(&self) -> RingState {
+        let c = self.ctrl();
         let tok = ProcToken::from_raw(c.cold.producer.load(Ordering::Relaxed));
         RingState {
-            capacity: self.mem.cap,
+            capacity: self.cap,
             head: c.head.load(Ordering::Relaxed),
             tail: c.tail.load(Ordering::Relaxed),
             done: c.done.load(Ordering::Relaxed),
-            closed: self.mem.closed(),
+            closed: self.closed(),
             producer: tok.map(|t| (t.pid(), t.is_alive())),
             consumers: c
                 .cold
@@ -738,8 +744,9 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Push every item, waiting for room as needed; each chunk that fits is
-    /// published with one store. On error, returns how many were pushed.
-    pub fn push_slice(&mut self, items: &[T]) -> Result<(), (usize, PushError<()>)> {
+    /// published with one store. On error the variant carries how many items
+    /// were pushed before it (`Closed(n)`, `Disconnected(n)`, ...).
+    pub fn push_slice(&mut self, items: &[T]) -> Result<(), PushError<usize>> {
         let mut sent = 0;
         while sent < items.len() {
             match self.try_push_slice(&items[sent..]) {
@@ -748,19 +755,23 @@ impl<T: Pod> Producer<T> {
                     match self.push(items[sent]) {
                         Ok(()) => sent += 1,
                         Err(e) => {
-                            let e = match e {
-                                PushError::Full(_) => PushError::Full(()),
-                                PushError::Closed(_) => PushError::Closed(()),
-                                PushError::Disconnected(_) => PushError::Disconnected(()),
-                                PushError::Timeout(_) => PushError::Timeout(()),
-                                PushError::Corrupt(_) => PushError::Corrupt(()),
-                            };
-                            return Err((sent, e));
+                            return Err(match e {
+                                PushError::Full(_) => PushError::Full(sent),
+                                PushError::Closed(_) => PushError::Closed(sent),
+                                PushError::Disconnected(_) => PushError::Disconnected(sent),
+                                PushError::Timeout(_) => PushError::Timeout(sent),
+                                PushError::Corrupt(_) => PushError::Corrupt(sent),
+                            });
                         }
                     }
                 }
                 Ok(n) => sent += n,
-                Err(e) => return Err((sent, e)),
+                Err(e) => {
+                    return Err(match e {
+                        PushError::Closed(()) => PushError::Closed(sent),
+                        _ => PushError::Corrupt(sent),
+                    });
+                }
             }
         }
         Ok(())
@@ -1152,7 +1163,7 @@ mod shared {
 
     const CTRL: u64 = size_of::<RingControl>() as u64;
 
-    fn body_size(h: &HeaderInfo) -> Option<u64> {
+    pub(crate) fn body_size(h: &HeaderInfo) -> Option<u64> {
         if h.len == 0 || h.len > MAX_CAPACITY || !h.len.is_power_of_two() {
             return None;
         }
@@ -1246,6 +1257,21 @@ mod shared {
         }
 
         fn wrap(seg: Segment) -> Self {
+            Ring {
+                mem: Arc::new(mem_of(seg)),
+                _elem: PhantomData,
+            }
+        }
+    }
+
+    /// The state of a ring segment opened without knowing its item type
+    /// (for `shmkit inspect`); the segment must have been validated as a ring.
+    pub fn state_of(seg: Segment) -> RingState {
+        mem_of(seg).state()
+    }
+
+    fn mem_of(seg: Segment) -> RingMem {
+        {
             let cap = seg.info().len;
             let words = words_for(seg.info().elem.size as usize);
             let body = seg.body_ptr();
@@ -1253,18 +1279,19 @@ mod shared {
             // SAFETY: the body is at least CTRL + cap*words*8 bytes (validated
             // by body_size at open, sized so at create), 128-byte aligned.
             let (ctrl, slots) = unsafe { (body as *mut RingControl, body.add(CTRL as usize)) };
-            let mem = RingMem {
+            RingMem {
                 ctrl: NonNull::new(ctrl).expect("mapping is not null"),
                 slots: NonNull::new(slots as *mut AtomicU64).expect("mapping is not null"),
                 cap,
                 words,
                 label,
                 _backing: Backing::Shared(seg),
-            };
-            Ring {
-                mem: Arc::new(mem),
-                _elem: PhantomData,
             }
         }
     }
 }
+
+#[cfg(not(loom))]
+pub(crate) use shared::body_size;
+#[cfg(not(loom))]
+pub use shared::state_of;

@@ -577,8 +577,132 @@ pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
     Ok(out)
 }
 
-pub(super) fn python(_o: &Options) -> Res<Vec<Record>> {
-    Err("the python group is not built yet".into())
+/// Python's multiprocessing doing the same jobs: a Value incremented under
+/// get_lock() by 2 processes, a Queue and a Pipe from 1 producer to 1
+/// consumer. Prints `name ops_per_second` lines.
+const PYTHON_SCRIPT: &str = r#"
+import multiprocessing as mp, sys, time
+N = int(sys.argv[1]); Q = int(sys.argv[2])
+def count(v, go, n):
+    go.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+def put(q, go, n):
+    go.wait()
+    for i in range(n):
+        q.put(i)
+    q.put(None)
+def send(c, go, n):
+    go.wait()
+    for i in range(n):
+        c.send(i)
+    c.send(None)
+def run(target, args, go, drain=None):
+    ps = [mp.Process(target=target, args=a) for a in args]
+    for p in ps: p.start()
+    t0 = time.perf_counter(); go.set()
+    if drain: drain()
+    for p in ps: p.join()
+    return time.perf_counter() - t0
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    v = mp.Value("q", 0); go = mp.Event()
+    dt = run(count, [(v, go, N), (v, go, N)], go)
+    assert v.value == 2 * N, v.value
+    print("python-value-get_lock/2p", 2 * N / dt)
+    q = mp.Queue(); go = mp.Event()
+    def drain_q():
+        while q.get() is not None: pass
+    print("python-queue/1p1c", Q / run(put, [(q, go, Q)], go, drain_q))
+    a, b = mp.Pipe(duplex=False); go = mp.Event()
+    def drain_p():
+        while a.recv() is not None: pass
+    print("python-pipe/1p1c", Q / run(send, [(b, go, Q)], go, drain_p))
+"#;
+
+pub(super) fn python(o: &Options) -> Res<Vec<Record>> {
+    let (n, q) = if o.full {
+        (200_000u64, 200_000u64)
+    } else {
+        (50_000, 30_000)
+    };
+    let mut py: [Vec<f64>; 3] = Default::default();
+    let (mut ours_counter, mut ours_ring, mut ours_batch) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps(o) {
+        let out = Command::new("python3")
+            .args(["-c", PYTHON_SCRIPT, &n.to_string(), &q.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|x| format!("cannot run python3: {x}"))?;
+        if !out.status.success() {
+            return Err("the python3 benchmark script failed".into());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        for (i, key) in [
+            "python-value-get_lock/2p",
+            "python-queue/1p1c",
+            "python-pipe/1p1c",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let v = text
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|r| r.trim().parse::<f64>().ok())
+                .ok_or_else(|| format!("python3 printed no figure for {key}"))?;
+            py[i].push(v);
+        }
+        // shmkit doing the same jobs in the same run, alternating with Python.
+        ours_counter.push(counter_atomic(2, n)?);
+        ours_ring.push(ring_throughput(q.max(1_000_000), 1, 1)?.0);
+        ours_batch.push(ring_throughput(q.max(1_000_000), 1, 64)?.0);
+    }
+    let [pv, pq, pp] = py;
+    let note = "python3 multiprocessing, fork start method, unpinned".to_string();
+    Ok(vec![
+        record(
+            "python",
+            "shmkit-fetch_add/2p".into(),
+            "throughput",
+            "ops/s",
+            ours_counter,
+            placement(2, "processes"),
+        ),
+        record(
+            "python",
+            "python-value-get_lock/2p".into(),
+            "throughput",
+            "ops/s",
+            pv,
+            note.clone(),
+        ),
+        record(
+            "python",
+            "shmkit-ring/1p1c".into(),
+            "throughput",
+            "items/s",
+            ours_ring,
+            placement(2, "producer, consumer"),
+        ),
+        record(
+            "python",
+            "python-queue/1p1c".into(),
+            "throughput",
+            "items/s",
+            pq,
+            note.clone(),
+        ),
+        record(
+            "python",
+            "python-pipe/1p1c".into(),
+            "throughput",
+            "items/s",
+            pp,
+            note,
+        ),
+    ])
 }
 
 // ------------------------------------------------------------------ workers
@@ -672,7 +796,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
                     for (j, slot) in buf[..k].iter_mut().enumerate() {
                         *slot = v + j as u64;
                     }
-                    tx.push_slice(&buf[..k]).map_err(|(_, x)| e(x))?;
+                    tx.push_slice(&buf[..k]).map_err(e)?;
                     v += k as u64;
                 }
             }

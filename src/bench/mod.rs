@@ -339,6 +339,7 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("latency", "shmkit-ring-blocking", "pipe"),
     ("python", "shmkit-fetch_add/2p", "python-value-get_lock/2p"),
     ("python", "shmkit-ring/1p1c", "python-queue/1p1c"),
+    ("python", "shmkit-ring-batch64/1p1c", "python-queue/1p1c"),
     ("python", "shmkit-ring/1p1c", "python-pipe/1p1c"),
 ];
 
