@@ -26,11 +26,13 @@ use crossbeam_utils::CachePadded;
 use crate::cell::{Atomic, Element};
 use crate::error::{Error, Result};
 use crate::header::{ElemDesc, Expect, HeaderInfo, Kind, align_body};
+use crate::lock::{LOCK_AREA, LockArea, LockError, LockGuard};
 use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
 use crate::sync::Ordering;
 
+/// An array's body: its lock (see [`SharedArray::lock`]), then the elements.
 pub(crate) fn array_body(h: &HeaderInfo) -> Option<u64> {
-    align_body(h.len.checked_mul(u64::from(h.elem.size))?)
+    align_body(LOCK_AREA.checked_add(h.len.checked_mul(u64::from(h.elem.size))?)?)
 }
 
 fn array_expect<T: Element>(len: Option<usize>) -> Expect {
@@ -46,6 +48,7 @@ fn array_layout<T: Element>(len: usize) -> Result<Layout> {
     let elem = ElemDesc::of::<T>();
     let bytes = (len as u64)
         .checked_mul(u64::from(elem.size))
+        .and_then(|b| b.checked_add(LOCK_AREA))
         .and_then(align_body)
         .ok_or_else(|| Error::InvalidArgument {
             what: format!("an array of {len} elements is too large"),
@@ -83,14 +86,14 @@ impl<T: Element> SharedArray<T> {
 
     /// Create with explicit options (mode, keep).
     pub fn create_with(name: &str, len: usize, opts: &CreateOptions) -> Result<Self> {
-        let seg = Segment::create(name, opts, array_layout::<T>(len)?, |_| Ok(()))?;
+        let seg = Segment::create(name, opts, array_layout::<T>(len)?, init_lock)?;
         Ok(Self::wrap(seg))
     }
 
     /// Create an anonymous array (no name), to hand to children with
     /// [`share_with`](Self::share_with).
     pub fn create_anonymous(len: usize) -> Result<Self> {
-        let seg = Segment::create_anonymous(array_layout::<T>(len)?, |_| Ok(()))?;
+        let seg = Segment::create_anonymous(array_layout::<T>(len)?, init_lock)?;
         Ok(Self::wrap(seg))
     }
 
@@ -139,13 +142,81 @@ impl<T: Element> SharedArray<T> {
         }
     }
 
+    /// Start of the elements: after the lock area.
+    fn elems_ptr(&self) -> *mut u8 {
+        // SAFETY: the body is LOCK_AREA + len * size bytes (validated).
+        unsafe { self.seg.body_ptr().add(LOCK_AREA as usize) }
+    }
+
     /// The cells, as a slice.
     pub fn cells(&self) -> &[Atomic<T>] {
-        // SAFETY: the body holds `len` elements of T's size (validated at open
-        // or sized at create), is aligned to 128 bytes, and lives as long as
-        // `self.seg`. Atomic<T> has T's size and alignment and is valid for
+        // SAFETY: the elements hold `len` values of T's size (validated at
+        // open or sized at create), are aligned to 128 bytes, and live as long
+        // as `self.seg`. Atomic<T> has T's size and alignment and is valid for
         // any bit pattern of T; all access to it is atomic.
-        unsafe { std::slice::from_raw_parts(self.seg.body_ptr() as *const Atomic<T>, self.len) }
+        unsafe { std::slice::from_raw_parts(self.elems_ptr() as *const Atomic<T>, self.len) }
+    }
+
+    /// Take the array's lock (Python's `get_lock()`), for multi-step updates
+    /// of several elements that must not interleave with other lockers. The
+    /// lock survives its holder's death: see [`crate::lock`]. Lock-free
+    /// operations on the cells do not take it.
+    ///
+    /// ```
+    /// use shmkit::SharedArray;
+    /// let name = format!("shmkit-doc-getlock-{}", std::process::id());
+    /// let balances = SharedArray::<i64>::create_from(&name, &[100, 0])?;
+    /// let guard = balances.lock().map_err(|e| e.to_string())?;
+    /// guard.update(|b| { b[0] -= 30; b[1] += 30; }); // both, or neither seen
+    /// drop(guard);
+    /// assert_eq!(balances.to_vec(), [70, 30]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+        self.guard(self.lock_area().lock())
+    }
+
+    /// Take the lock if it is free now.
+    pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+        self.guard(self.lock_area().try_lock())
+    }
+
+    /// Take the lock, waiting at most `timeout`.
+    pub fn lock_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+        self.guard(self.lock_area().lock_timeout(timeout))
+    }
+
+    /// Holder, owner-died flag and hand-offs of the array's lock.
+    pub fn lock_state(&self) -> crate::lock::LockState {
+        self.lock_area().state()
+    }
+
+    fn lock_area(&self) -> &LockArea {
+        // SAFETY: the body starts with LOCK_AREA bytes of lock (validated),
+        // 128-aligned, alive as long as `self.seg`; LockArea is all atomics.
+        unsafe { &*(self.seg.body_ptr() as *const LockArea) }
+    }
+
+    fn guard<'a>(
+        &'a self,
+        r: Result<LockGuard<'a>, LockError<LockGuard<'a>>>,
+    ) -> Result<ArrayGuard<'a, T>, LockError<ArrayGuard<'a, T>>> {
+        let wrap = |guard| ArrayGuard {
+            guard,
+            cells: self.cells(),
+        };
+        match r {
+            Ok(g) => Ok(wrap(g)),
+            Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied(wrap(g))),
+            Err(LockError::WouldBlock) => Err(LockError::WouldBlock),
+            Err(LockError::Timeout) => Err(LockError::Timeout),
+            Err(LockError::Deadlock) => Err(LockError::Deadlock),
+            Err(LockError::Unrecoverable) => Err(LockError::Unrecoverable),
+            Err(LockError::Os(e)) => Err(LockError::Os(e)),
+        }
     }
 
     /// Copy out every element (Acquire loads).
@@ -197,7 +268,7 @@ impl<T: Element> SharedArray<T> {
         // SAFETY: same region as `cells`; the caller promises no concurrent
         // writes, so plain reads do not race. bytemuck checks size/alignment.
         let bytes = unsafe {
-            std::slice::from_raw_parts(self.seg.body_ptr() as *const u8, self.len * size_of::<T>())
+            std::slice::from_raw_parts(self.elems_ptr() as *const u8, self.len * size_of::<T>())
         };
         bytemuck::cast_slice(bytes)
     }
@@ -217,9 +288,8 @@ impl<T: Element> SharedArray<T> {
     {
         // SAFETY: same region as `cells`; the caller promises exclusive access
         // to the elements it touches, so `&mut` aliases nothing live.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(self.seg.body_ptr(), self.len * size_of::<T>())
-        };
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(self.elems_ptr(), self.len * size_of::<T>()) };
         bytemuck::cast_slice_mut(bytes)
     }
 
@@ -238,6 +308,57 @@ impl<T: Element> Deref for SharedArray<T> {
     type Target = [Atomic<T>];
     fn deref(&self) -> &[Atomic<T>] {
         self.cells()
+    }
+}
+
+fn init_lock(seg: &Segment) -> Result<()> {
+    // SAFETY: the body starts with LOCK_AREA bytes reserved for the lock,
+    // 128-aligned, zeroed, not yet visible to any other process.
+    unsafe { &*(seg.body_ptr() as *const LockArea) }.init()
+}
+
+/// Holds an array's lock; dereferences to the cells. Dropping it unlocks.
+///
+/// The cells stay atomics while locked, so a process that writes without
+/// taking the lock causes lost updates, never undefined behaviour.
+#[derive(Debug)]
+pub struct ArrayGuard<'a, T: Element> {
+    guard: LockGuard<'a>,
+    cells: &'a [Atomic<T>],
+}
+
+impl<T: Element> ArrayGuard<'_, T> {
+    /// Copy every value out, let `f` change the copy, and write it back: the
+    /// multi-element read-modify-write that needs the lock. (Relaxed loads
+    /// and stores: the lock orders them.)
+    pub fn update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
+        let mut vals: Vec<T> = self
+            .cells
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let r = f(&mut vals);
+        for (c, v) in self.cells.iter().zip(vals) {
+            c.store(v, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Mark the data consistent after repairing what a dead holder left.
+    pub fn mark_consistent(&mut self) {
+        self.guard.mark_consistent();
+    }
+
+    /// Whether a dead holder's data still awaits repair.
+    pub fn owner_died(&self) -> bool {
+        self.guard.owner_died()
+    }
+}
+
+impl<T: Element> Deref for ArrayGuard<'_, T> {
+    type Target = [Atomic<T>];
+    fn deref(&self) -> &[Atomic<T>] {
+        self.cells
     }
 }
 

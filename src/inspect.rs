@@ -76,7 +76,7 @@ fn expect_for(kind: Kind) -> Option<Expect> {
         Kind::Array => crate::array::array_body,
         Kind::Accumulator => crate::array::accumulator_body,
         Kind::Ring => crate::ring::body_size,
-        Kind::Lock => return None,
+        Kind::Lock => crate::lock::body_size,
     };
     Some(Expect {
         kind,

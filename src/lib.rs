@@ -40,6 +40,8 @@ pub mod bench;
 #[cfg(not(loom))]
 pub mod inspect;
 #[cfg(not(loom))]
+pub mod lock;
+#[cfg(not(loom))]
 pub mod segment;
 
 pub use cell::{Atomic, Element};
@@ -48,7 +50,9 @@ pub use ring::{Consumer, PopError, Producer, PushError, Ring};
 pub use sync::Ordering;
 
 #[cfg(not(loom))]
-pub use array::{SharedAccumulator, SharedArray, SharedValue};
+pub use array::{ArrayGuard, SharedAccumulator, SharedArray, SharedValue};
+#[cfg(not(loom))]
+pub use lock::{LockError, LockGuard, ShmLock};
 #[cfg(not(loom))]
 pub use segment::{CreateOptions, OpenOptions, Segment};
 

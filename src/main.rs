@@ -309,9 +309,11 @@ mod tools {
                 }
             }
             Some(shmkit::header::Kind::Array) => {
+                print_lock(&shmkit::lock::state_of(&seg));
                 drop(seg);
                 println!("first values:    {}", first_values(name, &e));
             }
+            Some(shmkit::header::Kind::Lock) => print_lock(&shmkit::lock::state_of(&seg)),
             Some(shmkit::header::Kind::Accumulator) => {
                 drop(seg);
                 match shmkit::SharedAccumulator::open(name) {
@@ -322,6 +324,25 @@ mod tools {
             _ => {}
         }
         ExitCode::SUCCESS
+    }
+
+    fn print_lock(s: &shmkit::lock::LockState) {
+        match s.holder {
+            Some(pid) => println!("lock:            held by pid {pid}"),
+            None => println!("lock:            free"),
+        }
+        println!(
+            "owner died:      {}",
+            if s.owner_died {
+                "yes: a holder died and the data awaits repair (mark_consistent)"
+            } else {
+                "no"
+            }
+        );
+        println!(
+            "lock use:        {} acquisitions, {} hand-offs between processes",
+            s.acquisitions, s.handoffs
+        );
     }
 
     fn first_values(name: &str, e: &Entry) -> String {

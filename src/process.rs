@@ -47,18 +47,29 @@ impl ProcToken {
     pub fn current() -> Self {
         #[cfg(not(loom))]
         {
-            use std::sync::OnceLock;
-            static ME: OnceLock<(u32, ProcToken)> = OnceLock::new();
-            let pid = std::process::id();
-            // Re-read after a fork: the cached token belongs to the parent.
-            if let Some((cached_pid, tok)) = ME.get()
-                && *cached_pid == pid
-            {
-                return *tok;
+            // Cached, because hot paths (every lock acquisition) ask: a
+            // getpid() syscall each time cost more than the lock itself.
+            // A fork's child must not keep its parent's identity, so a
+            // pthread_atfork child handler clears the cache.
+            #[allow(clippy::disallowed_types)] // process identity, not algorithm state
+            static CACHE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            static HOOK: std::sync::Once = std::sync::Once::new();
+            extern "C" fn forget_in_child() {
+                // Async-signal-safe: one atomic store.
+                CACHE.store(0, std::sync::atomic::Ordering::Relaxed);
             }
+            HOOK.call_once(|| {
+                // SAFETY: registers a handler that only does an atomic store.
+                unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+            });
+            let cached = CACHE.load(std::sync::atomic::Ordering::Relaxed);
+            if cached != 0 {
+                return Self(cached);
+            }
+            let pid = std::process::id();
             let start = stat(pid).map(|s| s.start_ticks).unwrap_or(0);
             let tok = Self::pack(pid, start);
-            let _ = ME.set((pid, tok));
+            CACHE.store(tok.0, std::sync::atomic::Ordering::Relaxed);
             tok
         }
         #[cfg(loom)]

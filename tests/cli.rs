@@ -126,6 +126,7 @@ fn inspect_shows_arrays_and_rings() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("[1.5, -2.0]"), "{t}");
+    assert!(t.contains("lock:            free"), "{t}");
     assert!(t.contains("status:          ok"), "{t}");
     drop(arr);
 
@@ -223,4 +224,22 @@ fn usage_errors_and_help() {
     let out = shmkit(&["inspect", "../etc"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("bad segment name"), "{}", text(&out));
+}
+
+#[test]
+fn inspect_shows_a_held_lock() {
+    let c = Cleanup::new("insplock");
+    let lock = shmkit::ShmLock::create(c.name()).unwrap();
+    let g = lock.lock().unwrap();
+    let t = text(&shmkit(&["inspect", c.name()]));
+    assert!(t.contains("kind:            lock"), "{t}");
+    assert!(
+        t.contains(&format!("held by pid {}", std::process::id())),
+        "{t}"
+    );
+    assert!(t.contains("owner died:      no"), "{t}");
+    drop(g);
+    let t = text(&shmkit(&["inspect", c.name()]));
+    assert!(t.contains("lock:            free"), "{t}");
+    assert!(t.contains("1 acquisitions"), "{t}");
 }

@@ -122,6 +122,21 @@ fn counter_pthread(w: usize, iters: u64, float: bool) -> Res<(f64, f64)> {
     Ok((want as f64 / wall, handoffs as f64 / want as f64))
 }
 
+/// The array's own robust lock guarding a read-then-write of one cell.
+/// Returns (ops/s, hand-offs per op).
+fn counter_shmlock(w: usize, iters: u64) -> Res<(f64, f64)> {
+    let arr = crate::SharedArray::<u64>::create_anonymous(1).map_err(e)?;
+    let (wall, _) = procs("counter-shmlock", w, iters, &|c| {
+        arr.share_with(c, "B_DATA")
+    })?;
+    let want = w as u64 * iters;
+    if arr[0].load(Ordering::SeqCst) != want {
+        return Err("shmkit lock counter ended wrong".into());
+    }
+    let st = arr.lock_state();
+    Ok((want as f64 / wall, st.handoffs as f64 / want as f64))
+}
+
 fn counter_std_mutex(w: usize, iters: u64) -> Res<f64> {
     let m = Arc::new(Mutex::new(0u64));
     let barrier = Arc::new(Barrier::new(w));
@@ -152,14 +167,19 @@ pub(super) fn counter(o: &Options) -> Res<Vec<Record>> {
     let iters: u64 = if o.full { 3_000_000 } else { 400_000 };
     let mut out = Vec::new();
     for w in [1usize, 2, 4] {
-        let mut handoffs = Vec::new();
-        let [a, p, s] = alternate(
+        let (mut handoffs, mut lock_handoffs) = (Vec::new(), Vec::new());
+        let [a, p, l, s] = alternate(
             reps(o),
             [
                 &mut || counter_atomic(w, iters),
                 &mut || {
                     let (ops, h) = counter_pthread(w, iters, false)?;
                     handoffs.push(h);
+                    Ok(ops)
+                },
+                &mut || {
+                    let (ops, h) = counter_shmlock(w, iters)?;
+                    lock_handoffs.push(h);
                     Ok(ops)
                 },
                 &mut || counter_std_mutex(w, iters),
@@ -182,6 +202,18 @@ pub(super) fn counter(o: &Options) -> Res<Vec<Record>> {
             "ops/s",
             p,
             format!("{place}; lock changed hands on {:.1}% of ops", h * 100.0),
+        ));
+        let (h, _, _) = summary(lock_handoffs);
+        out.push(record(
+            "counter",
+            format!("shmkit-lock/{w}p"),
+            "throughput",
+            "ops/s",
+            l,
+            format!(
+                "{place}; robust lock, changed hands on {:.1}% of ops",
+                h * 100.0
+            ),
         ));
         out.push(record(
             "counter",
@@ -547,7 +579,7 @@ pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
         ("shmkit-ring-spin", "two rings, try_pop spinning"),
         (
             "shmkit-ring-blocking",
-            "two rings, blocking pop (futex sleep)",
+            "two rings, blocking pop: spins and yields up to 60 us, then sleeps",
         ),
         ("pipe", "two pipes, blocking read"),
     ];
@@ -688,6 +720,14 @@ pub(super) fn python(o: &Options) -> Res<Vec<Record>> {
         ),
         record(
             "python",
+            "shmkit-ring-batch64/1p1c".into(),
+            "throughput",
+            "items/s",
+            ours_batch,
+            placement(2, "producer, consumer"),
+        ),
+        record(
+            "python",
             "python-queue/1p1c".into(),
             "throughput",
             "items/s",
@@ -761,6 +801,17 @@ fn worker_inner(args: &[String]) -> Res<()> {
                         }
                     }
                 });
+            }
+            ctl.finish(idx);
+        }
+        "counter-shmlock" => {
+            let arr = crate::SharedArray::<u64>::open_inherited("B_DATA").map_err(e)?;
+            ctl.start(idx);
+            for _ in 0..n {
+                let g = arr.lock().map_err(e)?;
+                // A read-then-write, made safe by the lock.
+                let v = g[0].load(Ordering::Relaxed);
+                g[0].store(v + 1, Ordering::Relaxed);
             }
             ctl.finish(idx);
         }
