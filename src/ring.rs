@@ -33,13 +33,18 @@
 //!   CAS (Release), so a consumer that lost the race may read a slot being
 //!   overwritten — a stale copy it then discards, never undefined behaviour,
 //!   because every slot word is an atomic.
-//! * **Sleeping**: after a bounded spin a waiter registers in a sleeper
-//!   count, issues `fence(SeqCst)`, reads an event counter (Acquire),
-//!   re-checks, and sleeps on the counter with a shared futex. A waker
-//!   changes the state, issues `fence(SeqCst)`, and only if the sleeper count
-//!   is non-zero bumps the counter (Release) and makes the wake syscall. The
-//!   two fences make "waker saw no sleeper" and "sleeper missed the change"
-//!   impossible together (loom models check it).
+//! * **Fast path**: a consumer keeps the last `tail` it loaded; while `head`
+//!   is below it, a pop touches neither the producer's cache line nor any
+//!   other the producer writes. The producer keeps the last `head` it loaded
+//!   and re-reads it only when the ring looks full.
+//! * **Sleeping**: a blocking call spins, then yields, for about 60 us (a
+//!   futex sleep and wake-up cost 25-30 us on these machines), then sleeps
+//!   on an [`EventCount`](crate::sync::EventCount): a futex word whose low bit
+//!   says "someone waits", set by sleepers and cleared by the one waker whose
+//!   CAS wins. So the producer makes no syscall while nobody sleeps, and one
+//!   per sleeping episode, not one per item, while someone does. Fences on
+//!   both sides make "waker saw no sleeper" and "sleeper missed the change"
+//!   impossible together (the loom models deadlock if either is removed).
 //! * **Death**: the producer's pid and start time are in the control block; a
 //!   sleeping consumer checks them every [`LIVENESS_SLICE`] and reports
 //!   `Disconnected` once the ring is drained. Consumers register their
