@@ -117,6 +117,7 @@ mod tools {
     //! `shmkit::inspect`.
     use std::process::ExitCode;
 
+    use shmkit::bench::json_str;
     use shmkit::inspect::{self, Entry};
     use shmkit::ring;
 
@@ -144,20 +145,6 @@ mod tools {
         e.problem
             .as_ref()
             .map_or_else(|| "ok".into(), |p| format!("corrupt: {p}"))
-    }
-
-    fn json_str(s: &str) -> String {
-        let mut o = String::from("\"");
-        for c in s.chars() {
-            match c {
-                '"' => o.push_str("\\\""),
-                '\\' => o.push_str("\\\\"),
-                c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-                c => o.push(c),
-            }
-        }
-        o.push('"');
-        o
     }
 
     pub fn ls(args: &[String]) -> ExitCode {

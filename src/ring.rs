@@ -810,11 +810,10 @@ impl<T: Pod> Producer<T> {
                             other => other,
                         })
                     } else {
-                        match remaining(deadline) {
-                            Some(Duration::ZERO) => Some(Err(PushError::Timeout(item))),
-                            left => {
-                                let slice = left.map_or(LIVENESS_SLICE, |l| l.min(LIVENESS_SLICE));
-                                cold.not_full.wait(key, Some(slice));
+                        match sleep_slice(deadline) {
+                            None => Some(Err(PushError::Timeout(item))),
+                            slice => {
+                                cold.not_full.wait(key, slice);
                                 self.futex_calls += 1;
                                 None
                             }
@@ -878,11 +877,10 @@ impl<T: Pod> Producer<T> {
                     Err(JoinError::Disconnected)
                 })
             } else {
-                match remaining(deadline) {
-                    Some(Duration::ZERO) => Some(Err(JoinError::Timeout)),
-                    left => {
-                        let slice = left.map_or(LIVENESS_SLICE, |l| l.min(LIVENESS_SLICE));
-                        cold.all_done.wait(key, Some(slice));
+                match sleep_slice(deadline) {
+                    None => Some(Err(JoinError::Timeout)),
+                    slice => {
+                        cold.all_done.wait(key, slice);
                         None
                     }
                 }
@@ -924,8 +922,15 @@ impl<T: Pod> Drop for Producer<T> {
     }
 }
 
-fn remaining(deadline: Option<std::time::Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()))
+/// How long the next sleep may last: one liveness slice, shortened to the
+/// deadline; `None` once the deadline has passed. Sleepers wake at least
+/// every slice to check that their peers are alive.
+fn sleep_slice(deadline: Option<std::time::Instant>) -> Option<Duration> {
+    match deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())) {
+        Some(Duration::ZERO) => None,
+        Some(left) => Some(left.min(LIVENESS_SLICE)),
+        None => Some(LIVENESS_SLICE),
+    }
 }
 
 /// A consumer of a ring. Any number may exist; each item goes to exactly one.
@@ -1085,11 +1090,10 @@ impl<T: Pod> Consumer<T> {
                             other => other,
                         })
                     } else {
-                        match remaining(deadline) {
-                            Some(Duration::ZERO) => Some(Err(PopError::Timeout)),
-                            left => {
-                                let slice = left.map_or(LIVENESS_SLICE, |l| l.min(LIVENESS_SLICE));
-                                ctrl.not_empty.wait(key, Some(slice));
+                        match sleep_slice(deadline) {
+                            None => Some(Err(PopError::Timeout)),
+                            slice => {
+                                ctrl.not_empty.wait(key, slice);
                                 self.count_futex_call();
                                 None
                             }

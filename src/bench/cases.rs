@@ -277,25 +277,22 @@ pub(super) fn float_add(o: &Options) -> Res<Vec<Record>> {
 
 const RING_CAP: usize = 4096;
 
-/// shmkit ring, 1 producer and `c` consumers, batch size `batch`.
-/// Returns (items/s, futex calls per item).
-fn ring_throughput(n: u64, c: usize, batch: usize) -> Res<(f64, f64)> {
-    let ring = Ring::<u64>::create_anonymous(RING_CAP).map_err(e)?;
+/// Run worker `{case}-prod` (index 0) and `c` workers `{case}-cons`
+/// (indices 1..=c) on a queue that `share` hands to each; check that the
+/// consumers together report `n` items (result word 2). Returns the control
+/// block for the wall time and other results.
+fn producer_consumers(
+    case: &str,
+    n: u64,
+    c: usize,
+    args: &[String],
+    share: &dyn Fn(&mut Command),
+) -> Res<Ctl> {
     let ctl = Ctl::create(1 + c).map_err(e)?;
-    let args = [n.to_string(), batch.to_string()];
-    let mut kids = vec![
-        spawn_worker(&ctl, "ring-prod", 0, &args, |cmd| {
-            ring.share_with(cmd, "B_RING")
-        })
-        .map_err(e)?,
-    ];
-    for i in 1..=c {
-        kids.push(
-            spawn_worker(&ctl, "ring-cons", i, &args, |cmd| {
-                ring.share_with(cmd, "B_RING")
-            })
-            .map_err(e)?,
-        );
+    let mut kids = Vec::with_capacity(1 + c);
+    for i in 0..=c {
+        let role = if i == 0 { "prod" } else { "cons" };
+        kids.push(spawn_worker(&ctl, &format!("{case}-{role}"), i, args, share).map_err(e)?);
     }
     ctl.go();
     wait_all(kids)?;
@@ -303,8 +300,17 @@ fn ring_throughput(n: u64, c: usize, batch: usize) -> Res<(f64, f64)> {
         .map(|i| ctl.slot(i, 2).load(Ordering::Acquire))
         .sum();
     if got != n {
-        return Err(format!("ring delivered {got} of {n} items"));
+        return Err(format!("{case}: consumers got {got} of {n} items"));
     }
+    Ok(ctl)
+}
+
+/// shmkit ring, 1 producer and `c` consumers, batch size `batch`.
+/// Returns (items/s, futex calls per item).
+fn ring_throughput(n: u64, c: usize, batch: usize) -> Res<(f64, f64)> {
+    let ring = Ring::<u64>::create_anonymous(RING_CAP).map_err(e)?;
+    let args = [n.to_string(), batch.to_string()];
+    let ctl = producer_consumers("ring", n, c, &args, &|cmd| ring.share_with(cmd, "B_RING"))?;
     let futex: u64 = (0..=c)
         .map(|i| ctl.slot(i, 3).load(Ordering::Acquire))
         .sum();
@@ -313,30 +319,8 @@ fn ring_throughput(n: u64, c: usize, batch: usize) -> Res<(f64, f64)> {
 
 fn pthread_ring_throughput(n: u64, c: usize) -> Res<f64> {
     let ring = PthreadRing::create(RING_CAP).map_err(e)?;
-    let ctl = Ctl::create(1 + c).map_err(e)?;
     let args = [n.to_string()];
-    let mut kids = vec![
-        spawn_worker(&ctl, "pring-prod", 0, &args, |cmd| {
-            ring.share_with(cmd, "B_RING")
-        })
-        .map_err(e)?,
-    ];
-    for i in 1..=c {
-        kids.push(
-            spawn_worker(&ctl, "pring-cons", i, &args, |cmd| {
-                ring.share_with(cmd, "B_RING")
-            })
-            .map_err(e)?,
-        );
-    }
-    ctl.go();
-    wait_all(kids)?;
-    let got: u64 = (1..=c)
-        .map(|i| ctl.slot(i, 2).load(Ordering::Acquire))
-        .sum();
-    if got != n {
-        return Err(format!("pthread ring delivered {got} of {n}"));
-    }
+    let ctl = producer_consumers("pring", n, c, &args, &|cmd| ring.share_with(cmd, "B_RING"))?;
     Ok(n as f64 / ctl.wall())
 }
 

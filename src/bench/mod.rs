@@ -203,7 +203,8 @@ pub(crate) fn percentiles(xs: &mut [f64]) -> [f64; 3] {
     [at(0.5), at(0.99), at(0.999)]
 }
 
-fn json_str(s: &str) -> String {
+/// A JSON string literal (quotes and escapes), for the tools' `--json`.
+pub fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
