@@ -146,3 +146,40 @@ fn join_waits_for_task_done() {
         t.join().unwrap();
     });
 }
+
+/// Byte messages (`src/message.rs`): a 2-frame and a 1-frame message, two
+/// consumers. Each message arrives whole, at exactly one consumer (a split
+/// message would fail the content check or the count).
+#[test]
+fn byte_messages_arrive_whole_and_once() {
+    use shmkit::message::Frame;
+    loom::model(|| {
+        let ring = Ring::<Frame>::new_in_process(4).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let rx = ring.consumer().unwrap();
+                thread::spawn(move || {
+                    let mut got = Vec::new();
+                    loop {
+                        match rx.pop_bytes() {
+                            Ok(m) => got.push(m),
+                            Err(PopError::Disconnected) => return got,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let long: Vec<u8> = (0..60).collect(); // 2 frames
+        tx.push_bytes(&long).unwrap();
+        tx.push_bytes(b"x").unwrap();
+        drop(tx);
+        let mut all: Vec<Vec<u8>> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort();
+        assert_eq!(all, vec![long, b"x".to_vec()]);
+    });
+}

@@ -28,6 +28,7 @@ pub mod sync;
 pub mod cell;
 pub mod error;
 pub mod header;
+pub mod message;
 pub mod process;
 pub mod ring;
 
@@ -41,6 +42,8 @@ pub mod bench;
 pub mod inspect;
 #[cfg(not(loom))]
 pub mod lock;
+#[cfg(not(loom))]
+pub mod pipe;
 #[cfg(not(loom))]
 pub mod segment;
 

@@ -199,7 +199,7 @@ enum Backing {
 
 /// The ring's memory and its validated geometry, shared by the handles.
 #[derive(Debug)]
-struct RingMem {
+pub(crate) struct RingMem {
     ctrl: NonNull<RingControl>,
     slots: NonNull<AtomicU64>,
     /// Capacity, a power of two, validated at open; never re-read from shared
@@ -225,7 +225,7 @@ impl RingMem {
     }
 
     /// The words of the slot for sequence `seq` (masked: always in bounds).
-    fn slot(&self, seq: u64) -> &[AtomicU64] {
+    pub(crate) fn slot(&self, seq: u64) -> &[AtomicU64] {
         let index = (seq & (self.cap - 1)) as usize;
         // SAFETY: the slot array holds cap * words atomics (validated at
         // open or allocated so); index < cap, so the range is in bounds.
@@ -242,6 +242,10 @@ impl RingMem {
             name: self.label.clone(),
             detail,
         }
+    }
+
+    pub(crate) fn cap(&self) -> u64 {
+        self.cap
     }
 
     fn closed(&self) -> bool {
@@ -292,6 +296,9 @@ pub enum PushError<T> {
     Timeout(T),
     /// The shared state is impossible (someone scribbled on the segment).
     Corrupt(T),
+    /// A byte message longer than the ring can ever hold (see
+    /// `max_message_len`): refused whole, never truncated.
+    TooLarge(T),
 }
 
 impl<T> PushError<T> {
@@ -302,7 +309,8 @@ impl<T> PushError<T> {
             | PushError::Closed(t)
             | PushError::Disconnected(t)
             | PushError::Timeout(t)
-            | PushError::Corrupt(t) => t,
+            | PushError::Corrupt(t)
+            | PushError::TooLarge(t) => t,
         }
     }
 }
@@ -315,6 +323,7 @@ impl<T> std::fmt::Debug for PushError<T> {
             PushError::Disconnected(_) => "Disconnected(..)",
             PushError::Timeout(_) => "Timeout(..)",
             PushError::Corrupt(_) => "Corrupt(..)",
+            PushError::TooLarge(_) => "TooLarge(..)",
         })
     }
 }
@@ -327,6 +336,9 @@ impl<T> std::fmt::Display for PushError<T> {
             PushError::Disconnected(_) => "every consumer of the ring has died",
             PushError::Timeout(_) => "timed out waiting for room in the ring",
             PushError::Corrupt(_) => "the ring's shared state is corrupt (head past tail)",
+            PushError::TooLarge(_) => {
+                "the message is longer than the ring can hold (see max_message_len)"
+            }
         })
     }
 }
@@ -345,6 +357,8 @@ pub enum PopError {
     Timeout,
     /// The shared state is impossible; the detail says what was seen.
     Corrupt(String),
+    /// A typed receive got a message of another size than its type.
+    WrongSize { got: usize, expected: usize },
 }
 
 impl std::fmt::Display for PopError {
@@ -356,6 +370,11 @@ impl std::fmt::Display for PopError {
             }
             PopError::Timeout => f.write_str("timed out waiting for an item"),
             PopError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
+            PopError::WrongSize { got, expected } => write!(
+                f,
+                "received a message of {got} bytes where a value of {expected} bytes was \
+                 expected: both ends must send and receive the same type"
+            ),
         }
     }
 }
@@ -622,7 +641,7 @@ impl RingMem {
 
 /// Copy `item` into a slot, word by word (Relaxed: published by the Release
 /// store of `tail` that follows).
-fn write_slot<T: Pod>(slot: &[AtomicU64], item: &T) {
+pub(crate) fn write_slot<T: Pod>(slot: &[AtomicU64], item: &T) {
     let bytes = bytemuck::bytes_of(item);
     for (i, word) in slot.iter().enumerate() {
         let start = i * 8;
@@ -636,7 +655,7 @@ fn write_slot<T: Pod>(slot: &[AtomicU64], item: &T) {
 /// Copy a slot out, word by word (Relaxed: ordered by the Acquire load of
 /// `tail` before it; a copy torn by a producer lapping us is discarded
 /// because our CAS of `head` then fails).
-fn read_slot<T: Pod>(slot: &[AtomicU64]) -> T {
+pub(crate) fn read_slot<T: Pod>(slot: &[AtomicU64]) -> T {
     let mut out = T::zeroed();
     let bytes = bytemuck::bytes_of_mut(&mut out);
     let len = bytes.len();
@@ -652,13 +671,13 @@ fn read_slot<T: Pod>(slot: &[AtomicU64]) -> T {
 /// The one producer of a ring. Dropping it closes the ring.
 #[derive(Debug)]
 pub struct Producer<T: Pod> {
-    mem: Arc<RingMem>,
+    pub(crate) mem: Arc<RingMem>,
     /// Our copy of `tail`: only we store it.
-    tail: u64,
+    pub(crate) tail: u64,
     /// Last `head` we read; re-read only when the ring looks full.
     head_cache: u64,
     me: ProcToken,
-    closed: bool,
+    pub(crate) closed: bool,
     /// Futex system calls this handle made (wakes and waits): local, so
     /// counting costs no shared write.
     futex_calls: u64,
@@ -668,7 +687,7 @@ pub struct Producer<T: Pod> {
 impl<T: Pod> Producer<T> {
     /// Room for at least `want` more items? Re-reads `head` only when the
     /// cached copy says no. `Err` if the shared head is impossible.
-    fn room(&mut self, want: u64) -> Result<u64, ()> {
+    pub(crate) fn room(&mut self, want: u64) -> Result<u64, ()> {
         let cap = self.mem.cap;
         if self.tail - self.head_cache + want <= cap {
             return Ok(cap - (self.tail - self.head_cache));
@@ -684,7 +703,7 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Store the new tail and wake sleeping consumers if any.
-    fn publish(&mut self, new_tail: u64) {
+    pub(crate) fn publish(&mut self, new_tail: u64) {
         let ctrl = self.mem.ctrl();
         // Release: publishes the slot words; pairs with the Acquire load of
         // tail in `Consumer::claim`.
@@ -766,6 +785,7 @@ impl<T: Pod> Producer<T> {
                                 PushError::Disconnected(_) => PushError::Disconnected(sent),
                                 PushError::Timeout(_) => PushError::Timeout(sent),
                                 PushError::Corrupt(_) => PushError::Corrupt(sent),
+                                PushError::TooLarge(_) => PushError::TooLarge(sent),
                             });
                         }
                     }
@@ -784,13 +804,23 @@ impl<T: Pod> Producer<T> {
 
     fn push_until(
         &mut self,
-        mut item: T,
+        item: T,
         deadline: Option<std::time::Instant>,
     ) -> Result<(), PushError<T>> {
+        self.push_with(deadline, |p| p.try_push(item))
+    }
+
+    /// Retry `attempt` while it reports `Full`: spin, then sleep until a
+    /// consumer makes room, the deadline passes, or every consumer is gone.
+    pub(crate) fn push_with<X>(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+        mut attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
+    ) -> Result<(), PushError<X>> {
         let mut waiting = Waiting::new();
         loop {
-            match self.try_push(item) {
-                Err(PushError::Full(it)) => item = it,
+            match attempt(self) {
+                Err(PushError::Full(_)) => {}
                 other => return other,
             }
             if waiting.keep_spinning() {
@@ -800,18 +830,17 @@ impl<T: Pod> Producer<T> {
             let cold = &mem.ctrl().cold;
             cold.producer_sleeping.store(1, Ordering::Relaxed);
             let key = cold.not_full.prepare();
-            let outcome = match self.try_push(item) {
-                Err(PushError::Full(it)) => {
-                    item = it;
+            let outcome = match attempt(self) {
+                Err(PushError::Full(x)) => {
                     if self.mem.consumers_gone() {
                         // The last consumer may have made room before leaving.
-                        Some(match self.try_push(item) {
-                            Err(PushError::Full(it)) => Err(PushError::Disconnected(it)),
+                        Some(match attempt(self) {
+                            Err(PushError::Full(x)) => Err(PushError::Disconnected(x)),
                             other => other,
                         })
                     } else {
                         match sleep_slice(deadline) {
-                            None => Some(Err(PushError::Timeout(item))),
+                            None => Some(Err(PushError::Timeout(x))),
                             slice => {
                                 cold.not_full.wait(key, slice);
                                 self.futex_calls += 1;
@@ -937,7 +966,7 @@ fn sleep_slice(deadline: Option<std::time::Instant>) -> Option<Duration> {
 /// Methods take `&self`, so one consumer may be shared by threads.
 #[derive(Debug)]
 pub struct Consumer<T: Pod> {
-    mem: Arc<RingMem>,
+    pub(crate) mem: Arc<RingMem>,
     /// Our entry in the consumer registry.
     slot: usize,
     me: ProcToken,
@@ -955,10 +984,16 @@ impl<T: Pod> Consumer<T> {
     /// Claim up to `max` items (at least one) by one CAS of head. `copy` is
     /// called for each slot before the CAS; its copies count only if the CAS
     /// succeeds (on failure `copy` is called again for the new slots).
+    ///
+    /// `size(first, available)` says how many of the `available` published
+    /// slots to claim, looking at the first one (a message's length lives
+    /// there); `Err(detail)` if that slot is impossible. An impossible answer
+    /// counts as corruption only if `head` has not moved meanwhile (else the
+    /// slot was being reused under us, and we retry).
     #[inline]
-    fn claim(
+    pub(crate) fn claim(
         &self,
-        max: usize,
+        mut size: impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         mut copy: impl FnMut(usize, &[AtomicU64]),
     ) -> Result<usize, PopError> {
         let mem = &*self.mem;
@@ -998,7 +1033,20 @@ impl<T: Pod> Consumer<T> {
                 }
                 continue;
             }
-            let n = ((t - h) as usize).min(max);
+            let available = (t - h) as usize;
+            let n = match size(mem.slot(h), available) {
+                Ok(n) if (1..=available).contains(&n) => n,
+                other => {
+                    if ctrl.head.load(Ordering::Relaxed) == h {
+                        let detail = match other {
+                            Err(d) => d,
+                            Ok(n) => format!("a message of {n} slots, {available} published"),
+                        };
+                        return Err(PopError::Corrupt(detail));
+                    }
+                    continue;
+                }
+            };
             for i in 0..n {
                 copy(i, mem.slot(h + i as u64));
             }
@@ -1022,7 +1070,7 @@ impl<T: Pod> Consumer<T> {
     /// Take one item if there is one, without waiting.
     pub fn try_pop(&self) -> Result<T, PopError> {
         let mut out = T::zeroed();
-        self.claim(1, |_, slot| out = read_slot(slot))?;
+        self.claim(|_, _| Ok(1), |_, slot| out = read_slot(slot))?;
         Ok(out)
     }
 
@@ -1031,7 +1079,8 @@ impl<T: Pod> Consumer<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.claim(buf.len(), |i, slot| buf[i] = read_slot(slot))
+        let max = buf.len();
+        self.claim(|_, n| Ok(n.min(max)), |i, slot| buf[i] = read_slot(slot))
     }
 
     /// Take one item, waiting while the ring is empty. `Disconnected` once
@@ -1063,7 +1112,7 @@ impl<T: Pod> Consumer<T> {
         })
     }
 
-    fn wait_for<R>(
+    pub(crate) fn wait_for<R>(
         &self,
         deadline: Option<std::time::Instant>,
         mut attempt: impl FnMut() -> Result<R, PopError>,
@@ -1138,6 +1187,19 @@ impl<T: Pod> Consumer<T> {
     /// Whether the producer closed the ring (items may still be left).
     pub fn is_closed(&self) -> bool {
         self.mem.closed()
+    }
+
+    /// Items (slots) waiting right now: a racy snapshot.
+    pub fn len(&self) -> usize {
+        let c = self.mem.ctrl();
+        let head = c.head.load(Ordering::Relaxed);
+        let tail = c.tail.load(Ordering::Relaxed);
+        tail.saturating_sub(head).min(self.mem.cap) as usize
+    }
+
+    /// Whether nothing is waiting right now (a racy snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn count_futex_call(&self) {

@@ -49,11 +49,12 @@ pub struct Record {
 }
 
 /// Groups in run order.
-pub const GROUPS: [&str; 5] = [
+pub const GROUPS: [&str; 6] = [
     "counter",
     "float-add",
     "queue-throughput",
     "latency",
+    "pipe",
     "python",
 ];
 
@@ -341,6 +342,14 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("latency", "shmkit-ring-spin", "cacheline-pingpong"),
     ("latency", "shmkit-ring-spin", "pipe"),
     ("latency", "shmkit-ring-blocking", "pipe"),
+    ("pipe", "shmkit-pipe-roundtrip", "kernel-pipe-roundtrip"),
+    ("pipe", "shmkit-pipe-roundtrip", "socketpair-roundtrip"),
+    ("pipe", "shmkit-pipe-64B", "kernel-pipe-64B"),
+    ("pipe", "shmkit-pipe-64B", "socketpair-64B"),
+    ("pipe", "shmkit-pipe-4KiB", "kernel-pipe-4KiB"),
+    ("pipe", "shmkit-pipe-4KiB", "socketpair-4KiB"),
+    ("pipe", "shmkit-pipe-1MiB", "kernel-pipe-1MiB"),
+    ("pipe", "shmkit-pipe-1MiB", "socketpair-1MiB"),
     ("python", "shmkit-fetch_add/2p", "python-value-get_lock/2p"),
     ("python", "shmkit-ring/1p1c", "python-queue/1p1c"),
     ("python", "shmkit-ring-batch64/1p1c", "python-queue/1p1c"),
@@ -376,6 +385,7 @@ pub fn run(opts: &Options) -> ExitCode {
             "float-add" => cases::float_add(opts),
             "queue-throughput" => cases::queue(opts),
             "latency" => cases::latency(opts),
+            "pipe" => cases::pipe(opts),
             "python" => cases::python(opts),
             _ => unreachable!(),
         };

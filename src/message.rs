@@ -1,0 +1,187 @@
+//! Byte messages of any length on a ring: Python's `send_bytes` /
+//! `recv_bytes`, each message delivered whole to exactly one consumer.
+//!
+//! A ring of [`Frame`]s (64 bytes: a 4-byte total length, a 4-byte frame
+//! index, 56 bytes of data) carries a message of `L` bytes as
+//! `max(1, ceil(L / 56))` frames. The producer writes all of a message's
+//! frames and publishes them with **one** store of `tail`, so `tail` only
+//! ever stands at a message boundary. A consumer reads the first frame,
+//! computes how many frames the message has, and claims exactly that many
+//! with **one** CAS of `head` (claim = commit, as for single items). So a
+//! message is never split between consumers, never half-visible, and a
+//! consumer killed mid-copy loses at most the message it had claimed.
+//!
+//! A message longer than the ring (`capacity * 56` bytes, see
+//! [`max_message_len`]) is refused with [`PushError::TooLarge`]: never
+//! split over several publishes, never truncated. Lengths read back are
+//! checked against what was published: an impossible frame is
+//! [`PopError::Corrupt`], never an out-of-bounds copy.
+//!
+//! ```
+//! use shmkit::message::Frame;
+//! use shmkit::ring::Ring;
+//! let name = format!("shmkit-doc-bytes-{}", std::process::id());
+//! let ring = Ring::<Frame>::create(&name, 64)?;
+//! let mut tx = ring.producer()?;
+//! let rx = ring.consumer()?;
+//! tx.push_bytes(b"hello")?;
+//! tx.push_bytes(&vec![7u8; 1000])?;   // 18 frames, one publish
+//! assert_eq!(rx.pop_bytes()?, b"hello");
+//! assert_eq!(rx.pop_bytes()?.len(), 1000);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::ring::{Consumer, PopError, Producer, PushError, read_slot, write_slot};
+
+/// Data bytes per frame.
+pub const FRAME_DATA: usize = 56;
+
+/// One slot of a byte-message ring.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct Frame {
+    /// The whole message's length in bytes (in every frame).
+    len: u32,
+    /// This frame's index in its message, from 0.
+    index: u32,
+    data: [u8; FRAME_DATA],
+}
+
+/// Frames a message of `len` bytes takes (an empty message takes one).
+pub fn frames_for(len: usize) -> usize {
+    len.div_ceil(FRAME_DATA).max(1)
+}
+
+/// The longest message a ring of `capacity` frames carries.
+pub fn max_message_len(capacity: usize) -> usize {
+    (capacity * FRAME_DATA).min(u32::MAX as usize)
+}
+
+impl Producer<Frame> {
+    /// Push one message if the ring has room for all of its frames now.
+    pub fn try_push_bytes(&mut self, msg: &[u8]) -> Result<(), PushError<()>> {
+        if self.closed {
+            return Err(PushError::Closed(()));
+        }
+        let k = frames_for(msg.len());
+        if msg.len() > max_message_len(self.capacity()) {
+            return Err(PushError::TooLarge(()));
+        }
+        match self.room(k as u64) {
+            Err(()) => return Err(PushError::Corrupt(())),
+            Ok(r) if r < k as u64 => return Err(PushError::Full(())),
+            Ok(_) => {}
+        }
+        let mut chunks = msg.chunks(FRAME_DATA);
+        for i in 0..k {
+            let mut f = Frame {
+                len: msg.len() as u32,
+                index: i as u32,
+                data: [0; FRAME_DATA],
+            };
+            if let Some(c) = chunks.next() {
+                f.data[..c.len()].copy_from_slice(c);
+            }
+            write_slot(self.mem.slot(self.tail + i as u64), &f);
+        }
+        // One Release store publishes every frame of the message.
+        self.publish(self.tail + k as u64);
+        Ok(())
+    }
+
+    /// Push one message, waiting while the ring lacks room for it.
+    pub fn push_bytes(&mut self, msg: &[u8]) -> Result<(), PushError<()>> {
+        self.push_with(None, |p| p.try_push_bytes(msg))
+    }
+
+    /// [`push_bytes`](Self::push_bytes), waiting at most `timeout`.
+    pub fn push_bytes_timeout(
+        &mut self,
+        msg: &[u8],
+        timeout: Duration,
+    ) -> Result<(), PushError<()>> {
+        self.push_with(Some(Instant::now() + timeout), |p| p.try_push_bytes(msg))
+    }
+
+    /// The longest message this ring carries.
+    pub fn max_message_len(&self) -> usize {
+        max_message_len(self.capacity())
+    }
+}
+
+impl Consumer<Frame> {
+    /// Take one whole message into `out` (cleared first) if one is there.
+    pub fn try_pop_bytes_into(&self, out: &mut Vec<u8>) -> Result<(), PopError> {
+        let cap = self.mem.cap() as usize;
+        let total = Cell::new(0usize);
+        let bad = Cell::new(None::<String>);
+        self.claim(
+            |first, available| {
+                let f: Frame = read_slot(first);
+                let len = f.len as usize;
+                let k = frames_for(len);
+                if f.index != 0 || k > cap {
+                    return Err(format!(
+                        "a message starts with frame {} of a {len}-byte message",
+                        f.index
+                    ));
+                }
+                total.set(len);
+                // More frames than published means a scribbled length (the
+                // producer publishes whole messages); `claim` reports it.
+                Ok(if k <= available { k } else { usize::MAX })
+            },
+            |i, slot| {
+                if i == 0 {
+                    out.clear();
+                    bad.set(None);
+                }
+                let f: Frame = read_slot(slot);
+                let len = total.get();
+                let start = i * FRAME_DATA;
+                let take = len.saturating_sub(start).min(FRAME_DATA);
+                if f.index as usize != i || f.len as usize != len {
+                    bad.set(Some(format!(
+                        "frame {i} of a {len}-byte message says it is frame {} of {} bytes",
+                        f.index, f.len
+                    )));
+                }
+                out.extend_from_slice(&f.data[..take]);
+            },
+        )?;
+        // The claim succeeded, so these frames were not being overwritten:
+        // an inconsistency is real damage.
+        match bad.take() {
+            Some(d) => Err(PopError::Corrupt(d)),
+            None => Ok(()),
+        }
+    }
+
+    /// Take one whole message if one is there.
+    pub fn try_pop_bytes(&self) -> Result<Vec<u8>, PopError> {
+        let mut v = Vec::new();
+        self.try_pop_bytes_into(&mut v)?;
+        Ok(v)
+    }
+
+    /// Take one whole message, waiting while the ring is empty.
+    pub fn pop_bytes(&self) -> Result<Vec<u8>, PopError> {
+        let mut v = Vec::new();
+        self.wait_for(None, || self.try_pop_bytes_into(&mut v))?;
+        Ok(v)
+    }
+
+    /// [`pop_bytes`](Self::pop_bytes), waiting at most `timeout`.
+    pub fn pop_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, PopError> {
+        let mut v = Vec::new();
+        self.wait_for(Some(Instant::now() + timeout), || {
+            self.try_pop_bytes_into(&mut v)
+        })?;
+        Ok(v)
+    }
+}

@@ -1,0 +1,238 @@
+//! Pipes and byte messages across real processes: boundary sizes, kill -9 of
+//! either end, and whole messages to exactly one of several consumers.
+#![cfg(not(loom))]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, Reaper, child_command, child_role};
+use shmkit::message::{FRAME_DATA, Frame};
+use shmkit::pipe::Pipe;
+use shmkit::ring::{PopError, PushError, Ring};
+use shmkit::{Ordering, SharedArray};
+
+const ENTRY: &str = "child_entry";
+const CAP: usize = 16;
+
+/// The content of message `seq` of length `len`: checkable by the receiver.
+fn body(seq: u64, len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..len).map(|i| (i as u64 * 31 + seq) as u8).collect();
+    if len >= 8 {
+        v[..8].copy_from_slice(&seq.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    let name = std::env::var("SHMKIT_NAME").unwrap();
+    match role.as_str() {
+        // End B: echo every byte message back until the other end closes.
+        "echo" => {
+            let mut b = Pipe::open(&name).unwrap().end_b().unwrap();
+            loop {
+                match b.recv_bytes() {
+                    Ok(m) => b.send_bytes(&m).unwrap(),
+                    Err(PopError::Disconnected) => return,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        // End A that sends one message and waits to be killed.
+        "send_then_park" => {
+            let mut a = Pipe::open(&name).unwrap().end_a().unwrap();
+            a.send(&7u32).unwrap();
+            loop {
+                std::thread::park();
+            }
+        }
+        // End B: receive, then expect Disconnected within a second of the
+        // sender's death (the parent kills it once we sleep).
+        "recv_until_gone" => {
+            let mut b = Pipe::open(&name).unwrap().end_b().unwrap();
+            assert_eq!(b.recv::<u32>(), Ok(7));
+            let start = Instant::now();
+            assert_eq!(b.recv::<u32>(), Err(PopError::Disconnected));
+            // Generous against the parent's own delay before killing.
+            assert!(start.elapsed() < Duration::from_secs(20));
+        }
+        // A consumer of byte messages on an SPMC ring.
+        "bytes_consumer" => {
+            let ring = Ring::<Frame>::open(&name).unwrap();
+            let seen = SharedArray::<u8>::open(&std::env::var("SEEN").unwrap()).unwrap();
+            let rx = ring.consumer().unwrap();
+            loop {
+                match rx.pop_bytes() {
+                    Ok(m) => {
+                        let len = m.len();
+                        assert!(len >= 8, "message too short: {len}");
+                        let seq = u64::from_le_bytes(m[..8].try_into().unwrap());
+                        assert_eq!(m, body(seq, len), "message {seq} damaged");
+                        seen[seq as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(PopError::Disconnected) => return,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn spawn(role: &str, name: &str, extra: &[(&str, &str)]) -> Reaper {
+    let mut cmd = child_command(ENTRY, role);
+    cmd.env("SHMKIT_NAME", name);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Reaper(Some(cmd.spawn().unwrap()))
+}
+
+/// A pipe name whose two segments are removed whatever happens (the
+/// guards run on drop; the fields are never read).
+struct PipeNames {
+    _guards: [Cleanup; 2],
+    base: String,
+}
+
+impl PipeNames {
+    fn new(tag: &str) -> Self {
+        let base = common::unique(tag);
+        PipeNames {
+            _guards: [
+                Cleanup(format!("{base}.a2b")),
+                Cleanup(format!("{base}.b2a")),
+            ],
+            base,
+        }
+    }
+}
+
+#[test]
+fn boundary_sizes_round_trip_through_another_process() {
+    let names = PipeNames::new("pipesizes");
+    let pipe = Pipe::create(&names.base, CAP).unwrap();
+    let mut a = pipe.end_a().unwrap();
+    let echo = spawn("echo", &names.base, &[]);
+    let max = a.max_message_len();
+    assert_eq!(max, CAP * FRAME_DATA);
+    for (i, len) in [
+        0,
+        1,
+        FRAME_DATA,
+        FRAME_DATA + 1,
+        3 * FRAME_DATA,
+        max - 1,
+        max,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let msg = body(i as u64, len);
+        a.send_bytes(&msg).unwrap();
+        assert_eq!(a.recv_bytes().unwrap(), msg, "length {len}");
+    }
+    // One byte over the maximum: refused whole, nothing sent.
+    assert_eq!(
+        a.send_bytes(&vec![1; max + 1]),
+        Err(PushError::TooLarge(()))
+    );
+    // Values: any Pod type, sizes checked.
+    a.send(&[1.5f64, -2.0]).unwrap();
+    assert_eq!(a.recv::<[f64; 2]>(), Ok([1.5, -2.0]));
+    a.send(&9u32).unwrap();
+    assert_eq!(
+        a.recv::<u64>(),
+        Err(PopError::WrongSize {
+            got: 4,
+            expected: 8
+        })
+    );
+    drop(a); // close: the echo child sees Disconnected and exits
+    echo.wait_ok();
+}
+
+#[test]
+fn killed_other_end_gives_disconnected() {
+    // The child end dies while we wait to receive.
+    let names = PipeNames::new("pipekill");
+    let pipe = Pipe::create(&names.base, CAP).unwrap();
+    let mut a = pipe.end_a().unwrap();
+    let mut echo = spawn("echo", &names.base, &[]);
+    a.send(&1u8).unwrap();
+    assert_eq!(a.recv::<u8>(), Ok(1));
+    let waiter = std::thread::spawn(move || (a.recv::<u8>(), Instant::now()));
+    let killed = Instant::now();
+    echo.0.as_mut().unwrap().kill().unwrap();
+    let (r, at) = waiter.join().unwrap();
+    assert_eq!(r, Err(PopError::Disconnected));
+    assert!(at - killed < Duration::from_secs(1), "{:?}", at - killed);
+
+    // The sending end dies while the other end (a child) waits.
+    let names = PipeNames::new("pipekill2");
+    let _pipe = Pipe::create(&names.base, CAP).unwrap();
+    let receiver = spawn("recv_until_gone", &names.base, &[]);
+    let mut sender = spawn("send_then_park", &names.base, &[]);
+    let state = Ring::<Frame>::open(&format!("{}.a2b", names.base)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(state.is_empty() && state.state().consumers_sleeping > 0) {
+        assert!(Instant::now() < deadline, "receiver never went to sleep");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sender.0.as_mut().unwrap().kill().unwrap();
+    receiver.wait_ok();
+}
+
+#[test]
+fn byte_messages_go_whole_to_exactly_one_consumer() {
+    const N: usize = 20_000;
+    let r = Cleanup::new("bytesring");
+    let s = Cleanup::new("bytesseen");
+    let ring = Ring::<Frame>::create(r.name(), 64).unwrap();
+    let seen = SharedArray::<u8>::create(s.name(), N).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let kids: Vec<Reaper> = (0..3)
+        .map(|_| spawn("bytes_consumer", r.name(), &[("SEEN", s.name())]))
+        .collect();
+    for seq in 0..N as u64 {
+        // Lengths from 8 to 8 + 500: one to ten frames.
+        let len = 8 + (seq as usize * 37) % 501;
+        tx.push_bytes_timeout(&body(seq, len), Duration::from_secs(30))
+            .unwrap();
+    }
+    drop(tx);
+    for k in kids {
+        k.wait_ok();
+    }
+    let counts = seen.to_vec();
+    assert!(
+        counts.iter().all(|&c| c == 1),
+        "a message was lost or duplicated"
+    );
+}
+
+#[test]
+fn corrupt_frames_are_errors() {
+    use std::os::unix::fs::FileExt;
+    let r = Cleanup::new("bytescorrupt");
+    let ring = Ring::<Frame>::create(r.name(), 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    tx.push_bytes(&[5u8; 100]).unwrap(); // 2 frames
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(r.path())
+        .unwrap();
+    // Body at 256; control block, then slots. Find slot 0: after the control
+    // block, whose size the segment tells us indirectly: scan for the frame.
+    let bytes = std::fs::read(r.path()).unwrap();
+    let at = (256..bytes.len() - 8)
+        .step_by(8)
+        .find(|&i| bytes[i..i + 8] == [100, 0, 0, 0, 0, 0, 0, 0])
+        .expect("frame 0 header");
+    // Claim the message is 10,000 bytes: more frames than the ring holds.
+    f.write_all_at(&10_000u32.to_le_bytes(), at as u64).unwrap();
+    assert!(matches!(rx.try_pop_bytes(), Err(PopError::Corrupt(_))));
+}
