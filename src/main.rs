@@ -60,6 +60,10 @@ EXIT CODES:
             return ExitCode::from(2);
         };
         let rest = &args[1..];
+        if cmd != "__bench-worker" && rest.iter().any(|a| a == "-h" || a == "--help") {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         match cmd.as_str() {
             "bench" => bench(rest),
             "ls" => crate::tools::ls(rest),

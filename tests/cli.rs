@@ -216,6 +216,11 @@ fn usage_errors_and_help() {
     assert_eq!(shmkit(&["rm"]).status.code(), Some(2));
     assert_eq!(shmkit(&["gc", "--now"]).status.code(), Some(2));
     assert_eq!(shmkit(&["bench", "--only", "nope"]).status.code(), Some(2));
+    for cmd in ["ls", "inspect", "rm", "gc", "bench"] {
+        let out = shmkit(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+        assert!(text(&out).contains("USAGE"), "{cmd} --help");
+    }
     let out = shmkit(&["help"]);
     assert!(out.status.success());
     for cmd in ["ls", "inspect", "rm", "gc", "bench", "EXIT CODES"] {
