@@ -9,12 +9,11 @@ use loom::thread;
 use shmkit::ring::{PopError, Ring};
 use shmkit::{Atomic, Ordering};
 
-/// Drain a consumer until Disconnected, returning what it got in order.
-fn drain(ring: &Ring<u64>) -> Vec<u64> {
-    let rx = ring.consumer().unwrap();
+/// Take from `pop` until Disconnected, returning what it got in order.
+fn drain<T>(mut pop: impl FnMut() -> Result<T, PopError>) -> Vec<T> {
     let mut got = Vec::new();
     loop {
-        match rx.pop() {
+        match pop() {
             Ok(v) => got.push(v),
             Err(PopError::Disconnected) => return got,
             Err(e) => panic!("{e}"),
@@ -34,16 +33,7 @@ fn spmc_every_item_exactly_once() {
         let consumers: Vec<_> = (0..2)
             .map(|_| {
                 let rx = ring.consumer().unwrap();
-                thread::spawn(move || {
-                    let mut got = Vec::new();
-                    loop {
-                        match rx.pop() {
-                            Ok(v) => got.push(v),
-                            Err(PopError::Disconnected) => return got,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                })
+                thread::spawn(move || drain(|| rx.pop()))
             })
             .collect();
         for v in 0..3 {
@@ -105,8 +95,8 @@ fn close_wakes_all_and_delivers_the_rest() {
         let mut tx = ring.producer().unwrap();
         let consumers: Vec<_> = (0..2)
             .map(|_| {
-                let r = ring.clone();
-                thread::spawn(move || drain(&r))
+                let rx = ring.consumer().unwrap();
+                thread::spawn(move || drain(|| rx.pop()))
             })
             .collect();
         tx.push(7).unwrap();
@@ -159,16 +149,7 @@ fn byte_messages_arrive_whole_and_once() {
         let consumers: Vec<_> = (0..2)
             .map(|_| {
                 let rx = ring.consumer().unwrap();
-                thread::spawn(move || {
-                    let mut got = Vec::new();
-                    loop {
-                        match rx.pop_bytes() {
-                            Ok(m) => got.push(m),
-                            Err(PopError::Disconnected) => return got,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                })
+                thread::spawn(move || drain(|| rx.pop_bytes()))
             })
             .collect();
         let long: Vec<u8> = (0..60).collect(); // 2 frames

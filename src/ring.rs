@@ -248,6 +248,15 @@ impl RingMem {
         self.cap
     }
 
+    /// Items published and not yet claimed: a racy snapshot (Relaxed loads,
+    /// ordering nothing), clamped to the capacity.
+    fn len(&self) -> usize {
+        let c = self.ctrl();
+        let head = c.head.load(Ordering::Relaxed);
+        let tail = c.tail.load(Ordering::Relaxed);
+        tail.saturating_sub(head).min(self.cap) as usize
+    }
+
     fn closed(&self) -> bool {
         // Acquire: pairs with the Release store in `close`, so a tail load
         // after this sees the producer's last push.
@@ -592,10 +601,7 @@ impl<T: Pod> Ring<T> {
 
     /// Items in the ring right now (a racy snapshot).
     pub fn len(&self) -> usize {
-        let c = self.mem.ctrl();
-        let head = c.head.load(Ordering::Relaxed);
-        let tail = c.tail.load(Ordering::Relaxed);
-        tail.saturating_sub(head).min(self.mem.cap) as usize
+        self.mem.len()
     }
 
     /// Whether the ring looks empty right now.
@@ -1191,10 +1197,7 @@ impl<T: Pod> Consumer<T> {
 
     /// Items (slots) waiting right now: a racy snapshot.
     pub fn len(&self) -> usize {
-        let c = self.mem.ctrl();
-        let head = c.head.load(Ordering::Relaxed);
-        let tail = c.tail.load(Ordering::Relaxed);
-        tail.saturating_sub(head).min(self.mem.cap) as usize
+        self.mem.len()
     }
 
     /// Whether nothing is waiting right now (a racy snapshot).
