@@ -164,3 +164,22 @@ fn byte_messages_arrive_whole_and_once() {
         assert_eq!(all, vec![long, b"x".to_vec()]);
     });
 }
+
+/// A consumer registers while the producer is blocked on a full ring: the
+/// producer must never conclude "every consumer is gone" from a half-seen
+/// registration (consumers_seen visible, registry slot not yet).
+#[test]
+fn registration_races_a_blocked_producer() {
+    loom::model(|| {
+        let ring = Ring::<u64>::new_in_process(1).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.push(1).unwrap();
+        let r = ring.clone();
+        let t = thread::spawn(move || {
+            let rx = r.consumer().unwrap();
+            (rx.pop(), rx.pop())
+        });
+        tx.push(2).unwrap(); // blocks until the consumer pops
+        assert_eq!(t.join().unwrap(), (Ok(1), Ok(2)));
+    });
+}
