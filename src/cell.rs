@@ -54,10 +54,19 @@ pub trait Element:
     fn fetch_max(a: &Self::Atom, v: Self, o: Ordering) -> Self;
     #[doc(hidden)]
     fn fetch_min(a: &Self::Atom, v: Self, o: Ordering) -> Self;
+    /// The value's bits in the low bytes of a `u64` (for containers that
+    /// keep any element in one atomic word).
+    #[doc(hidden)]
+    fn to_word(self) -> u64;
+    #[doc(hidden)]
+    fn from_word(w: u64) -> Self;
+    /// `self + other`, wrapping for integers.
+    #[doc(hidden)]
+    fn add_wrapping(self, other: Self) -> Self;
 }
 
 macro_rules! int_element {
-    ($($t:ty => $atom:ident, $code:literal;)*) => {$(
+    ($($t:ty => $atom:ident, $u:ty, $code:literal;)*) => {$(
         impl sealed::Sealed for $t {}
         impl Element for $t {
             type Atom = sync::$atom;
@@ -81,19 +90,25 @@ macro_rules! int_element {
             fn fetch_max(a: &Self::Atom, v: Self, o: Ordering) -> Self { a.fetch_max(v, o) }
             #[inline]
             fn fetch_min(a: &Self::Atom, v: Self, o: Ordering) -> Self { a.fetch_min(v, o) }
+            #[inline]
+            fn to_word(self) -> u64 { self as $u as u64 }
+            #[inline]
+            fn from_word(w: u64) -> Self { w as $u as $t }
+            #[inline]
+            fn add_wrapping(self, other: Self) -> Self { self.wrapping_add(other) }
         }
     )*};
 }
 
 int_element! {
-    i8 => AtomicI8, 'b';
-    u8 => AtomicU8, 'B';
-    i16 => AtomicI16, 'h';
-    u16 => AtomicU16, 'H';
-    i32 => AtomicI32, 'i';
-    u32 => AtomicU32, 'I';
-    i64 => AtomicI64, 'q';
-    u64 => AtomicU64, 'Q';
+    i8 => AtomicI8, u8, 'b';
+    u8 => AtomicU8, u8, 'B';
+    i16 => AtomicI16, u16, 'h';
+    u16 => AtomicU16, u16, 'H';
+    i32 => AtomicI32, u32, 'i';
+    u32 => AtomicU32, u32, 'I';
+    i64 => AtomicI64, u64, 'q';
+    u64 => AtomicU64, u64, 'Q';
 }
 
 /// Apply `f` to the float in `a` with a CAS loop on its bits; returns the
@@ -114,7 +129,7 @@ macro_rules! float_rmw {
 }
 
 macro_rules! float_element {
-    ($($t:ty => $atom:ident, $code:literal;)*) => {$(
+    ($($t:ty => $atom:ident, $u:ty, $code:literal;)*) => {$(
         impl sealed::Sealed for $t {}
         impl Element for $t {
             type Atom = sync::$atom;
@@ -152,13 +167,19 @@ macro_rules! float_element {
             fn fetch_min(a: &Self::Atom, v: Self, o: Ordering) -> Self {
                 float_rmw!($t, a, o, |x: $t| x.min(v))
             }
+            #[inline]
+            fn to_word(self) -> u64 { self.to_bits() as u64 }
+            #[inline]
+            fn from_word(w: u64) -> Self { <$t>::from_bits(w as $u) }
+            #[inline]
+            fn add_wrapping(self, other: Self) -> Self { self + other }
         }
     )*};
 }
 
 float_element! {
-    f32 => AtomicU32, 'f';
-    f64 => AtomicU64, 'd';
+    f32 => AtomicU32, u32, 'f';
+    f64 => AtomicU64, u64, 'd';
 }
 
 /// The name of the element type with Python typecode `code` (`'l'` and `'L'`
@@ -291,6 +312,15 @@ mod tests {
         assert_eq!(align_of::<Atomic<f64>>(), align_of::<f64>());
         assert_eq!(size_of::<Atomic<i16>>(), 2);
         assert_eq!(align_of::<Atomic<i8>>(), 1);
+    }
+
+    #[test]
+    fn word_round_trips() {
+        assert_eq!(i8::from_word((-5i8).to_word()), -5);
+        assert_eq!((-1i16).to_word(), 0xffff);
+        assert_eq!(f64::from_word(2.5f64.to_word()), 2.5);
+        assert_eq!(f32::from_word((-0.5f32).to_word()), -0.5);
+        assert_eq!(250u8.add_wrapping(10), 4);
     }
 
     #[test]

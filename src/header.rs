@@ -53,6 +53,8 @@ pub enum Kind {
     Accumulator = 2,
     Ring = 3,
     Lock = 4,
+    Map = 5,
+    List = 6,
 }
 
 impl Kind {
@@ -62,6 +64,8 @@ impl Kind {
             2 => Kind::Accumulator,
             3 => Kind::Ring,
             4 => Kind::Lock,
+            5 => Kind::Map,
+            6 => Kind::List,
             _ => return None,
         })
     }
@@ -72,6 +76,8 @@ impl Kind {
             Kind::Accumulator => "accumulator",
             Kind::Ring => "ring",
             Kind::Lock => "lock",
+            Kind::Map => "map",
+            Kind::List => "list",
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod sync;
 pub mod cell;
 pub mod error;
 pub mod header;
+pub mod manager;
 pub mod message;
 pub mod process;
 pub mod ring;

@@ -78,6 +78,33 @@ impl ProcToken {
         }
     }
 
+    /// A 45-bit identity (pid, then the low 23 bits of the start time) for
+    /// state words that have only 45 bits to spare. Pid reuse within the
+    /// same 2^23 ticks (about 23 hours at 100 Hz) would be mistaken for the
+    /// same process: the price of fitting in one word with a tag.
+    pub fn compact45(self) -> u64 {
+        (self.0 & PID_MASK) | ((self.start_ticks() & 0x7f_ffff) << PID_BITS)
+    }
+
+    /// Is the process a [`compact45`](Self::compact45) identity names alive?
+    pub fn compact45_alive(v: u64) -> bool {
+        let pid = (v & PID_MASK) as u32;
+        if pid == 0 {
+            return false;
+        }
+        #[cfg(not(loom))]
+        {
+            match stat(pid) {
+                Some(s) => !s.dead && (s.start_ticks & 0x7f_ffff) == (v >> PID_BITS) & 0x7f_ffff,
+                None => false,
+            }
+        }
+        #[cfg(loom)]
+        {
+            true
+        }
+    }
+
     /// Is the process this token names still running (not exited, not a
     /// zombie, and not a newer process that reused the pid)?
     pub fn is_alive(self) -> bool {

@@ -1,0 +1,774 @@
+//! Python's `Manager().dict()` and `.list()` without a server process: a
+//! fixed-capacity map and an append-only list in shared memory, lock-free.
+//!
+//! ```
+//! use shmkit::manager::{FixedStr, SharedList, SharedMap};
+//! let tag = std::process::id();
+//! let map = SharedMap::<FixedStr<32>, u64>::create(&format!("shmkit-doc-map-{tag}"), 64)?;
+//! map.insert(FixedStr::new("proc1_key0")?, 10)?;
+//! map.fetch_add(&FixedStr::new("proc1_key0")?, 5)?; // in place, atomic
+//! assert_eq!(map.get(&FixedStr::new("proc1_key0")?), Some(15));
+//!
+//! let list = SharedList::<u64>::create(&format!("shmkit-doc-list-{tag}"), 100)?;
+//! let i = list.push(42)?;
+//! assert_eq!(list.get(i), Some(42));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The map
+//!
+//! Open addressing with linear probing over `capacity` slots (a power of
+//! two). Each slot is words: `[state][key words][value]`. The state word
+//! holds a 2-bit tag (EMPTY, BUSY, FULL, TOMB), 16 bits of the key's hash,
+//! and, while BUSY, the inserting process's identity.
+//!
+//! * **insert** of a new key claims the first EMPTY slot of its probe chain
+//!   with a CAS (EMPTY -> BUSY), writes key and value, then stores FULL
+//!   with Release. Two processes inserting one key race for that same first
+//!   slot; the loser waits for the winner's FULL and then updates it, so a
+//!   key is never stored twice.
+//! * **updates** of an existing entry (insert over it, `fetch_add`) take
+//!   the slot with a CAS FULL -> BUSY|UPD, write the value, and store FULL
+//!   with Release; **remove** CASes FULL -> TOMB. Because no writer changes a
+//!   value without holding the slot, the value `remove` reads after its CAS
+//!   is final: every operation is linearizable (loom found the race when
+//!   updates were lock-free).
+//! * **get** loads each state with Acquire and never waits: it reads FULL
+//!   and BUSY|UPD slots alike (the key is valid and the value is one whole
+//!   atomic word), skipping BUSY (a key being inserted) and TOMB.
+//! * A tombstone is revived only by the same key (keys are never rewritten
+//!   once published, so a reader comparing a key never sees it change).
+//!   Capacity therefore counts every distinct key ever inserted; a full map
+//!   is [`MapError::Full`], never a hang.
+//! * **kill -9**: a writer killed mid-insert leaves a BUSY slot with a dead
+//!   owner: never visible, skipped by inserters (taking it over could store
+//!   a key twice), so it costs one slot. A writer killed mid-update leaves
+//!   BUSY|UPD: the next writer restores it to FULL (the value word is whole,
+//!   old or new). A process that keeps a slot BUSY for over a second while
+//!   alive (stopped, hostile) makes writers return [`MapError::Busy`].
+//!
+//! Values are the crate's [`Element`] types held in one atomic word: reads,
+//! overwrites and [`SharedMap::fetch_add`] never tear. Iteration
+//! ([`SharedMap::entries`]) reads slot by slot: each entry is as it was when
+//! its slot was read, and entries inserted or removed meanwhile may or may
+//! not appear. It is not one consistent snapshot.
+//!
+//! # The list
+//!
+//! `push` claims an index with `fetch_add` on a shared counter, writes the
+//! value's words, then stores the slot's state with Release. Readers load the
+//! state with Acquire and skip a slot that is not published yet, so they
+//! never see a half-written value. A writer killed between claim and
+//! publish leaves a permanent hole that readers skip.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::cell::Element;
+use crate::error::{Error, Result};
+use crate::process::ProcToken;
+use crate::ring::{read_slot, words_for, write_slot};
+use crate::sync::{AtomicU64, Ordering, spin_loop};
+
+/// What owns the words.
+#[derive(Debug)]
+enum Backing {
+    #[cfg(not(loom))]
+    Shared(crate::segment::Segment),
+    /// Owns the heap words that `Words::ptr` points into.
+    Heap(#[allow(dead_code)] Box<[AtomicU64]>),
+}
+
+/// A body of atomic words, in a segment or on the heap (loom models).
+#[derive(Debug)]
+struct Words {
+    ptr: NonNull<AtomicU64>,
+    len: usize,
+    backing: Backing,
+}
+
+// SAFETY: the words live as long as `backing` and are only used atomically.
+unsafe impl Send for Words {}
+// SAFETY: as above.
+unsafe impl Sync for Words {}
+
+impl Words {
+    fn heap(len: usize) -> Self {
+        let b: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(0)).collect();
+        Words {
+            ptr: NonNull::from(&b[..]).cast(),
+            len,
+            backing: Backing::Heap(b),
+        }
+    }
+
+    fn all(&self) -> &[AtomicU64] {
+        // SAFETY: `ptr` points at `len` atomics owned by `backing` (a heap box,
+        // or a validated mapping body of at least len * 8 bytes, 128-aligned).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    #[cfg(not(loom))]
+    fn shared(seg: crate::segment::Segment, len: usize) -> Self {
+        Words {
+            ptr: NonNull::new(seg.body_ptr() as *mut AtomicU64).expect("mapping is not null"),
+            len,
+            backing: Backing::Shared(seg),
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn segment(&self) -> Option<&crate::segment::Segment> {
+        match &self.backing {
+            Backing::Shared(s) => Some(s),
+            Backing::Heap(_) => None,
+        }
+    }
+}
+
+/// A fixed-width string key (UTF-8, at most `N` bytes, zero-padded), for
+/// string keys such as `"proc17_key3"`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Pod, Zeroable)]
+#[repr(transparent)]
+pub struct FixedStr<const N: usize>([u8; N]);
+
+impl<const N: usize> FixedStr<N> {
+    /// `s` as a key; fails if it is longer than `N` bytes or holds a NUL.
+    pub fn new(s: &str) -> Result<Self> {
+        if s.len() > N || s.as_bytes().contains(&0) {
+            return Err(Error::InvalidArgument {
+                what: format!("key {s:?} is longer than {N} bytes or holds a NUL"),
+            });
+        }
+        let mut b = [0u8; N];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(FixedStr(b))
+    }
+
+    /// The string (up to the first NUL; invalid UTF-8 is replaced).
+    pub fn as_string(&self) -> String {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
+        String::from_utf8_lossy(&self.0[..end]).into_owned()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for FixedStr<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_string())
+    }
+}
+
+/// Why a map operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// No free slot is left in the key's probe chain (the map is full).
+    Full,
+    /// `fetch_add` on a key that is not in the map.
+    NotFound,
+    /// A live process has been inserting a key with the same hash in the
+    /// slot we need for over a second (stopped, or hostile).
+    Busy,
+}
+
+impl std::fmt::Display for MapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MapError::Full => "the map is full: create it with a larger capacity",
+            MapError::NotFound => "no such key in the map",
+            MapError::Busy => {
+                "another process has been inserting into the needed slot for too long"
+            }
+        })
+    }
+}
+
+impl std::error::Error for MapError {}
+
+const EMPTY: u64 = 0;
+const BUSY: u64 = 1;
+const FULL: u64 = 2;
+const TOMB: u64 = 3;
+/// With BUSY: "updating an existing entry": the key is valid and the value
+/// is whole, so readers use it and a dead updater's slot is restored.
+const UPD: u64 = 1 << 63;
+/// How long a writer waits on another live process's BUSY slot.
+const BUSY_LIMIT: Duration = Duration::from_secs(1);
+
+fn tag_of(s: u64) -> u64 {
+    s & 3
+}
+fn hash16(s: u64) -> u64 {
+    (s >> 2) & 0xffff
+}
+/// The owner of a BUSY slot, or the version of a FULL or TOMB one.
+fn owner(s: u64) -> u64 {
+    (s >> 18) & ((1 << 45) - 1)
+}
+/// The next version after state `s` (FULL/TOMB), wrapping in 45 bits.
+fn next_version(s: u64) -> u64 {
+    (owner(s) + 1) & ((1 << 45) - 1)
+}
+fn state(tag: u64, h16: u64, owner: u64) -> u64 {
+    tag | (h16 << 2) | (owner << 18)
+}
+/// FULL, or BUSY updating an existing entry: the key words are valid.
+fn has_entry(s: u64) -> bool {
+    tag_of(s) == FULL || (tag_of(s) == BUSY && s & UPD != 0)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The map's element description: key type, value type, and the slot size.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MapTypes<K, V> {
+    key: K,
+    value: u64,
+    _v: PhantomData<V>,
+}
+
+/// Words per map slot: state, key words, value.
+const fn map_slot_words(key_size: usize) -> usize {
+    1 + words_for(key_size) + 1
+}
+
+/// A fixed-capacity map in shared memory. See the [module docs](self).
+#[derive(Debug)]
+pub struct SharedMap<K, V> {
+    words: Words,
+    cap: usize,
+    kw: usize,
+    _types: PhantomData<fn() -> MapTypes<K, V>>,
+}
+
+impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
+    fn check_capacity(capacity: usize) -> Result<()> {
+        if capacity == 0 || !capacity.is_power_of_two() || capacity > 1 << 26 {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "map capacity {capacity} must be a power of two from 1 to 2^26 (next: {})",
+                    capacity.max(1).next_power_of_two()
+                ),
+            });
+        }
+        if size_of::<K>() == 0 {
+            return Err(Error::InvalidArgument {
+                what: "map keys must not be zero-sized".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn with_words(words: Words, cap: usize) -> Self {
+        SharedMap {
+            words,
+            cap,
+            kw: words_for(size_of::<K>()),
+            _types: PhantomData,
+        }
+    }
+
+    /// A map on the heap, for threads of one process (and loom models).
+    pub fn new_in_process(capacity: usize) -> Result<Self> {
+        Self::check_capacity(capacity)?;
+        let w = capacity * map_slot_words(size_of::<K>());
+        Ok(Self::with_words(Words::heap(w), capacity))
+    }
+
+    fn slot(&self, i: usize) -> &[AtomicU64] {
+        let sw = self.kw + 2;
+        let start = (i & (self.cap - 1)) * sw;
+        &self.words.all()[start..start + sw]
+    }
+
+    fn key_matches(&self, slot: &[AtomicU64], k: &K) -> bool {
+        read_slot::<K>(&slot[1..=self.kw]) == *k
+    }
+
+    fn value_cell<'s>(&self, slot: &'s [AtomicU64]) -> &'s AtomicU64 {
+        &slot[self.kw + 1]
+    }
+
+    fn hash(k: &K) -> (usize, u64) {
+        let h = fnv(bytemuck::bytes_of(k));
+        (h as usize, (h >> 48) & 0xffff)
+    }
+
+    /// Wait while another process updates `slot` (state `s`); restore the
+    /// slot if that process died mid-update (its value word is whole).
+    /// Returns the settled state.
+    fn settle(&self, slot: &[AtomicU64], mut s: u64) -> std::result::Result<u64, MapError> {
+        let mut since: Option<Instant> = None;
+        while tag_of(s) == BUSY && s & UPD != 0 {
+            if !ProcToken::compact45_alive(owner(s)) {
+                // AcqRel: we take over a slot whose last writer is gone.
+                // The version is lost with the dead updater; its identity
+                // makes a fresh one (a remove holding the old FULL word
+                // then fails its CAS and retries, as it should).
+                let _ = slot[0].compare_exchange(
+                    s,
+                    state(FULL, hash16(s), owner(s)),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            } else if since.get_or_insert_with(Instant::now).elapsed() > BUSY_LIMIT {
+                return Err(MapError::Busy);
+            } else {
+                spin_loop();
+            }
+            // Acquire: pairs with the updater's Release store of FULL.
+            s = slot[0].load(Ordering::Acquire);
+        }
+        Ok(s)
+    }
+
+    /// Change an existing entry's value with `f(old) -> new` while holding
+    /// its slot (FULL -> BUSY|UPD -> FULL); `None` if the slot stopped
+    /// holding the entry (removed) before we got it.
+    fn update_slot(
+        &self,
+        slot: &[AtomicU64],
+        h16: u64,
+        f: impl FnOnce(V) -> V,
+    ) -> std::result::Result<Option<V>, MapError> {
+        let me = ProcToken::current().compact45();
+        loop {
+            // Acquire: pairs with the Release store of FULL.
+            let s = self.settle(slot, slot[0].load(Ordering::Acquire))?;
+            if tag_of(s) != FULL {
+                return Ok(None);
+            }
+            // Acquire: we read the value the last updater Released.
+            if slot[0]
+                .compare_exchange(
+                    s,
+                    state(BUSY, h16, me) | UPD,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                let cell = self.value_cell(slot);
+                let old = V::from_word(cell.load(Ordering::Relaxed));
+                // Relaxed: published by the Release store of FULL below; a
+                // lock-free reader may see old or new, each whole.
+                cell.store(f(old).to_word(), Ordering::Relaxed);
+                // Release: publishes the value; pairs with Acquire loads of
+                // the state in readers and the next updater. A new version,
+                // so a remove that read the old value fails its CAS.
+                slot[0].store(state(FULL, h16, next_version(s)), Ordering::Release);
+                return Ok(Some(old));
+            }
+        }
+    }
+
+    /// Insert `k -> v`; returns the previous value if `k` was present.
+    pub fn insert(&self, k: K, v: V) -> std::result::Result<Option<V>, MapError> {
+        let (h, h16) = Self::hash(&k);
+        let me = ProcToken::current().compact45();
+        'probe: for p in 0..self.cap {
+            let slot = self.slot(h.wrapping_add(p));
+            let mut since: Option<Instant> = None;
+            loop {
+                // Try to claim the slot as if it were EMPTY (the word 0); a
+                // failed CAS returns the state, which serves as our load.
+                // (CAS first rather than load-then-CAS: besides saving a
+                // load, loom 0.7.2 under-explores a load of a word followed
+                // by a CAS of it, and missed a weakened publication here.)
+                // Acquire on failure: pairs with the Release store of FULL,
+                // so an entry's key and value words are visible. Relaxed on
+                // success: nothing is read through the claim; the FULL store
+                // below publishes.
+                let s = match slot[0].compare_exchange(
+                    EMPTY,
+                    state(BUSY, h16, me),
+                    Ordering::Relaxed,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        write_slot(&slot[1..=self.kw], &k);
+                        self.value_cell(slot).store(v.to_word(), Ordering::Relaxed);
+                        // Release: publishes key and value; pairs with the
+                        // Acquire loads of the state in readers.
+                        slot[0].store(state(FULL, h16, 0), Ordering::Release);
+                        return Ok(None);
+                    }
+                    Err(s) => s,
+                };
+                let ours = hash16(s) == h16;
+                match tag_of(s) {
+                    EMPTY => {
+                        // Tagged EMPTY but not the word 0: garbage from a
+                        // hostile writer. Claim it from what is there.
+                        let _ = slot[0].compare_exchange(
+                            s,
+                            EMPTY,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    _ if has_entry(s) && ours && self.key_matches(slot, &k) => {
+                        match self.update_slot(slot, h16, |_| v)? {
+                            Some(prev) => return Ok(Some(prev)),
+                            None => continue, // removed meanwhile: look again
+                        }
+                    }
+                    TOMB if ours && self.key_matches(slot, &k) => {
+                        // Revive our own key's slot (its key words are ours).
+                        // Plain BUSY: if we die here the slot stays invisible
+                        // rather than resurrecting the removed value.
+                        if slot[0]
+                            .compare_exchange(
+                                s,
+                                state(BUSY, h16, me),
+                                Ordering::Acquire,
+                                Ordering::Relaxed,
+                            )
+                            .is_ok()
+                        {
+                            self.value_cell(slot).store(v.to_word(), Ordering::Relaxed);
+                            // Release: as for a fresh insert; a new version.
+                            slot[0].store(state(FULL, h16, next_version(s)), Ordering::Release);
+                            return Ok(None);
+                        }
+                    }
+                    BUSY if ours => {
+                        // Maybe our key being inserted: wait for the outcome,
+                        // unless its writer is dead (then it never will be).
+                        if !ProcToken::compact45_alive(owner(s)) {
+                            continue 'probe;
+                        }
+                        if since.get_or_insert_with(Instant::now).elapsed() > BUSY_LIMIT {
+                            return Err(MapError::Busy);
+                        }
+                        spin_loop();
+                    }
+                    _ => continue 'probe,
+                }
+            }
+        }
+        Err(MapError::Full)
+    }
+
+    /// Find the slot holding `k` (FULL, or being updated).
+    fn find(&self, k: &K) -> Option<&[AtomicU64]> {
+        let (h, h16) = Self::hash(k);
+        for p in 0..self.cap {
+            let slot = self.slot(h.wrapping_add(p));
+            // Acquire: pairs with the Release store of FULL.
+            let s = slot[0].load(Ordering::Acquire);
+            if tag_of(s) == EMPTY {
+                return None;
+            }
+            if has_entry(s) && hash16(s) == h16 && self.key_matches(slot, k) {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// The value for `k`, if present. Never waits: during another process's
+    /// update it returns the old or the new value.
+    pub fn get(&self, k: &K) -> Option<V> {
+        // Acquire: pairs with the Release store of FULL after an update.
+        self.find(k)
+            .map(|slot| V::from_word(self.value_cell(slot).load(Ordering::Acquire)))
+    }
+
+    /// Remove `k`; returns its value if it was present.
+    pub fn remove(&self, k: &K) -> Option<V> {
+        let (_, h16) = Self::hash(k);
+        loop {
+            let slot = self.find(k)?;
+            // Acquire: pairs with the Release store of FULL.
+            let s = self.settle(slot, slot[0].load(Ordering::Acquire)).ok()?;
+            if tag_of(s) != FULL {
+                continue;
+            }
+            // The value as of state `s` (its Acquire load made the update
+            // that produced it visible). Writers change the value only
+            // after moving the state off `s`, and every FULL state carries a
+            // fresh version, so if the CAS from exactly `s` succeeds this is
+            // the value removed. (Reading after the CAS was wrong: a reviver
+            // may write the slot once it is TOMB. loom found it.)
+            let v = self.value_cell(slot).load(Ordering::Relaxed);
+            // AcqRel: Release orders the tombstone before a reviver's
+            // Acquire; the version travels into TOMB for the revive.
+            if slot[0]
+                .compare_exchange(
+                    s,
+                    state(TOMB, h16, owner(s)),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                return Some(V::from_word(v));
+            }
+        }
+    }
+
+    /// Add `delta` to `k`'s value in place (wrapping for integers); returns
+    /// the previous value. `NotFound` if `k` is absent.
+    pub fn fetch_add(&self, k: &K, delta: V) -> std::result::Result<V, MapError> {
+        let (_, h16) = Self::hash(k);
+        loop {
+            let slot = self.find(k).ok_or(MapError::NotFound)?;
+            if let Some(prev) = self.update_slot(slot, h16, |old| old.add_wrapping(delta))? {
+                return Ok(prev);
+            }
+        }
+    }
+
+    /// Entries present now (a scan of every slot).
+    pub fn len(&self) -> usize {
+        (0..self.cap)
+            .filter(|&i| has_entry(self.slot(i)[0].load(Ordering::Relaxed)))
+            .count()
+    }
+
+    /// Whether no entry is present now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Slots (the most distinct keys it can ever hold).
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Every entry, slot by slot (not one consistent snapshot: see the
+    /// module docs).
+    pub fn entries(&self) -> Vec<(K, V)> {
+        (0..self.cap)
+            .filter_map(|i| {
+                let slot = self.slot(i);
+                // Acquire: pairs with the Release store of FULL.
+                has_entry(slot[0].load(Ordering::Acquire)).then(|| {
+                    let k: K = read_slot(&slot[1..=self.kw]);
+                    let v = V::from_word(self.value_cell(slot).load(Ordering::Acquire));
+                    (k, v)
+                })
+            })
+            .collect()
+    }
+}
+
+/// Words per list slot: state, then the value.
+const fn list_slot_words(size: usize) -> usize {
+    1 + words_for(size)
+}
+/// Words before the list's slots: the claim counter on its own line.
+const LIST_HEAD_WORDS: usize = 16;
+
+/// An append-only list in shared memory. See the [module docs](self).
+#[derive(Debug)]
+pub struct SharedList<T> {
+    words: Words,
+    cap: usize,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+/// `push` on a full list; hands the value back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListFull<T>(pub T);
+
+impl<T> std::fmt::Display for ListFull<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the list is full: create it with a larger capacity")
+    }
+}
+
+impl<T: std::fmt::Debug> std::error::Error for ListFull<T> {}
+
+impl<T: Pod> SharedList<T> {
+    fn check(capacity: usize) -> Result<()> {
+        if capacity == 0 || capacity > 1 << 30 || size_of::<T>() == 0 {
+            return Err(Error::InvalidArgument {
+                what: format!("list capacity {capacity} must be 1 to 2^30, items not zero-sized"),
+            });
+        }
+        Ok(())
+    }
+
+    /// A list on the heap, for threads of one process (and loom models).
+    pub fn new_in_process(capacity: usize) -> Result<Self> {
+        Self::check(capacity)?;
+        let w = LIST_HEAD_WORDS + capacity * list_slot_words(size_of::<T>());
+        Ok(SharedList {
+            words: Words::heap(w),
+            cap: capacity,
+            _t: PhantomData,
+        })
+    }
+
+    fn claimed(&self) -> &AtomicU64 {
+        &self.words.all()[0]
+    }
+
+    fn slot(&self, i: usize) -> &[AtomicU64] {
+        let sw = list_slot_words(size_of::<T>());
+        let start = LIST_HEAD_WORDS + i * sw;
+        &self.words.all()[start..start + sw]
+    }
+
+    /// Append `v`; returns its index. `ListFull(v)` once capacity is used.
+    pub fn push(&self, v: T) -> std::result::Result<usize, ListFull<T>> {
+        // Relaxed: the counter only hands out indices; the slot's own
+        // state word publishes the value.
+        let i = self.claimed().fetch_add(1, Ordering::Relaxed);
+        if i >= self.cap as u64 {
+            return Err(ListFull(v));
+        }
+        let slot = self.slot(i as usize);
+        write_slot(&slot[1..], &v);
+        // Release: publishes the value; pairs with the Acquire in `get`.
+        slot[0].store(1, Ordering::Release);
+        Ok(i as usize)
+    }
+
+    /// Indices handed out so far (at most the capacity). Some may not be
+    /// published yet, or ever (a writer killed between claim and publish).
+    pub fn len(&self) -> usize {
+        (self.claimed().load(Ordering::Relaxed)).min(self.cap as u64) as usize
+    }
+
+    /// Whether nothing was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most items it holds.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Item `i`, if it is published.
+    pub fn get(&self, i: usize) -> Option<T> {
+        if i >= self.len() {
+            return None;
+        }
+        let slot = self.slot(i);
+        // Acquire: pairs with the Release store in `push`.
+        (slot[0].load(Ordering::Acquire) == 1).then(|| read_slot(&slot[1..]))
+    }
+
+    /// Published items with their indices, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, T)> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i).map(|v| (i, v)))
+    }
+
+    /// Published items in index order.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.iter().map(|(_, v)| v).collect()
+    }
+}
+
+#[cfg(not(loom))]
+mod shared {
+    //! Maps and lists on segments.
+    use super::*;
+    use crate::header::{ElemDesc, Expect, HeaderInfo, Kind, align_body};
+    use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
+    use std::process::Command;
+
+    pub(crate) fn map_body(h: &HeaderInfo) -> Option<u64> {
+        // elem.size is size_of::<MapTypes<K, V>>() = key words * 8 + 8.
+        if h.len == 0 || !h.len.is_power_of_two() || !h.elem.size.is_multiple_of(8) {
+            return None;
+        }
+        let sw = 1 + u64::from(h.elem.size) / 8;
+        align_body(h.len.checked_mul(sw)?.checked_mul(8)?)
+    }
+
+    pub(crate) fn list_body(h: &HeaderInfo) -> Option<u64> {
+        let sw = list_slot_words(h.elem.size as usize) as u64;
+        align_body((LIST_HEAD_WORDS as u64 + h.len.checked_mul(sw)?).checked_mul(8)?)
+    }
+
+    fn words_in(seg: &Segment, body: fn(&HeaderInfo) -> Option<u64>) -> usize {
+        (body(seg.info()).unwrap_or(0) / 8) as usize
+    }
+
+    macro_rules! segment_api {
+        (impl [$($g:tt)*] $ty:ty, $kind:expr, $elem:ty, $body:ident, $check:expr, $wrap:expr) => {
+            impl<$($g)*> $ty {
+                fn expect() -> Expect {
+                    Expect { kind: $kind, elem: Some(ElemDesc::of::<$elem>()), len: None, body_size: $body }
+                }
+                fn layout(capacity: usize) -> Result<Layout> {
+                    $check(capacity)?;
+                    let info = HeaderInfo {
+                        kind_raw: $kind as u32,
+                        elem: ElemDesc::of::<$elem>(),
+                        len: capacity as u64,
+                        data_offset: 0,
+                        total_size: 0,
+                        creator: 0,
+                        created_unix_ms: 0,
+                    };
+                    Ok(Layout {
+                        kind: $kind,
+                        elem: ElemDesc::of::<$elem>(),
+                        len: capacity as u64,
+                        body_size: $body(&info).ok_or_else(|| Error::InvalidArgument {
+                            what: format!("capacity {capacity} is too large"),
+                        })?,
+                    })
+                }
+                fn from_segment(seg: Segment) -> Self {
+                    let cap = seg.info().len as usize;
+                    let n = words_in(&seg, $body);
+                    ($wrap)(Words::shared(seg, n), cap)
+                }
+                /// Create a named one with `capacity` slots (zeroed: empty).
+                pub fn create(name: &str, capacity: usize) -> Result<Self> {
+                    let l = Self::layout(capacity)?;
+                    Ok(Self::from_segment(Segment::create(name, &CreateOptions::default(), l, |_| Ok(()))?))
+                }
+                /// Create an anonymous one, to hand to children.
+                pub fn create_anonymous(capacity: usize) -> Result<Self> {
+                    let l = Self::layout(capacity)?;
+                    Ok(Self::from_segment(Segment::create_anonymous(l, |_| Ok(()))?))
+                }
+                /// Open a named one; key, value and item types are checked.
+                pub fn open(name: &str) -> Result<Self> {
+                    Ok(Self::from_segment(Segment::open(name, &Self::expect(), &OpenOptions::default())?))
+                }
+                /// Open the one a parent passed with `share_with`.
+                pub fn open_inherited(var: &str) -> Result<Self> {
+                    Ok(Self::from_segment(Segment::open_inherited(var, &Self::expect(), &OpenOptions::default())?))
+                }
+                /// Let the child `cmd` spawns open it with `open_inherited(var)`.
+                pub fn share_with(&self, cmd: &mut Command, var: &str) {
+                    if let Some(seg) = self.words.segment() {
+                        seg.share_with(cmd, var);
+                    }
+                }
+            }
+        };
+    }
+
+    segment_api!(
+        impl [K: Pod + PartialEq, V: Element] SharedMap<K, V>, Kind::Map, MapTypes<K, V>, map_body,
+        SharedMap::<K, V>::check_capacity,
+        |w, cap| SharedMap::<K, V>::with_words(w, cap)
+    );
+    segment_api!(
+        impl [T: Pod] SharedList<T>, Kind::List, T, list_body, SharedList::<T>::check,
+        |w, cap| SharedList::<T> { words: w, cap, _t: PhantomData }
+    );
+}
+
+#[cfg(not(loom))]
+pub(crate) use shared::{list_body, map_body};
