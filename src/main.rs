@@ -45,7 +45,7 @@ COMMANDS:
             by side in one run, in real (pinned) processes, and print ratios.
             --full       longer, steadier runs (minutes instead of < 60 s)
             --only GROUP one of: counter, float-add, queue-throughput,
-                         latency, pipe, python
+                         latency, pipe, manager, python
             --json       one JSON object per line (schema in README.md)
             --python     also run Python multiprocessing's versions (needs python3)
 

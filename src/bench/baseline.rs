@@ -84,6 +84,11 @@ impl PthreadShared {
         unsafe { self.base().add(MUTEX_WORDS + conds * COND_WORDS + i) }
     }
 
+    /// Guarded words available after `conds` condvars.
+    pub fn data_words(&self, conds: usize) -> usize {
+        self.mem.len() - MUTEX_WORDS - conds * COND_WORDS
+    }
+
     /// Run `f` with the mutex held.
     pub fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         // SAFETY: the mutex was initialised process-shared by `create`.
@@ -184,5 +189,101 @@ impl PthreadRing {
             libc::pthread_cond_broadcast(s.cond(NOT_EMPTY));
             libc::pthread_mutex_unlock(s.mutex());
         }
+    }
+}
+
+/// A fixed open-addressing table of `u64 -> u64` (key 0 reserved as
+/// "empty") guarded by one process-shared mutex: the lock-based way to share
+/// a dict between processes. Also a bounded vector of `u64` (word 0 is its
+/// length) on the same mutex.
+#[derive(Debug)]
+pub struct PthreadTable {
+    shared: PthreadShared,
+    cap: usize,
+}
+
+impl PthreadTable {
+    /// `cap` must be a power of two.
+    pub fn create(cap: usize) -> Result<Self> {
+        Ok(PthreadTable {
+            shared: PthreadShared::create(1 + 2 * cap, 0)?,
+            cap,
+        })
+    }
+
+    /// Open the table a parent passed; its capacity follows from its size.
+    pub fn open_inherited(var: &str) -> Result<Self> {
+        let shared = PthreadShared::open_inherited(var)?;
+        let cap = (shared.data_words(0) - 1) / 2;
+        Ok(PthreadTable { shared, cap })
+    }
+
+    pub fn share_with(&self, cmd: &mut std::process::Command, var: &str) {
+        self.shared.share_with(cmd, var)
+    }
+
+    fn word(&self, i: usize) -> *mut u64 {
+        self.shared.data(0, i)
+    }
+
+    /// Insert or overwrite; false when full.
+    pub fn insert(&self, k: u64, v: u64) -> bool {
+        let mask = self.cap - 1;
+        let h = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize;
+        self.shared.with_lock(|| {
+            for p in 0..self.cap {
+                let i = 1 + 2 * ((h + p) & mask);
+                // SAFETY: all words are touched only with the mutex held.
+                unsafe {
+                    let key = *self.word(i);
+                    if key == 0 || key == k {
+                        *self.word(i) = k;
+                        *self.word(i + 1) = v;
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+    }
+
+    pub fn get(&self, k: u64) -> Option<u64> {
+        let mask = self.cap - 1;
+        let h = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize;
+        self.shared.with_lock(|| {
+            for p in 0..self.cap {
+                let i = 1 + 2 * ((h + p) & mask);
+                // SAFETY: as in `insert`.
+                unsafe {
+                    match *self.word(i) {
+                        0 => return None,
+                        key if key == k => return Some(*self.word(i + 1)),
+                        _ => {}
+                    }
+                }
+            }
+            None
+        })
+    }
+
+    /// Append to the vector view (word 0 = length); false when full.
+    pub fn push(&self, v: u64) -> bool {
+        self.shared.with_lock(|| {
+            // SAFETY: as in `insert`.
+            unsafe {
+                let n = *self.word(0) as usize;
+                if n >= 2 * self.cap {
+                    return false;
+                }
+                *self.word(1 + n) = v;
+                *self.word(0) = n as u64 + 1;
+                true
+            }
+        })
+    }
+
+    pub fn vec_len(&self) -> u64 {
+        // SAFETY: as in `insert`.
+        self.shared.with_lock(|| unsafe { *self.word(0) })
     }
 }

@@ -729,6 +729,222 @@ fn fd_stream(count: u64, size: u64, args: &[String], r: &OwnedFd, w: &OwnedFd) -
     Ok((count * size) as f64 / ctl.wall())
 }
 
+/// Keys for worker `idx`: distinct across workers, never 0.
+fn mkey(idx: usize, i: u64) -> u64 {
+    ((idx as u64 + 1) << 32) | i
+}
+
+/// Python's Manager dict and list, 2 processes, for the manager group.
+const PYTHON_MANAGER: &str = r#"
+import multiprocessing as mp, sys, time
+M = int(sys.argv[1])
+def setter(d, w, go):
+    go.wait()
+    for i in range(M): d[f"p{w}_{i}"] = i
+def getter(d, w, go):
+    go.wait()
+    for i in range(M): assert d[f"p{w}_{i}"] == i
+def appender(l, w, go):
+    go.wait()
+    for i in range(M): l.append(i)
+def run(target, obj):
+    go = mp.Event()
+    ps = [mp.Process(target=target, args=(obj, w, go)) for w in range(2)]
+    for p in ps: p.start()
+    t0 = time.perf_counter(); go.set()
+    for p in ps: p.join()
+    return 2 * M / (time.perf_counter() - t0)
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with mp.Manager() as m:
+        d = m.dict()
+        print("python-manager-dict-set/2p", run(setter, d))
+        print("python-manager-dict-get/2p", run(getter, d))
+        print("python-manager-list-append/2p", run(appender, m.list()))
+"#;
+
+/// SharedMap and SharedList against the same jobs under a process-shared
+/// mutex (processes) and std's Mutex (threads); Python's Manager with
+/// `--python`.
+pub(super) fn manager(o: &Options) -> Res<Vec<Record>> {
+    let n: u64 = if o.full { 500_000 } else { 100_000 };
+    let w = 2usize;
+    let cap = ((w as u64 * n * 2) as usize).next_power_of_two();
+    let args_share = |case: &str, share: &dyn Fn(&mut Command)| -> Res<f64> {
+        let (wall, _) = procs(case, w, n, share)?;
+        Ok(w as f64 * n as f64 / wall)
+    };
+    let (mut map_get, mut tab_get, mut hm_get) = (Vec::new(), Vec::new(), Vec::new());
+    let [map_ins, tab_ins, hm_ins, list, pvec, mvec] = alternate(
+        reps(o),
+        [
+            &mut || {
+                let map =
+                    crate::manager::SharedMap::<u64, u64>::create_anonymous(cap).map_err(e)?;
+                let ins = args_share("map-ins", &|c| map.share_with(c, "B_DATA"))?;
+                map_get.push(args_share("map-get", &|c| map.share_with(c, "B_DATA"))?);
+                if map.len() != w * n as usize {
+                    return Err(format!("map holds {} entries", map.len()));
+                }
+                Ok(ins)
+            },
+            &mut || {
+                let t = super::baseline::PthreadTable::create(cap).map_err(e)?;
+                let ins = args_share("ptab-ins", &|c| t.share_with(c, "B_DATA"))?;
+                tab_get.push(args_share("ptab-get", &|c| t.share_with(c, "B_DATA"))?);
+                Ok(ins)
+            },
+            &mut || {
+                let (ins, get) = hashmap_threads(w, n)?;
+                hm_get.push(get);
+                Ok(ins)
+            },
+            &mut || {
+                let l = crate::manager::SharedList::<u64>::create_anonymous(w * n as usize)
+                    .map_err(e)?;
+                let r = args_share("list-push", &|c| l.share_with(c, "B_DATA"))?;
+                if l.to_vec().len() != w * n as usize {
+                    return Err("list lost items".into());
+                }
+                Ok(r)
+            },
+            &mut || {
+                let t = super::baseline::PthreadTable::create(cap).map_err(e)?;
+                let r = args_share("pvec-push", &|c| t.share_with(c, "B_DATA"))?;
+                if t.vec_len() != w as u64 * n {
+                    return Err("pthread vector lost items".into());
+                }
+                Ok(r)
+            },
+            &mut || vec_threads(w, n),
+        ],
+    )?;
+    let pp = placement(w, "processes");
+    let pt = placement(w, "threads");
+    let mut out = Vec::new();
+    for (name, xs, place) in [
+        ("shmkit-map-insert/2p", map_ins, &pp),
+        ("pthread-table-insert/2p", tab_ins, &pp),
+        ("mutex-hashmap-insert/2t", hm_ins, &pt),
+        ("shmkit-map-get/2p", map_get, &pp),
+        ("pthread-table-get/2p", tab_get, &pp),
+        ("mutex-hashmap-get/2t", hm_get, &pt),
+        ("shmkit-list-push/2p", list, &pp),
+        ("pthread-vec-push/2p", pvec, &pp),
+        ("mutex-vec-push/2t", mvec, &pt),
+    ] {
+        out.push(record(
+            "manager",
+            name.into(),
+            "throughput",
+            "ops/s",
+            xs,
+            place.clone(),
+        ));
+    }
+    if o.python {
+        let m: u64 = if o.full { 10_000 } else { 2_000 };
+        let mut py: [Vec<f64>; 3] = Default::default();
+        let keys = [
+            "python-manager-dict-set/2p",
+            "python-manager-dict-get/2p",
+            "python-manager-list-append/2p",
+        ];
+        for _ in 0..reps(o) {
+            let got = Command::new("python3")
+                .args(["-c", PYTHON_MANAGER, &m.to_string()])
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|x| format!("cannot run python3: {x}"))?;
+            if !got.status.success() {
+                return Err("the python3 Manager script failed".into());
+            }
+            let text = String::from_utf8_lossy(&got.stdout);
+            for (i, key) in keys.iter().enumerate() {
+                let v = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|r| r.trim().parse::<f64>().ok())
+                    .ok_or_else(|| format!("python3 printed no figure for {key}"))?;
+                py[i].push(v);
+            }
+        }
+        for (key, xs) in keys.iter().zip(py) {
+            out.push(record(
+                "manager",
+                (*key).into(),
+                "throughput",
+                "ops/s",
+                xs,
+                "python3 Manager server, fork, unpinned".into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `Mutex<HashMap>` between `w` pinned threads: (insert ops/s, get ops/s).
+fn hashmap_threads(w: usize, n: u64) -> Res<(f64, f64)> {
+    let m = Arc::new(Mutex::new(std::collections::HashMap::<u64, u64>::new()));
+    let run = |get: bool| -> Res<f64> {
+        let b = Arc::new(Barrier::new(w));
+        let hs: Vec<_> = (0..w)
+            .map(|t| {
+                let (m, b) = (m.clone(), b.clone());
+                std::thread::spawn(move || {
+                    pin(t);
+                    b.wait();
+                    let t0 = now_ns();
+                    for i in 0..n {
+                        if get {
+                            let v = m.lock().unwrap().get(&mkey(t, i)).copied();
+                            assert_eq!(v, Some(i));
+                        } else {
+                            m.lock().unwrap().insert(mkey(t, i), i);
+                        }
+                    }
+                    (t0, now_ns())
+                })
+            })
+            .collect();
+        let times: Vec<(u64, u64)> = hs
+            .into_iter()
+            .map(|h| h.join().map_err(|_| "thread panicked"))
+            .collect::<Result<_, _>>()?;
+        let wall = times.iter().map(|t| t.1).max().unwrap_or(0)
+            - times.iter().map(|t| t.0).min().unwrap_or(0);
+        Ok(w as f64 * n as f64 / (wall as f64 / 1e9))
+    };
+    Ok((run(false)?, run(true)?))
+}
+
+/// `Mutex<Vec>` pushes from `w` pinned threads, ops/s.
+fn vec_threads(w: usize, n: u64) -> Res<f64> {
+    let v = Arc::new(Mutex::new(Vec::<u64>::with_capacity(w * n as usize)));
+    let b = Arc::new(Barrier::new(w));
+    let hs: Vec<_> = (0..w)
+        .map(|t| {
+            let (v, b) = (v.clone(), b.clone());
+            std::thread::spawn(move || {
+                pin(t);
+                b.wait();
+                let t0 = now_ns();
+                for i in 0..n {
+                    v.lock().unwrap().push(mkey(t, i));
+                }
+                (t0, now_ns())
+            })
+        })
+        .collect();
+    let times: Vec<(u64, u64)> = hs
+        .into_iter()
+        .map(|h| h.join().map_err(|_| "thread panicked"))
+        .collect::<Result<_, _>>()?;
+    let wall =
+        times.iter().map(|t| t.1).max().unwrap_or(0) - times.iter().map(|t| t.0).min().unwrap_or(0);
+    Ok(w as f64 * n as f64 / (wall as f64 / 1e9))
+}
+
 /// Python's multiprocessing doing the same jobs: a Value incremented under
 /// get_lock() by 2 processes, a Queue and a Pipe from 1 producer to 1
 /// consumer. Prints `name ops_per_second` lines.
@@ -1205,6 +1421,45 @@ fn worker_inner(args: &[String]) -> Res<()> {
             }
             ctl.finish(idx);
             ctl.slot(idx, 2).store(got, Ordering::Release);
+        }
+        "map-ins" | "map-get" => {
+            let map = crate::manager::SharedMap::<u64, u64>::open_inherited("B_DATA").map_err(e)?;
+            let get = case == "map-get";
+            ctl.start(idx);
+            for i in 0..n {
+                if get {
+                    if map.get(&mkey(idx, i)) != Some(i) {
+                        return Err(format!("map lost key {i}"));
+                    }
+                } else {
+                    map.insert(mkey(idx, i), i).map_err(e)?;
+                }
+            }
+            ctl.finish(idx);
+        }
+        "ptab-ins" | "ptab-get" | "pvec-push" => {
+            let t = super::baseline::PthreadTable::open_inherited("B_DATA").map_err(e)?;
+            ctl.start(idx);
+            for i in 0..n {
+                let ok = match case {
+                    "ptab-ins" => t.insert(mkey(idx, i), i),
+                    "ptab-get" => t.get(mkey(idx, i)) == Some(i),
+                    _ => t.push(mkey(idx, i)),
+                };
+                if !ok {
+                    return Err(format!("{case}: failed at {i}"));
+                }
+            }
+            ctl.finish(idx);
+        }
+        "list-push" => {
+            let list = crate::manager::SharedList::<u64>::open_inherited("B_DATA").map_err(e)?;
+            ctl.start(idx);
+            for i in 0..n {
+                list.push(mkey(idx, i))
+                    .map_err(|_| "list full".to_string())?;
+            }
+            ctl.finish(idx);
         }
         other => return Err(format!("unknown case {other}")),
     }

@@ -49,12 +49,13 @@ pub struct Record {
 }
 
 /// Groups in run order.
-pub const GROUPS: [&str; 6] = [
+pub const GROUPS: [&str; 7] = [
     "counter",
     "float-add",
     "queue-throughput",
     "latency",
     "pipe",
+    "manager",
     "python",
 ];
 
@@ -350,6 +351,23 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("pipe", "shmkit-pipe-4KiB", "socketpair-4KiB"),
     ("pipe", "shmkit-pipe-1MiB", "kernel-pipe-1MiB"),
     ("pipe", "shmkit-pipe-1MiB", "socketpair-1MiB"),
+    ("manager", "shmkit-map-insert/2p", "pthread-table-insert/2p"),
+    ("manager", "shmkit-map-insert/2p", "mutex-hashmap-insert/2t"),
+    ("manager", "shmkit-map-get/2p", "pthread-table-get/2p"),
+    ("manager", "shmkit-map-get/2p", "mutex-hashmap-get/2t"),
+    ("manager", "shmkit-list-push/2p", "pthread-vec-push/2p"),
+    ("manager", "shmkit-list-push/2p", "mutex-vec-push/2t"),
+    (
+        "manager",
+        "shmkit-map-insert/2p",
+        "python-manager-dict-set/2p",
+    ),
+    ("manager", "shmkit-map-get/2p", "python-manager-dict-get/2p"),
+    (
+        "manager",
+        "shmkit-list-push/2p",
+        "python-manager-list-append/2p",
+    ),
     ("python", "shmkit-fetch_add/2p", "python-value-get_lock/2p"),
     ("python", "shmkit-ring/1p1c", "python-queue/1p1c"),
     ("python", "shmkit-ring-batch64/1p1c", "python-queue/1p1c"),
@@ -386,6 +404,7 @@ pub fn run(opts: &Options) -> ExitCode {
             "queue-throughput" => cases::queue(opts),
             "latency" => cases::latency(opts),
             "pipe" => cases::pipe(opts),
+            "manager" => cases::manager(opts),
             "python" => cases::python(opts),
             _ => unreachable!(),
         };
