@@ -87,6 +87,8 @@ enum Backing {
 struct Words {
     ptr: NonNull<AtomicU64>,
     len: usize,
+    /// Owns the memory; read back only by the segment code (not in loom builds).
+    #[cfg_attr(loom, allow(dead_code))]
     backing: Backing,
 }
 
