@@ -139,28 +139,71 @@ fn counter_shmlock(w: usize, iters: u64) -> Res<(f64, f64)> {
 
 fn counter_std_mutex(w: usize, iters: u64) -> Res<f64> {
     let m = Arc::new(Mutex::new(0u64));
+    let m2 = m.clone();
+    let wall = pinned_threads(w, move |_| {
+        for _ in 0..iters {
+            *m2.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        }
+    })?;
+    let got = *m.lock().unwrap_or_else(|p| p.into_inner());
+    if got != w as u64 * iters {
+        return Err(format!("std mutex counter ended at {got}"));
+    }
+    Ok(w as f64 * iters as f64 / wall)
+}
+
+/// Run `w` threads pinned to cores `0..w`, released together by a barrier,
+/// each running `body(thread index)`; the wall time in seconds from the
+/// first start to the last end.
+fn pinned_threads(w: usize, body: impl Fn(usize) + Send + Sync + 'static) -> Res<f64> {
+    let body = Arc::new(body);
     let barrier = Arc::new(Barrier::new(w));
     let handles: Vec<_> = (0..w)
-        .map(|i| {
-            let (m, b) = (m.clone(), barrier.clone());
+        .map(|t| {
+            let (body, b) = (body.clone(), barrier.clone());
             std::thread::spawn(move || {
-                pin(i);
+                pin(t);
                 b.wait();
                 let t0 = now_ns();
-                for _ in 0..iters {
-                    *m.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-                }
+                body(t);
                 (t0, now_ns())
             })
         })
         .collect();
-    let times: Vec<(u64, u64)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let wall = times.iter().map(|t| t.1).max().unwrap() - times.iter().map(|t| t.0).min().unwrap();
-    let got = *m.lock().unwrap();
-    if got != w as u64 * iters {
-        return Err(format!("std mutex counter ended at {got}"));
+    let times = handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| "a benchmark thread panicked".to_string())
+        })
+        .collect::<Res<Vec<(u64, u64)>>>()?;
+    let start = times.iter().map(|t| t.0).min().unwrap_or(0);
+    let end = times.iter().map(|t| t.1).max().unwrap_or(0);
+    Ok(end.saturating_sub(start) as f64 / 1e9)
+}
+
+/// Run a python3 script once and read the `key value` lines it prints.
+fn python_once<const N: usize>(script: &str, args: &[String], keys: [&str; N]) -> Res<[f64; N]> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|x| format!("cannot run python3: {x}"))?;
+    if !out.status.success() {
+        return Err("a python3 benchmark script failed".into());
     }
-    Ok(w as f64 * iters as f64 / (wall as f64 / 1e9))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut got = [0.0; N];
+    for (slot, key) in got.iter_mut().zip(keys) {
+        *slot = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|r| r.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("python3 printed no figure for {key}"))?;
+    }
+    Ok(got)
 }
 
 pub(super) fn counter(o: &Options) -> Res<Vec<Record>> {
@@ -851,22 +894,9 @@ pub(super) fn manager(o: &Options) -> Res<Vec<Record>> {
             "python-manager-list-append/2p",
         ];
         for _ in 0..reps(o) {
-            let got = Command::new("python3")
-                .args(["-c", PYTHON_MANAGER, &m.to_string()])
-                .stderr(Stdio::inherit())
-                .output()
-                .map_err(|x| format!("cannot run python3: {x}"))?;
-            if !got.status.success() {
-                return Err("the python3 Manager script failed".into());
-            }
-            let text = String::from_utf8_lossy(&got.stdout);
-            for (i, key) in keys.iter().enumerate() {
-                let v = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .and_then(|r| r.trim().parse::<f64>().ok())
-                    .ok_or_else(|| format!("python3 printed no figure for {key}"))?;
-                py[i].push(v);
+            let got = python_once(PYTHON_MANAGER, &[m.to_string()], keys)?;
+            for (xs, v) in py.iter_mut().zip(got) {
+                xs.push(v);
             }
         }
         for (key, xs) in keys.iter().zip(py) {
@@ -886,63 +916,31 @@ pub(super) fn manager(o: &Options) -> Res<Vec<Record>> {
 /// `Mutex<HashMap>` between `w` pinned threads: (insert ops/s, get ops/s).
 fn hashmap_threads(w: usize, n: u64) -> Res<(f64, f64)> {
     let m = Arc::new(Mutex::new(std::collections::HashMap::<u64, u64>::new()));
-    let run = |get: bool| -> Res<f64> {
-        let b = Arc::new(Barrier::new(w));
-        let hs: Vec<_> = (0..w)
-            .map(|t| {
-                let (m, b) = (m.clone(), b.clone());
-                std::thread::spawn(move || {
-                    pin(t);
-                    b.wait();
-                    let t0 = now_ns();
-                    for i in 0..n {
-                        if get {
-                            let v = m.lock().unwrap().get(&mkey(t, i)).copied();
-                            assert_eq!(v, Some(i));
-                        } else {
-                            m.lock().unwrap().insert(mkey(t, i), i);
-                        }
-                    }
-                    (t0, now_ns())
-                })
-            })
-            .collect();
-        let times: Vec<(u64, u64)> = hs
-            .into_iter()
-            .map(|h| h.join().map_err(|_| "thread panicked"))
-            .collect::<Result<_, _>>()?;
-        let wall = times.iter().map(|t| t.1).max().unwrap_or(0)
-            - times.iter().map(|t| t.0).min().unwrap_or(0);
-        Ok(w as f64 * n as f64 / (wall as f64 / 1e9))
-    };
-    Ok((run(false)?, run(true)?))
+    let m2 = m.clone();
+    let ins = pinned_threads(w, move |t| {
+        for i in 0..n {
+            m2.lock().unwrap().insert(mkey(t, i), i);
+        }
+    })?;
+    let m3 = m.clone();
+    let get = pinned_threads(w, move |t| {
+        for i in 0..n {
+            assert_eq!(m3.lock().unwrap().get(&mkey(t, i)).copied(), Some(i));
+        }
+    })?;
+    let ops = w as f64 * n as f64;
+    Ok((ops / ins, ops / get))
 }
 
 /// `Mutex<Vec>` pushes from `w` pinned threads, ops/s.
 fn vec_threads(w: usize, n: u64) -> Res<f64> {
     let v = Arc::new(Mutex::new(Vec::<u64>::with_capacity(w * n as usize)));
-    let b = Arc::new(Barrier::new(w));
-    let hs: Vec<_> = (0..w)
-        .map(|t| {
-            let (v, b) = (v.clone(), b.clone());
-            std::thread::spawn(move || {
-                pin(t);
-                b.wait();
-                let t0 = now_ns();
-                for i in 0..n {
-                    v.lock().unwrap().push(mkey(t, i));
-                }
-                (t0, now_ns())
-            })
-        })
-        .collect();
-    let times: Vec<(u64, u64)> = hs
-        .into_iter()
-        .map(|h| h.join().map_err(|_| "thread panicked"))
-        .collect::<Result<_, _>>()?;
-    let wall =
-        times.iter().map(|t| t.1).max().unwrap_or(0) - times.iter().map(|t| t.0).min().unwrap_or(0);
-    Ok(w as f64 * n as f64 / (wall as f64 / 1e9))
+    let wall = pinned_threads(w, move |t| {
+        for i in 0..n {
+            v.lock().unwrap().push(mkey(t, i));
+        }
+    })?;
+    Ok(w as f64 * n as f64 / wall)
 }
 
 /// Python's multiprocessing doing the same jobs: a Value incremented under
@@ -997,30 +995,15 @@ pub(super) fn python(o: &Options) -> Res<Vec<Record>> {
     };
     let mut py: [Vec<f64>; 3] = Default::default();
     let (mut ours_counter, mut ours_ring, mut ours_batch) = (Vec::new(), Vec::new(), Vec::new());
+    let keys = [
+        "python-value-get_lock/2p",
+        "python-queue/1p1c",
+        "python-pipe/1p1c",
+    ];
     for _ in 0..reps(o) {
-        let out = Command::new("python3")
-            .args(["-c", PYTHON_SCRIPT, &n.to_string(), &q.to_string()])
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|x| format!("cannot run python3: {x}"))?;
-        if !out.status.success() {
-            return Err("the python3 benchmark script failed".into());
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        for (i, key) in [
-            "python-value-get_lock/2p",
-            "python-queue/1p1c",
-            "python-pipe/1p1c",
-        ]
-        .iter()
-        .enumerate()
-        {
-            let v = text
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|r| r.trim().parse::<f64>().ok())
-                .ok_or_else(|| format!("python3 printed no figure for {key}"))?;
-            py[i].push(v);
+        let got = python_once(PYTHON_SCRIPT, &[n.to_string(), q.to_string()], keys)?;
+        for (xs, v) in py.iter_mut().zip(got) {
+            xs.push(v);
         }
         // shmkit doing the same jobs in the same run, alternating with Python.
         ours_counter.push(counter_atomic(2, n)?);
