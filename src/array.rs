@@ -242,6 +242,7 @@ impl<T: Element> SharedArray<T> {
             });
         }
         for (c, &v) in self.cells().iter().zip(src) {
+            // Release: pairs with the Acquire loads in `values`/`to_vec`.
             c.store(v, Ordering::Release);
         }
         Ok(())
@@ -250,6 +251,7 @@ impl<T: Element> SharedArray<T> {
     /// Store `v` into every element (Release stores).
     pub fn fill(&self, v: T) {
         for c in self.cells() {
+            // Release: pairs with the Acquire loads in `values`/`to_vec`.
             c.store(v, Ordering::Release);
         }
     }

@@ -429,6 +429,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
                         // Revive our own key's slot (its key words are ours).
                         // Plain BUSY: if we die here the slot stays invisible
                         // rather than resurrecting the removed value.
+                        // Acquire: pairs with remove's AcqRel CAS to TOMB.
                         if slot[0]
                             .compare_exchange(
                                 s,

@@ -520,6 +520,8 @@ impl<T: Pod> Ring<T> {
                     name: mem.label.clone(),
                 });
             }
+            // Acquire: pairs with the Release of a previous producer giving
+            // the role back in `Producer::drop`.
             let cur = cold.producer.load(Ordering::Acquire);
             if let Some(holder) = ProcToken::from_raw(cur)
                 && holder.is_alive()
@@ -902,6 +904,7 @@ impl<T: Pod> Producer<T> {
             }
             cold.joiners.fetch_add(1, Ordering::Relaxed);
             let key = cold.all_done.prepare();
+            // Acquire: as above, pairs with `task_done`'s Release increment.
             let outcome = if ctrl.done.load(Ordering::Acquire) >= target {
                 Some(Ok(()))
             } else if self.mem.consumers_gone() {
