@@ -208,15 +208,7 @@ impl<T: Element> SharedArray<T> {
             guard,
             cells: self.cells(),
         };
-        match r {
-            Ok(g) => Ok(wrap(g)),
-            Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied(wrap(g))),
-            Err(LockError::WouldBlock) => Err(LockError::WouldBlock),
-            Err(LockError::Timeout) => Err(LockError::Timeout),
-            Err(LockError::Deadlock) => Err(LockError::Deadlock),
-            Err(LockError::Unrecoverable) => Err(LockError::Unrecoverable),
-            Err(LockError::Os(e)) => Err(LockError::Os(e)),
-        }
+        r.map(wrap).map_err(|e| e.map(wrap))
     }
 
     /// Copy out every element (Acquire loads).

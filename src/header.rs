@@ -82,6 +82,13 @@ impl Kind {
     }
 }
 
+/// 64-bit FNV-1a: type fingerprints here, key hashes in `manager`.
+pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Describes an element type well enough that two processes agree on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ElemDesc {
@@ -98,15 +105,11 @@ impl ElemDesc {
     /// compilers may disagree, and then get `WrongElementType`, not garbage.
     pub fn of<T: 'static>() -> Self {
         let full = std::any::type_name::<T>();
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in full
-            .bytes()
-            .chain((size_of::<T>() as u64).to_le_bytes())
-            .chain((align_of::<T>() as u64).to_le_bytes())
-        {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        let hash = fnv1a(
+            full.bytes()
+                .chain((size_of::<T>() as u64).to_le_bytes())
+                .chain((align_of::<T>() as u64).to_le_bytes()),
+        );
         let mut name = [0u8; NAME_BYTES];
         // Keep the tail of long paths: `my_crate::Tick` beats `my_crate::mo`.
         let bytes = full.as_bytes();

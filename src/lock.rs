@@ -228,6 +228,18 @@ pub enum LockError<G> {
 }
 
 impl<G> LockError<G> {
+    /// Change the guard type (wrapping a guard in a richer one).
+    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
+            LockError::WouldBlock => LockError::WouldBlock,
+            LockError::Timeout => LockError::Timeout,
+            LockError::Deadlock => LockError::Deadlock,
+            LockError::Unrecoverable => LockError::Unrecoverable,
+            LockError::Os(e) => LockError::Os(e),
+        }
+    }
+
     /// The guard, if the lock was acquired (only `OwnerDied`).
     pub fn into_guard(self) -> Option<G> {
         match self {

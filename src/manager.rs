@@ -221,15 +221,6 @@ fn has_entry(s: u64) -> bool {
     tag_of(s) == FULL || (tag_of(s) == BUSY && s & UPD != 0)
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// The map's element description: key type, value type, and the slot size.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -302,7 +293,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     }
 
     fn hash(k: &K) -> (usize, u64) {
-        let h = fnv(bytemuck::bytes_of(k));
+        let h = crate::header::fnv1a(bytemuck::bytes_of(k).iter().copied());
         (h as usize, (h >> 48) & 0xffff)
     }
 

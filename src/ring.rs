@@ -311,6 +311,18 @@ pub enum PushError<T> {
 }
 
 impl<T> PushError<T> {
+    /// The same error carrying something else (a count instead of an item).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> PushError<U> {
+        match self {
+            PushError::Full(t) => PushError::Full(f(t)),
+            PushError::Closed(t) => PushError::Closed(f(t)),
+            PushError::Disconnected(t) => PushError::Disconnected(f(t)),
+            PushError::Timeout(t) => PushError::Timeout(f(t)),
+            PushError::Corrupt(t) => PushError::Corrupt(f(t)),
+            PushError::TooLarge(t) => PushError::TooLarge(f(t)),
+        }
+    }
+
     /// The item that was not pushed.
     pub fn into_inner(self) -> T {
         match self {
@@ -786,25 +798,11 @@ impl<T: Pod> Producer<T> {
                     // Wait for room for one, by pushing it the blocking way.
                     match self.push(items[sent]) {
                         Ok(()) => sent += 1,
-                        Err(e) => {
-                            return Err(match e {
-                                PushError::Full(_) => PushError::Full(sent),
-                                PushError::Closed(_) => PushError::Closed(sent),
-                                PushError::Disconnected(_) => PushError::Disconnected(sent),
-                                PushError::Timeout(_) => PushError::Timeout(sent),
-                                PushError::Corrupt(_) => PushError::Corrupt(sent),
-                                PushError::TooLarge(_) => PushError::TooLarge(sent),
-                            });
-                        }
+                        Err(e) => return Err(e.map(|_| sent)),
                     }
                 }
                 Ok(n) => sent += n,
-                Err(e) => {
-                    return Err(match e {
-                        PushError::Closed(()) => PushError::Closed(sent),
-                        _ => PushError::Corrupt(sent),
-                    });
-                }
+                Err(e) => return Err(e.map(|()| sent)),
             }
         }
         Ok(())

@@ -226,13 +226,17 @@ impl PthreadTable {
         self.shared.data(0, i)
     }
 
-    /// Insert or overwrite; false when full.
-    pub fn insert(&self, k: u64, v: u64) -> bool {
+    /// Word indices of `k`'s key slots, in probe order (linear probing).
+    fn probe(&self, k: u64) -> impl Iterator<Item = usize> + use<> {
         let mask = self.cap - 1;
         let h = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize;
+        (0..self.cap).map(move |p| 1 + 2 * ((h + p) & mask))
+    }
+
+    /// Insert or overwrite; false when full.
+    pub fn insert(&self, k: u64, v: u64) -> bool {
         self.shared.with_lock(|| {
-            for p in 0..self.cap {
-                let i = 1 + 2 * ((h + p) & mask);
+            for i in self.probe(k) {
                 // SAFETY: all words are touched only with the mutex held.
                 unsafe {
                     let key = *self.word(i);
@@ -248,11 +252,8 @@ impl PthreadTable {
     }
 
     pub fn get(&self, k: u64) -> Option<u64> {
-        let mask = self.cap - 1;
-        let h = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize;
         self.shared.with_lock(|| {
-            for p in 0..self.cap {
-                let i = 1 + 2 * ((h + p) & mask);
+            for i in self.probe(k) {
                 // SAFETY: as in `insert`.
                 unsafe {
                     match *self.word(i) {

@@ -360,6 +360,13 @@ fn ring_throughput(n: u64, c: usize, batch: usize) -> Res<(f64, f64)> {
     Ok((n as f64 / ctl.wall(), futex as f64 / n as f64))
 }
 
+/// `ring_throughput`, keeping its futex calls per item in `futex`.
+fn ring_keeping_futex(n: u64, c: usize, batch: usize, futex: &mut Vec<f64>) -> Res<f64> {
+    let (rate, f) = ring_throughput(n, c, batch)?;
+    futex.push(f);
+    Ok(rate)
+}
+
 fn pthread_ring_throughput(n: u64, c: usize) -> Res<f64> {
     let ring = PthreadRing::create(RING_CAP).map_err(e)?;
     let args = [n.to_string()];
@@ -468,18 +475,8 @@ pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
     let [r1, rb, aq, mv, pr, pp] = alternate(
         reps(o),
         [
-            &mut || {
-                ring_throughput(n, 1, 1).map(|(x, f)| {
-                    f1.push(f);
-                    x
-                })
-            },
-            &mut || {
-                ring_throughput(n, 1, 64).map(|(x, f)| {
-                    fb.push(f);
-                    x
-                })
-            },
+            &mut || ring_keeping_futex(n, 1, 1, &mut f1),
+            &mut || ring_keeping_futex(n, 1, 64, &mut fb),
             &mut || arrayqueue_threads(n),
             &mut || mutex_vecdeque_threads(n),
             &mut || pthread_ring_throughput(n, 1),
@@ -489,18 +486,8 @@ pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
     let [r2, r2b, pr2] = alternate(
         reps(o),
         [
-            &mut || {
-                ring_throughput(n, 2, 1).map(|(x, f)| {
-                    f2.push(f);
-                    x
-                })
-            },
-            &mut || {
-                ring_throughput(n, 2, 64).map(|(x, f)| {
-                    f2b.push(f);
-                    x
-                })
-            },
+            &mut || ring_keeping_futex(n, 2, 1, &mut f2),
+            &mut || ring_keeping_futex(n, 2, 64, &mut f2b),
             &mut || pthread_ring_throughput(n, 2),
         ],
     )?;
