@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, Reaper, child_command, child_role};
+use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
 use shmkit::message::{FRAME_DATA, Frame};
 use shmkit::pipe::Pipe;
 use shmkit::ring::{PopError, PushError, Ring};
@@ -52,9 +52,12 @@ fn child_entry() {
         // sender's death (the parent kills it once we sleep).
         "recv_until_gone" => {
             let mut b = Pipe::open(&name).unwrap().end_b().unwrap();
-            assert_eq!(b.recv::<u32>(), Ok(7));
+            assert_eq!(b.recv_timeout::<u32>(CHILD_LIMIT), Ok(7));
             let start = Instant::now();
-            assert_eq!(b.recv::<u32>(), Err(PopError::Disconnected));
+            assert_eq!(
+                b.recv_timeout::<u32>(CHILD_LIMIT),
+                Err(PopError::Disconnected)
+            );
             // Generous against the parent's own delay before killing.
             assert!(start.elapsed() < Duration::from_secs(20));
         }
@@ -163,7 +166,8 @@ fn killed_other_end_gives_disconnected() {
     let mut echo = spawn("echo", &names.base, &[]);
     a.send(&1u8).unwrap();
     assert_eq!(a.recv::<u8>(), Ok(1));
-    let waiter = std::thread::spawn(move || (a.recv::<u8>(), Instant::now()));
+    // A timeout only so that a regression fails instead of hanging.
+    let waiter = std::thread::spawn(move || (a.recv_timeout::<u8>(CHILD_LIMIT), Instant::now()));
     let killed = Instant::now();
     echo.0.as_mut().unwrap().kill().unwrap();
     let (r, at) = waiter.join().unwrap();
@@ -176,9 +180,19 @@ fn killed_other_end_gives_disconnected() {
     let receiver = spawn("recv_until_gone", &names.base, &[]);
     let mut sender = spawn("send_then_park", &names.base, &[]);
     let state = Ring::<Frame>::open(&format!("{}.a2b", names.base)).unwrap();
+    // Kill only once the receiver has taken the message (so the sender held
+    // the producer role; killed before claiming it, it would leave a ring
+    // that never had a producer, on which a receiver rightly waits) and
+    // sleeps again on the empty ring.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !(state.is_empty() && state.state().consumers_sleeping > 0) {
-        assert!(Instant::now() < deadline, "receiver never went to sleep");
+    while !{
+        let st = state.state();
+        st.head >= 1 && st.head == st.tail && st.consumers_sleeping > 0
+    } {
+        assert!(
+            Instant::now() < deadline,
+            "receiver never took the message and slept"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     sender.0.as_mut().unwrap().kill().unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, Reaper, child_command, child_role};
+use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
 use shmkit::ring::{PopError, PushError, Ring};
 use shmkit::{Error, Ordering, SharedArray};
 
@@ -191,7 +191,8 @@ fn killed_producer_disconnects_waiting_consumers_within_a_second() {
     assert!(matches!(e, Error::ProducerExists { .. }), "{e:?}");
     // The consumer now sleeps on the empty ring; kill the producer.
     let waiter = std::thread::spawn(move || {
-        let r = rx.pop();
+        // A timeout only so that a regression fails instead of hanging.
+        let r = rx.pop_timeout(CHILD_LIMIT);
         (r, Instant::now())
     });
     wait_until("the consumer to sleep", Duration::from_secs(10), || {
@@ -220,7 +221,7 @@ fn producer_on_full_ring_sees_consumers_die() {
     }
     assert!(matches!(tx.try_push(5), Err(PushError::Full(5))));
     let blocked = std::thread::spawn(move || {
-        let r = tx.push(6);
+        let r = tx.push_timeout(6, CHILD_LIMIT);
         (r, Instant::now())
     });
     wait_until("the producer to sleep", Duration::from_secs(10), || {

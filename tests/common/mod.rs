@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// A name no other test (or test run) uses: prefix, pid, tag, counter.
 pub fn unique(tag: &str) -> String {
@@ -59,16 +60,65 @@ pub fn child_command(entry: &str, role: &str) -> Command {
     cmd
 }
 
+/// How long any child may take before the test calls it hung. Far above
+/// what a passing child needs (under a second), so only a real hang trips it,
+/// and then the test fails with a message instead of wedging the suite.
+pub const CHILD_LIMIT: Duration = Duration::from_secs(120);
+
 /// Kills (SIGKILL) and reaps a child when dropped, so a failing test leaves
 /// no process behind.
 pub struct Reaper(pub Option<Child>);
 
 impl Reaper {
+    /// Wait for the child to exit (at most [`CHILD_LIMIT`]) and assert that
+    /// it succeeded. A child still running at the limit is killed and the
+    /// test fails.
     pub fn wait_ok(mut self) {
         let mut c = self.0.take().unwrap();
+        let exited = exits_within(&c, CHILD_LIMIT);
+        if !exited {
+            let _ = c.kill();
+        }
         let st = c.wait().unwrap();
+        assert!(
+            exited,
+            "child {} hung: killed after {CHILD_LIMIT:?}",
+            c.id()
+        );
         assert!(st.success(), "child failed: {st}");
     }
+}
+
+/// Block until `child` exits or `limit` passes, without reaping it: poll(2)
+/// on a pidfd, which becomes readable when the process exits.
+fn exits_within(child: &Child, limit: Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let fd = fd as libc::c_int;
+    let deadline = Instant::now() + limit;
+    let ready = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `p` is one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n > 0 {
+            break true;
+        }
+        if n == 0 {
+            break false;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
+    };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    ready
 }
 
 impl Drop for Reaper {
