@@ -3,6 +3,10 @@
 //!
 //! * Creating uses `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600 unless asked:
 //!   an existing file, or a symlink planted at the name, is never reused.
+//!   The mode is set with `fchmod` after creation, so it is exactly the one
+//!   asked for: the creator's umask (which `open` applies) does not filter
+//!   it, as it would silently turn a group-shared 0660 into 0640 under the
+//!   usual umask 022.
 //! * Opening uses `O_NOFOLLOW`, checks the file is a regular file, waits
 //!   (bounded) for the creator's `ready` word, then validates the header
 //!   against the file size and what the caller expects.
@@ -18,7 +22,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -39,7 +43,11 @@ const ANON: &str = "<anonymous>";
 /// How to create a segment.
 #[derive(Clone, Debug)]
 pub struct CreateOptions {
-    /// File mode of a named segment (default 0o600: only this user).
+    /// File mode of a named segment (default 0o600: only this user):
+    /// permission bits only (at most 0o777), applied exactly, not filtered by
+    /// the umask. Every opener maps read-write, so a user that should open
+    /// the segment needs read *and* write permission (0o660 for the group,
+    /// 0o666 for everyone).
     pub mode: u32,
     /// Keep the name after the creating handle is dropped (default false).
     pub keep: bool,
@@ -150,6 +158,14 @@ impl Segment {
         init: impl FnOnce(&Segment) -> Result<()>,
     ) -> Result<Segment> {
         validate_name(name)?;
+        if opts.mode & !0o777 != 0 {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "mode {:o} for {name:?}: only permission bits (at most 777) are allowed",
+                    opts.mode
+                ),
+            });
+        }
         let path = path_of(name);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -165,7 +181,12 @@ impl Segment {
                 },
                 _ => Error::from_io("create", name, e),
             })?;
-        let built = Self::build(file, Some(name.to_owned()), layout, init);
+        // fchmod: the exact mode asked for (open's was filtered by the umask).
+        // Done before the header is published, so no opener sees another.
+        let built = file
+            .set_permissions(std::fs::Permissions::from_mode(opts.mode))
+            .map_err(|e| Error::from_io("fchmod", name, e))
+            .and_then(|()| Self::build(file, Some(name.to_owned()), layout, init));
         match built {
             Ok(mut seg) => {
                 seg.unlink_on_drop = !opts.keep;

@@ -52,7 +52,12 @@ pub fn child_role() -> Option<String> {
 /// A command that re-runs this test binary as a child: it runs only the test
 /// `entry` (which must call `child_role()` and act on it).
 pub fn child_command(entry: &str, role: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    child_command_at(&std::env::current_exe().expect("current_exe"), entry, role)
+}
+
+/// [`child_command`] running `exe`, a copy of this test binary.
+pub fn child_command_at(exe: &std::path::Path, entry: &str, role: &str) -> Command {
+    let mut cmd = Command::new(exe);
     cmd.args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(ROLE, role)
         .stdin(Stdio::null())
