@@ -151,11 +151,22 @@ fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(done)
 }
 
-/// Every shmkit segment in `/dev/shm`, sorted by name. Foreign files are
-/// skipped; unreadable ones too (another user's).
-pub fn list() -> Result<Vec<Entry>> {
+/// What [`list`] found in `/dev/shm`.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Every shmkit segment, sorted by name.
+    pub entries: Vec<Entry>,
+    /// Files this user may not read (another user's, or mode 0600), sorted:
+    /// whether they are shmkit segments cannot be told, so they are neither
+    /// listed nor silently ignored.
+    pub unreadable: Vec<String>,
+}
+
+/// Every shmkit segment in `/dev/shm`. Foreign files are skipped; files we
+/// may not read are named in [`Listing::unreadable`].
+pub fn list() -> Result<Listing> {
     let dir = std::fs::read_dir(SHM_DIR).map_err(|e| Error::from_io("readdir", SHM_DIR, e))?;
-    let mut out = Vec::new();
+    let mut out = Listing::default();
     for ent in dir.flatten() {
         let Some(name) = ent.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -163,11 +174,15 @@ pub fn list() -> Result<Vec<Entry>> {
         if segment::validate_name(&name).is_err() {
             continue;
         }
-        if let Ok(Some(e)) = read_entry(&name) {
-            out.push(e);
+        match read_entry(&name) {
+            Ok(Some(e)) => out.entries.push(e),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => out.unreadable.push(name),
+            // Not ours, or gone since readdir.
+            _ => {}
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.entries.sort_by(|a, b| a.name.cmp(&b.name));
+    out.unreadable.sort();
     Ok(out)
 }
 
@@ -210,18 +225,33 @@ pub fn remove(name: &str) -> Result<()> {
     segment::unlink(name)
 }
 
+/// What [`gc`] did.
+#[derive(Debug)]
+pub struct Collected {
+    /// Each segment nobody can be using, with the outcome of removing it.
+    pub removed: Vec<(Entry, Result<()>)>,
+    /// Files that could not be read, so were not considered.
+    pub unreadable: Vec<String>,
+}
+
 /// Segments nobody can be using. With `dry_run`, only report them.
-pub fn gc(dry_run: bool) -> Result<Vec<(Entry, Result<()>)>> {
-    let mut out = Vec::new();
-    for e in list()? {
-        if e.is_garbage() {
+pub fn gc(dry_run: bool) -> Result<Collected> {
+    let listing = list()?;
+    let removed = listing
+        .entries
+        .into_iter()
+        .filter(Entry::is_garbage)
+        .map(|e| {
             let r = if dry_run {
                 Ok(())
             } else {
                 segment::unlink(&e.name)
             };
-            out.push((e, r));
-        }
-    }
-    Ok(out)
+            (e, r)
+        })
+        .collect();
+    Ok(Collected {
+        removed,
+        unreadable: listing.unreadable,
+    })
 }

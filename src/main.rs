@@ -157,10 +157,13 @@ mod tools {
             [a] if a == "--json" => true,
             _ => return usage("ls", "takes only --json"),
         };
-        let entries = match inspect::list() {
-            Ok(e) => e,
+        let listing = match inspect::list() {
+            Ok(l) => l,
             Err(e) => return fail("ls", e),
         };
+        // On stderr, so that stdout stays one JSON object per line.
+        note_unreadable("ls", &listing.unreadable, "not listed");
+        let entries = listing.entries;
         if json {
             for e in &entries {
                 println!(
@@ -384,6 +387,24 @@ mod tools {
         }
     }
 
+    /// Say on stderr which files in /dev/shm could not be read: they may be
+    /// shmkit segments of another user. Up to five names, then a count.
+    fn note_unreadable(cmd: &str, names: &[String], fate: &str) {
+        if names.is_empty() {
+            return;
+        }
+        let mut shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if names.len() > 5 {
+            shown.push_str(&format!(" and {} more", names.len() - 5));
+        }
+        eprintln!(
+            "shmkit {cmd}: {} file(s) in {} could not be read (permission denied: another \
+             user's, or mode 0600), so whether they are shmkit segments is unknown; {fate}: {shown}",
+            names.len(),
+            shmkit::segment::SHM_DIR
+        );
+    }
+
     pub fn gc(args: &[String]) -> ExitCode {
         let dry = match args {
             [] => false,
@@ -395,7 +416,7 @@ mod tools {
             Err(e) => return fail("gc", e),
         };
         let mut ok = true;
-        for (e, r) in &found {
+        for (e, r) in &found.removed {
             let why = format!(
                 "creator pid {} dead, no live process attached",
                 e.creator().map_or(0, |t| t.pid())
@@ -409,9 +430,10 @@ mod tools {
                 }
             }
         }
-        if found.is_empty() {
+        if found.removed.is_empty() {
             println!("nothing to remove");
         }
+        note_unreadable("gc", &found.unreadable, "not considered");
         if ok {
             ExitCode::SUCCESS
         } else {

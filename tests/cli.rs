@@ -4,10 +4,13 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
+use std::fs::Permissions;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Cleanup, Reaper, child_command, child_role};
+use common::{Cleanup, ExeCopy, NOBODY, Reaper, child_command, child_role, is_root};
 use shmkit::ring::Ring;
 use shmkit::{CreateOptions, Ordering, SharedArray};
 
@@ -268,4 +271,50 @@ fn ls_and_inspect_know_maps_and_lists() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn ls_and_gc_name_the_files_they_may_not_read() {
+    // Another user's 0600 segment: the command cannot tell whether it is a
+    // shmkit segment, so it says so on stderr instead of hiding it.
+    let private = Cleanup::new("lsprivate");
+    let _seg = SharedArray::<u8>::create(private.name(), 1).unwrap();
+    // Root reads everything: as root, run the tool as nobody. Otherwise the
+    // owner itself is refused by mode 000.
+    let exe = is_root().then(|| ExeCopy::new(Path::new(env!("CARGO_BIN_EXE_shmkit"))));
+    if exe.is_none() {
+        std::fs::set_permissions(private.path(), Permissions::from_mode(0o000)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let mut c = match &exe {
+            Some(copy) => {
+                let mut c = Command::new(copy.path());
+                c.uid(NOBODY).gid(NOBODY);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_shmkit")),
+        };
+        c.args(args).output().unwrap()
+    };
+    for (args, fate) in [
+        (&["ls"][..], "not listed"),
+        (&["ls", "--json"][..], "not listed"),
+        (&["gc", "--dry-run"][..], "not considered"),
+    ] {
+        let out = run(args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stdout.contains(private.name()), "{args:?}: {stdout}");
+        let note = stderr
+            .lines()
+            .find(|l| l.contains("could not be read"))
+            .unwrap_or_else(|| panic!("{args:?}: no note on stderr: {stderr}"));
+        assert!(
+            note.contains(private.name()) && note.contains(fate),
+            "{note}"
+        );
+    }
 }

@@ -10,13 +10,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 
-use common::{Cleanup, Reaper, child_command, child_command_at, child_role};
+use common::{Cleanup, ExeCopy, NOBODY, Reaper, child_command, child_command_at, child_role};
 use shmkit::{CreateOptions, Error, Ordering, SharedValue};
 
 const ENTRY: &str = "child_entry";
-const NOBODY: u32 = 65534;
 
 #[test]
 fn child_entry() {
@@ -77,33 +75,6 @@ fn the_mode_asked_for_is_the_mode_given_whatever_the_umask() {
     assert_eq!(mode_of(&c), 0o600);
 }
 
-/// A copy of this test binary that any user may run: the build directory
-/// may sit below a directory that `nobody` cannot enter. Removed on drop.
-struct ExeCopy(PathBuf);
-
-impl ExeCopy {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(common::unique("exe"));
-        // Copied by another process: had this multi-threaded process written
-        // the file, a child forked meanwhile by another test could still hold
-        // the write descriptor at our exec, which then fails with ETXTBSY.
-        let st = std::process::Command::new("install")
-            .arg("-m0755")
-            .arg(std::env::current_exe().unwrap())
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(st.success(), "install: {st}");
-        ExeCopy(path)
-    }
-}
-
-impl Drop for ExeCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn another_user_is_refused_unless_the_mode_allows() {
     let denied = Cleanup::new("denied");
@@ -114,8 +85,7 @@ fn another_user_is_refused_unless_the_mode_allows() {
         ..Default::default()
     };
     let s = SharedValue::<u64>::create_with(shared.name(), 0, &opts).unwrap();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::is_root() {
         // Not root: another user is not to be had, but the owner itself is
         // refused once the mode forbids it.
         std::fs::set_permissions(denied.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
@@ -124,8 +94,8 @@ fn another_user_is_refused_unless_the_mode_allows() {
         return;
     }
     // The segments stay root's; the copy of the binary anyone may run.
-    let exe = ExeCopy::new();
-    let mut cmd = child_command_at(&exe.0, ENTRY, "other_user");
+    let exe = ExeCopy::new(&std::env::current_exe().unwrap());
+    let mut cmd = child_command_at(exe.path(), ENTRY, "other_user");
     cmd.env("DENIED", denied.name())
         .env("SHARED", shared.name())
         .uid(NOBODY)

@@ -134,3 +134,43 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// The user `nobody`: the "other user" of the permission tests.
+pub const NOBODY: u32 = 65534;
+
+/// Whether the tests run as root (who ignores file modes).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A copy of an executable that any user may run (the build directory may
+/// sit below a directory that `nobody` cannot enter). Removed on drop.
+pub struct ExeCopy(PathBuf);
+
+impl ExeCopy {
+    pub fn new(exe: &std::path::Path) -> Self {
+        let path = std::env::temp_dir().join(unique("exe"));
+        // Copied by another process: had this multi-threaded process written
+        // the file, a child forked meanwhile by another test could still hold
+        // the write descriptor at our exec, which then fails with ETXTBSY.
+        let st = Command::new("install")
+            .arg("-m0755")
+            .arg(exe)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "install: {st}");
+        ExeCopy(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ExeCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
