@@ -230,17 +230,19 @@ pub fn remove(name: &str) -> Result<()> {
 pub struct Collected {
     /// Each segment nobody can be using, with the outcome of removing it.
     pub removed: Vec<(Entry, Result<()>)>,
-    /// Files that could not be read, so were not considered.
+    /// Files that could not be read (and match the prefix), so were not
+    /// considered.
     pub unreadable: Vec<String>,
 }
 
-/// Segments nobody can be using. With `dry_run`, only report them.
-pub fn gc(dry_run: bool) -> Result<Collected> {
+/// Segments nobody can be using whose names start with `prefix` (`""`: all).
+/// With `dry_run`, only report them.
+pub fn gc(dry_run: bool, prefix: &str) -> Result<Collected> {
     let listing = list()?;
     let removed = listing
         .entries
         .into_iter()
-        .filter(Entry::is_garbage)
+        .filter(|e| e.name.starts_with(prefix) && e.is_garbage())
         .map(|e| {
             let r = if dry_run {
                 Ok(())
@@ -252,6 +254,10 @@ pub fn gc(dry_run: bool) -> Result<Collected> {
         .collect();
     Ok(Collected {
         removed,
-        unreadable: listing.unreadable,
+        unreadable: listing
+            .unreadable
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+            .collect(),
     })
 }

@@ -24,7 +24,7 @@ USAGE:
     shmkit ls [--json]
     shmkit inspect NAME
     shmkit rm NAME...
-    shmkit gc [--dry-run]
+    shmkit gc [--dry-run] [--prefix PREFIX]
     shmkit bench [--full] [--only GROUP] [--json] [--python]
     shmkit help
 
@@ -40,7 +40,9 @@ COMMANDS:
     rm      Remove the named shmkit segments. Refuses files that are not
             shmkit segments. Processes that have a segment open keep using it.
     gc      Remove segments whose creator and every attached process are
-            dead. --dry-run only prints what would be removed.
+            dead. --dry-run only prints what would be removed; --prefix
+            considers only segments whose name starts with PREFIX (one
+            application's segments, say).
     bench   Measure shmkit against the lock-based way of doing each job, side
             by side in one run, in real (pinned) processes, and print ratios.
             --full       longer, steadier runs (minutes instead of < 60 s)
@@ -406,12 +408,22 @@ mod tools {
     }
 
     pub fn gc(args: &[String]) -> ExitCode {
-        let dry = match args {
-            [] => false,
-            [a] if a == "--dry-run" => true,
-            _ => return usage("gc", "takes only --dry-run"),
-        };
-        let found = match inspect::gc(dry) {
+        let (mut dry, mut prefix) = (false, String::new());
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match (a.as_str(), it.clone().next()) {
+                ("--dry-run", _) => dry = true,
+                ("--prefix", Some(p)) if !p.is_empty() && !p.contains('/') => {
+                    prefix = p.clone();
+                    it.next();
+                }
+                ("--prefix", _) => {
+                    return usage("gc", "--prefix needs a non-empty name prefix without '/'");
+                }
+                _ => return usage("gc", "takes only --dry-run and --prefix PREFIX"),
+            }
+        }
+        let found = match inspect::gc(dry, &prefix) {
             Ok(f) => f,
             Err(e) => return fail("gc", e),
         };

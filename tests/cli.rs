@@ -89,6 +89,8 @@ fn ls_and_gc_see_dead_owners() {
     let _gc = gc_lock();
     let dead = Cleanup::new("gcdead");
     orphan(&dead);
+    let other = Cleanup::new("gcother");
+    orphan(&other);
     let live = Cleanup::new("gclive");
     let _arr = SharedArray::<u8>::create(live.name(), 1).unwrap();
 
@@ -102,9 +104,16 @@ fn ls_and_gc_see_dead_owners() {
     assert!(!t.contains(live.name()), "{t}");
     assert!(dead.path().exists(), "dry run removed it");
 
-    let out = shmkit(&["gc"]);
+    // --prefix: only names that start with it (this one dead segment).
+    let out = shmkit(&["gc", "--prefix", dead.name()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!dead.path().exists(), "gc left a dead segment");
+    assert!(other.path().exists(), "gc went past its prefix");
+    // This test process's names: the other orphan, never the live segment.
+    // (A bare `gc` would also collect other processes' garbage.)
+    let out = shmkit(&["gc", "--prefix", &common::prefix()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!other.path().exists(), "gc left a dead segment");
     assert!(live.path().exists(), "gc removed a live segment");
 }
 
@@ -218,6 +227,8 @@ fn usage_errors_and_help() {
     assert_eq!(shmkit(&["inspect"]).status.code(), Some(2));
     assert_eq!(shmkit(&["rm"]).status.code(), Some(2));
     assert_eq!(shmkit(&["gc", "--now"]).status.code(), Some(2));
+    assert_eq!(shmkit(&["gc", "--prefix"]).status.code(), Some(2));
+    assert_eq!(shmkit(&["gc", "--prefix", "a/b"]).status.code(), Some(2));
     assert_eq!(shmkit(&["bench", "--only", "nope"]).status.code(), Some(2));
     for cmd in ["ls", "inspect", "rm", "gc", "bench"] {
         let out = shmkit(&[cmd, "--help"]);

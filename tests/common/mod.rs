@@ -10,14 +10,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// The start of every name this test process makes (see [`unique`]).
+pub fn prefix() -> String {
+    format!("shmkit-test-{}-", std::process::id())
+}
+
 /// A name no other test (or test run) uses: prefix, pid, tag, counter.
 pub fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "shmkit-test-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}{tag}-{}", prefix(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Removes `/dev/shm/<name>` when dropped, whatever the test did.
