@@ -411,15 +411,14 @@ mod tools {
         let (mut dry, mut prefix) = (false, String::new());
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            match (a.as_str(), it.clone().next()) {
-                ("--dry-run", _) => dry = true,
-                ("--prefix", Some(p)) if !p.is_empty() && !p.contains('/') => {
-                    prefix = p.clone();
-                    it.next();
-                }
-                ("--prefix", _) => {
-                    return usage("gc", "--prefix needs a non-empty name prefix without '/'");
-                }
+            match a.as_str() {
+                "--dry-run" => dry = true,
+                "--prefix" => match it.next() {
+                    Some(p) if !p.is_empty() && !p.contains('/') => prefix = p.clone(),
+                    _ => {
+                        return usage("gc", "--prefix needs a non-empty name prefix without '/'");
+                    }
+                },
                 _ => return usage("gc", "takes only --dry-run and --prefix PREFIX"),
             }
         }

@@ -5,6 +5,7 @@
 // A test-name counter, not algorithm code: loom need not see it.
 #![allow(clippy::disallowed_types)]
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,11 +101,14 @@ impl Reaper {
 fn exits_within(child: &Child, limit: Duration) -> bool {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
     // no memory is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
-    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-    let fd = fd as libc::c_int;
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    assert!(raw >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` is a new descriptor that nothing else owns; OwnedFd
+    // closes it on every path out, panics included.
+    let owned = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
+    let fd = owned.as_raw_fd();
     let deadline = Instant::now() + limit;
-    let ready = loop {
+    loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut p = libc::pollfd {
             fd,
@@ -114,17 +118,14 @@ fn exits_within(child: &Child, limit: Duration) -> bool {
         // SAFETY: `p` is one valid pollfd for the duration of the call.
         let n = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
         if n > 0 {
-            break true;
+            return true;
         }
         if n == 0 {
-            break false;
+            return false;
         }
         let e = std::io::Error::last_os_error();
         assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
-    };
-    // SAFETY: `fd` is ours and closed once.
-    unsafe { libc::close(fd) };
-    ready
+    }
 }
 
 impl Drop for Reaper {
