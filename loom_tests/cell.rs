@@ -1,6 +1,6 @@
 //! loom models of the typed atomic cells (`src/cell.rs`), run on the
 //! production code: processes are modelled as threads.
-#![cfg(loom)]
+#![cfg(shmkit_loom)]
 
 use loom::sync::Arc;
 use loom::thread;

@@ -1,6 +1,6 @@
 //! loom model of the header's publication (`src/header.rs`): an opener that
 //! sees `ready` sees the whole header, and one sleeping on `ready` is woken.
-#![cfg(loom)]
+#![cfg(shmkit_loom)]
 
 use loom::sync::Arc;
 use loom::thread;

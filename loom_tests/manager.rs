@@ -1,6 +1,6 @@
 //! loom models of SharedMap and SharedList (`src/manager.rs`) on the
 //! production code, with processes modelled as threads.
-#![cfg(loom)]
+#![cfg(shmkit_loom)]
 
 use loom::sync::Arc;
 use loom::thread;

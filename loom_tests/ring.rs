@@ -2,7 +2,7 @@
 //! with the ring on heap memory and processes modelled as threads. With the
 //! futex modelled by a Mutex + Condvar and timeouts modelled as untimed
 //! waits, a lost wakeup shows up as a loom deadlock.
-#![cfg(loom)]
+#![cfg(shmkit_loom)]
 
 use loom::sync::Arc;
 use loom::thread;

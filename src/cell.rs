@@ -272,7 +272,7 @@ impl<T: Element> std::fmt::Debug for Atomic<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use Ordering::SeqCst;

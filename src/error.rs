@@ -88,7 +88,6 @@ impl Error {
     }
 
     /// Map an OS error from `op` on segment `name` to the most specific variant.
-    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn from_io(op: &'static str, name: &str, source: io::Error) -> Self {
         let name = name.to_owned();
         match source.raw_os_error() {

@@ -33,19 +33,13 @@ pub mod message;
 pub mod process;
 pub mod ring;
 
-#[cfg(not(loom))]
 pub mod array;
 /// The `shmkit bench` suite (used by the binary and the criterion benches).
-#[cfg(not(loom))]
 #[doc(hidden)]
 pub mod bench;
-#[cfg(not(loom))]
 pub mod inspect;
-#[cfg(not(loom))]
 pub mod lock;
-#[cfg(not(loom))]
 pub mod pipe;
-#[cfg(not(loom))]
 pub mod segment;
 
 pub use cell::{Atomic, Element};
@@ -53,11 +47,8 @@ pub use error::{Error, Result};
 pub use ring::{Consumer, PopError, Producer, PushError, Ring};
 pub use sync::Ordering;
 
-#[cfg(not(loom))]
 pub use array::{ArrayGuard, SharedAccumulator, SharedArray, SharedValue};
-#[cfg(not(loom))]
 pub use lock::{LockError, LockGuard, ShmLock};
-#[cfg(not(loom))]
 pub use segment::{CreateOptions, OpenOptions, Segment};
 
 /// The README's example, compiled and run as a doctest.

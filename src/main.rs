@@ -3,17 +3,17 @@
 use std::process::ExitCode;
 
 /// loom builds model the algorithms only; the tool needs real shared memory.
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 fn main() -> ExitCode {
     cli::main()
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 mod cli {
     use std::process::ExitCode;
 
@@ -117,7 +117,7 @@ EXIT CODES:
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 mod tools {
     //! `shmkit ls | inspect | rm | gc`: printing only; the work is in
     //! `shmkit::inspect`.

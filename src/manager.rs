@@ -76,7 +76,6 @@ use crate::sync::{AtomicU64, Ordering, spin_loop};
 /// What owns the words.
 #[derive(Debug)]
 enum Backing {
-    #[cfg(not(loom))]
     Shared(crate::segment::Segment),
     /// Owns the heap words that `Words::ptr` points into.
     Heap(#[allow(dead_code)] Box<[AtomicU64]>),
@@ -88,7 +87,6 @@ struct Words {
     ptr: NonNull<AtomicU64>,
     len: usize,
     /// Owns the memory; read back only by the segment code (not in loom builds).
-    #[cfg_attr(loom, allow(dead_code))]
     backing: Backing,
 }
 
@@ -113,7 +111,6 @@ impl Words {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    #[cfg(not(loom))]
     fn shared(seg: crate::segment::Segment, len: usize) -> Self {
         Words {
             ptr: NonNull::new(seg.body_ptr() as *mut AtomicU64).expect("mapping is not null"),
@@ -122,7 +119,6 @@ impl Words {
         }
     }
 
-    #[cfg(not(loom))]
     fn segment(&self) -> Option<&crate::segment::Segment> {
         match &self.backing {
             Backing::Shared(s) => Some(s),
@@ -668,7 +664,6 @@ impl<T: Pod> SharedList<T> {
     }
 }
 
-#[cfg(not(loom))]
 mod shared {
     //! Maps and lists on segments.
     use super::*;
@@ -764,5 +759,4 @@ mod shared {
     );
 }
 
-#[cfg(not(loom))]
 pub(crate) use shared::{list_body, map_body};

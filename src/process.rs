@@ -6,10 +6,12 @@
 //! reused by a newer process has another start time, so it is not "alive".
 //! A zombie (killed but not yet reaped) is dead: it will never run again.
 //!
-//! Under loom, processes are modelled as threads that never die: every token
-//! is alive. Death is tested with real processes (`tests/`).
+//! The OS side (reading `/proc`) is in [`crate::sync::liveness`], so that
+//! under loom a model decides who is alive and death paths are model-checked.
 
-/// Bits of the token that hold the pid. Linux's `pid_max` is at most 2^22.
+use crate::sync::liveness;
+
+/// Bits of the token that hold the pid.
 const PID_BITS: u32 = 22;
 const PID_MASK: u64 = (1 << PID_BITS) - 1;
 /// Start times are kept modulo 2^42 ticks: 1.4e10 s at 100 Hz, ample.
@@ -45,37 +47,8 @@ impl ProcToken {
 
     /// The calling process's token.
     pub fn current() -> Self {
-        #[cfg(not(loom))]
-        {
-            // Cached, because hot paths (every lock acquisition) ask: a
-            // getpid() syscall each time cost more than the lock itself.
-            // A fork's child must not keep its parent's identity, so a
-            // pthread_atfork child handler clears the cache.
-            #[allow(clippy::disallowed_types)] // process identity, not algorithm state
-            static CACHE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            static HOOK: std::sync::Once = std::sync::Once::new();
-            extern "C" fn forget_in_child() {
-                // Async-signal-safe: one atomic store.
-                CACHE.store(0, std::sync::atomic::Ordering::Relaxed);
-            }
-            HOOK.call_once(|| {
-                // SAFETY: registers a handler that only does an atomic store.
-                unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
-            });
-            let cached = CACHE.load(std::sync::atomic::Ordering::Relaxed);
-            if cached != 0 {
-                return Self(cached);
-            }
-            let pid = std::process::id();
-            let start = stat(pid).map(|s| s.start_ticks).unwrap_or(0);
-            let tok = Self::pack(pid, start);
-            CACHE.store(tok.0, std::sync::atomic::Ordering::Relaxed);
-            tok
-        }
-        #[cfg(loom)]
-        {
-            Self::pack(1, 1)
-        }
+        let (pid, start) = liveness::current();
+        Self::pack(pid, start)
     }
 
     /// A 45-bit identity (pid, then the low 23 bits of the start time) for
@@ -89,36 +62,13 @@ impl ProcToken {
     /// Is the process a [`compact45`](Self::compact45) identity names alive?
     pub fn compact45_alive(v: u64) -> bool {
         let pid = (v & PID_MASK) as u32;
-        if pid == 0 {
-            return false;
-        }
-        #[cfg(not(loom))]
-        {
-            match stat(pid) {
-                Some(s) => !s.dead && (s.start_ticks & 0x7f_ffff) == (v >> PID_BITS) & 0x7f_ffff,
-                None => false,
-            }
-        }
-        #[cfg(loom)]
-        {
-            true
-        }
+        liveness::start_ticks(pid).is_some_and(|s| (s & 0x7f_ffff) == (v >> PID_BITS) & 0x7f_ffff)
     }
 
     /// Is the process this token names still running (not exited, not a
     /// zombie, and not a newer process that reused the pid)?
     pub fn is_alive(self) -> bool {
-        #[cfg(not(loom))]
-        {
-            match stat(self.pid()) {
-                Some(s) => !s.dead && (s.start_ticks & START_MASK) == self.start_ticks(),
-                None => false,
-            }
-        }
-        #[cfg(loom)]
-        {
-            true
-        }
+        liveness::start_ticks(self.pid()).is_some_and(|s| (s & START_MASK) == self.start_ticks())
     }
 }
 
@@ -128,38 +78,12 @@ impl std::fmt::Display for ProcToken {
     }
 }
 
-#[cfg(not(loom))]
-struct Stat {
-    dead: bool,
-    start_ticks: u64,
-}
-
-/// Parse `/proc/PID/stat`. The command name (field 2) may hold spaces and
-/// parentheses, so fields are counted from the *last* `)`.
-#[cfg(not(loom))]
-fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    // After ")": field 3 is the state, field 22 the start time.
-    let state = fields.next()?;
-    let start_ticks = fields.nth(18)?.parse().ok()?;
-    Some(Stat {
-        dead: matches!(state, "Z" | "X" | "x"),
-        start_ticks,
-    })
-}
-
-/// Clock ticks per second (`_SC_CLK_TCK`), for turning a start time into
-/// seconds since boot.
-#[cfg(not(loom))]
+/// Clock ticks per second, to turn a start time into seconds since boot.
 pub fn ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    liveness::ticks_per_second()
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -180,21 +104,23 @@ mod tests {
 
     #[test]
     fn exited_child_is_dead_even_as_zombie() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.05")
+            .spawn()
+            .unwrap();
         let pid = child.id();
-        let start = stat(pid).map(|s| s.start_ticks);
+        let start = liveness::start_ticks(pid).expect("the child runs for 50 ms");
+        let token = ProcToken::pack(pid, start);
         // Wait for it to exit without reaping it: poll /proc for the zombie.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while stat(pid).is_some_and(|s| !s.dead) && std::time::Instant::now() < deadline {
+        while token.is_alive() && std::time::Instant::now() < deadline {
             std::thread::yield_now();
         }
-        if let Some(start) = start {
-            assert!(!ProcToken::pack(pid, start).is_alive());
-        }
+        assert!(!token.is_alive());
+        // Not reaped yet, so /proc still lists it: it was judged a zombie.
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
         child.wait().unwrap();
-        if let Some(start) = start {
-            assert!(!ProcToken::pack(pid, start).is_alive());
-        }
+        assert!(!token.is_alive());
     }
 
     #[test]

@@ -69,7 +69,7 @@ use crate::sync::{AtomicU32, AtomicU64, EventCount, Ordering, spin_loop};
 
 /// Consumers recorded per ring (for dead-peer detection and `shmkit inspect`).
 /// loom: 4, since every registry scan is one modelled load per entry.
-pub const MAX_CONSUMERS: usize = if cfg!(loom) { 4 } else { 64 };
+pub const MAX_CONSUMERS: usize = if crate::sync::MODELLED { 4 } else { 64 };
 /// How often a sleeper checks whether its peers are still alive.
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 /// Largest capacity accepted.
@@ -79,7 +79,7 @@ pub const MAX_CAPACITY: u64 = 1 << 30;
 /// that first is the classic competitive choice; yielding (not just
 /// spinning) lets a peer pinned to the same core run. loom: no spinning (it
 /// would only multiply the explored interleavings).
-const SPIN_BUDGET: Duration = Duration::from_micros(if cfg!(loom) { 0 } else { 60 });
+const SPIN_BUDGET: Duration = Duration::from_micros(if crate::sync::MODELLED { 0 } else { 60 });
 
 /// Spin, then yield, until the budget is spent; `false` means "sleep now".
 struct Waiting {
@@ -189,7 +189,6 @@ pub(crate) const fn words_for(size: usize) -> usize {
 /// What owns the ring's memory.
 #[derive(Debug)]
 enum Backing {
-    #[cfg(not(loom))]
     Shared(crate::segment::Segment),
     Heap {
         _ctrl: Box<RingControl>,
@@ -1247,7 +1246,6 @@ impl<T: Pod> Drop for Consumer<T> {
     }
 }
 
-#[cfg(not(loom))]
 mod shared {
     //! Rings on segments: create, open, share with children.
     use super::*;
@@ -1385,7 +1383,5 @@ mod shared {
     }
 }
 
-#[cfg(not(loom))]
 pub(crate) use shared::body_size;
-#[cfg(not(loom))]
 pub use shared::state_of;

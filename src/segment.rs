@@ -242,10 +242,7 @@ impl Segment {
             .ok_or_else(too_big)?;
         file.set_len(total)
             .map_err(|e| Error::from_io("ftruncate", &label, e))?;
-        let map = MmapOptions::new()
-            .len(total as usize)
-            .map_raw(&file)
-            .map_err(|e| Error::from_io("mmap", &label, e))?;
+        let map = map_file(&file, total as usize, &label)?;
         let info = HeaderInfo {
             kind_raw: layout.kind as u32,
             elem: layout.elem,
@@ -354,10 +351,7 @@ impl Segment {
             name: label.clone(),
             detail: format!("file of {size} bytes cannot be mapped"),
         })?;
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| Error::from_io("mmap", &label, e))?;
+        let map = map_file(&file, len, &label)?;
         // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned, and
         // lives as long as `map`; Header is all atomics, valid for any bytes.
         let hdr: &Header = unsafe { &*(map.as_ptr() as *const Header) };
@@ -466,6 +460,21 @@ impl Drop for Segment {
             }
         }
     }
+}
+
+/// Map `len` bytes of `file` shared. Under the loom model checker the
+/// facade's atomics are not plain words, so nothing may be mapped: models
+/// keep their control blocks on the heap.
+fn map_file(file: &File, len: usize, label: &str) -> Result<MmapRaw> {
+    if crate::sync::MODELLED {
+        return Err(Error::InvalidArgument {
+            what: format!("{label}: segments cannot be mapped under the loom model checker"),
+        });
+    }
+    MmapOptions::new()
+        .len(len)
+        .map_raw(file)
+        .map_err(|e| Error::from_io("mmap", label, e))
 }
 
 fn is_not_regular(path: &std::path::Path) -> bool {

@@ -1,22 +1,32 @@
 //! The one facade for every synchronisation primitive shmkit uses.
 //!
 //! Normal builds get `std`'s atomics and a real, process-shared Linux futex.
-//! Builds with `--cfg loom` get loom's atomics and a futex modelled by a
-//! loom `Mutex` + `Condvar`, so that the *same* algorithm code in `cell`,
-//! `header` and `ring` is model-checked. Nothing else in `src/` names loom,
-//! and `clippy.toml` forbids naming `core::sync::atomic` types elsewhere.
+//! Builds with `--cfg shmkit_loom` get loom's atomics, a futex modelled by a
+//! loom `Mutex` + `Condvar`, and a liveness oracle the model controls, so that
+//! the *same* algorithm code in `cell`, `header`, `ring`, `map`, `list` and
+//! `lock` is model-checked, death of a process included. The cfg is our own
+//! name, not plain `loom`: a user who runs their own loom models with
+//! `--cfg loom` must not switch our internals too. Nothing else in `src/`
+//! names the cfg (code that cannot run under a model checks [`MODELLED`]
+//! instead), and `clippy.toml` forbids naming `core::sync::atomic` types
+//! elsewhere.
 //!
-//! What does not live here: anything that maps memory (`segment`) or asks the
-//! OS about processes (`process`).
+//! What does not live here: anything that maps memory (`segment`), and the
+//! packing of a process identity into a shared word (`process`).
 #![allow(clippy::disallowed_types)]
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 use std::sync::atomic as imp;
 
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 use loom::sync::atomic as imp;
 
 pub use imp::{Ordering, fence};
+
+/// Whether this build runs the algorithms under the loom model checker.
+/// Code that needs the real OS (mapping a segment) checks this and fails
+/// cleanly, so no other file needs a cfg of its own.
+pub const MODELLED: bool = cfg!(shmkit_loom);
 
 /// Our own atomic types: `repr(transparent)` wrappers around std's (same
 /// layout, so they may live in a shared mapping) or loom's. Being our own
@@ -77,9 +87,9 @@ use std::time::Duration;
 /// budget and the model lets the thread we wait for run.
 #[inline]
 pub fn spin_loop() {
-    #[cfg(not(loom))]
+    #[cfg(not(shmkit_loom))]
     std::hint::spin_loop();
-    #[cfg(loom)]
+    #[cfg(shmkit_loom)]
     loom::thread::yield_now();
 }
 
@@ -96,12 +106,12 @@ pub fn load_ordering(order: Ordering) -> Ordering {
 
 /// An `UnsafeCell` with loom's closure-based API on both sides, so code that
 /// uses it is checked by loom for unsynchronised access.
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 #[derive(Debug, Default)]
 #[repr(transparent)]
 pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(shmkit_loom))]
 impl<T> UnsafeCell<T> {
     pub const fn new(value: T) -> Self {
         Self(std::cell::UnsafeCell::new(value))
@@ -118,7 +128,7 @@ impl<T> UnsafeCell<T> {
     }
 }
 
-#[cfg(loom)]
+#[cfg(shmkit_loom)]
 pub use loom::cell::UnsafeCell;
 
 /// A 32-bit word that processes can sleep on and wake each other through.
@@ -135,13 +145,13 @@ pub use loom::cell::UnsafeCell;
 /// a wake), so an algorithm that can lose a wakeup deadlocks the model.
 /// loom has no clock: a timed wait is modelled as an untimed one, so a
 /// timeout can never be what rescues a model from a lost wakeup.
-#[cfg_attr(not(loom), repr(transparent))]
+#[cfg_attr(not(shmkit_loom), repr(transparent))]
 #[derive(Debug)]
 pub struct Futex {
     word: AtomicU32,
-    #[cfg(loom)]
+    #[cfg(shmkit_loom)]
     lock: loom::sync::Mutex<()>,
-    #[cfg(loom)]
+    #[cfg(shmkit_loom)]
     cond: loom::sync::Condvar,
 }
 
@@ -155,9 +165,9 @@ impl Futex {
     pub fn new(value: u32) -> Self {
         Self {
             word: AtomicU32::new(value),
-            #[cfg(loom)]
+            #[cfg(shmkit_loom)]
             lock: loom::sync::Mutex::new(()),
-            #[cfg(loom)]
+            #[cfg(shmkit_loom)]
             cond: loom::sync::Condvar::new(),
         }
     }
@@ -173,7 +183,7 @@ impl Futex {
     /// May return early for any reason (a wake, a signal, a value change, a
     /// timeout): callers re-check their condition in a loop.
     pub fn wait(&self, expected: u32, timeout: Option<Duration>) {
-        #[cfg(not(loom))]
+        #[cfg(not(shmkit_loom))]
         {
             let ts = timeout.map(|d| libc::timespec {
                 tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
@@ -198,7 +208,7 @@ impl Futex {
                 );
             }
         }
-        #[cfg(loom)]
+        #[cfg(shmkit_loom)]
         {
             let _ = timeout;
             let guard = self.lock.lock().unwrap();
@@ -213,7 +223,7 @@ impl Futex {
 
     /// Wake up to `count` sleepers (use `u32::MAX` for all).
     pub fn wake(&self, count: u32) {
-        #[cfg(not(loom))]
+        #[cfg(not(shmkit_loom))]
         {
             let n = count.min(i32::MAX as u32) as i32;
             // SAFETY: FUTEX_WAKE only uses the address as a key; the word is
@@ -222,7 +232,7 @@ impl Futex {
                 libc::syscall(libc::SYS_futex, self.word.0.as_ptr(), libc::FUTEX_WAKE, n);
             }
         }
-        #[cfg(loom)]
+        #[cfg(shmkit_loom)]
         {
             let _guard = self.lock.lock().unwrap();
             if count == 1 {
@@ -318,5 +328,149 @@ impl EventCount {
     /// Whether a sleeper is registered (for diagnostics).
     pub fn has_waiters(&self) -> bool {
         self.futex.word().load(Ordering::Relaxed) & 1 == 1
+    }
+}
+
+/// Process identity and liveness, the OS side of [`crate::process`].
+///
+/// A process is named by its pid and its start time (clock ticks since boot,
+/// field 22 of `/proc/PID/stat`), so a pid that the kernel reused for a newer
+/// process does not count as the old one.
+///
+/// Under loom every model thread is a process (pid 1 unless it calls
+/// [`model::become_process`]), all with start time 1, and a process is dead
+/// once the model says so ([`model::die`]): the recovery paths then run under
+/// the model checker like everything else.
+pub mod liveness {
+    /// The calling process: `(pid, start ticks)`.
+    pub fn current() -> (u32, u64) {
+        imp::current()
+    }
+
+    /// The start time of process `pid` if it is running (not exited, not a
+    /// zombie); `None` otherwise.
+    pub fn start_ticks(pid: u32) -> Option<u64> {
+        imp::start_ticks(pid)
+    }
+
+    /// Clock ticks per second (`_SC_CLK_TCK`), to turn a start time into
+    /// seconds since boot.
+    pub fn ticks_per_second() -> u64 {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 { t as u64 } else { 100 }
+    }
+
+    #[cfg(not(shmkit_loom))]
+    mod imp {
+        #![allow(clippy::disallowed_types)] // process identity, not algorithm state
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        /// `pid << 32 | 1` once known; 0 before. The start time is cached
+        /// beside it. Hot paths (every lock acquisition) ask, and a getpid()
+        /// plus a /proc read each time cost more than the lock itself.
+        static PID: AtomicU64 = AtomicU64::new(0);
+        static START: AtomicU64 = AtomicU64::new(0);
+
+        pub(super) fn current() -> (u32, u64) {
+            static HOOK: std::sync::Once = std::sync::Once::new();
+            // A fork's child must not keep its parent's identity.
+            extern "C" fn forget_in_child() {
+                // Async-signal-safe: one atomic store.
+                PID.store(0, Ordering::Relaxed);
+            }
+            HOOK.call_once(|| {
+                // SAFETY: registers a handler that only does an atomic store.
+                unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+            });
+            // Acquire: pairs with the Release store below, so START is the
+            // start time of the pid we read.
+            let cached = PID.load(Ordering::Acquire);
+            if cached != 0 {
+                return ((cached >> 32) as u32, START.load(Ordering::Relaxed));
+            }
+            let pid = std::process::id();
+            let start = start_ticks(pid).unwrap_or(0);
+            START.store(start, Ordering::Relaxed);
+            PID.store(u64::from(pid) << 32 | 1, Ordering::Release);
+            (pid, start)
+        }
+
+        /// Parse `/proc/PID/stat`. The command name (field 2) may hold spaces
+        /// and parentheses, so fields are counted from the *last* `)`.
+        pub(super) fn start_ticks(pid: u32) -> Option<u64> {
+            if pid == 0 {
+                return None;
+            }
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &text[text.rfind(')')? + 1..];
+            let mut fields = rest.split_ascii_whitespace();
+            // After ")": field 3 is the state, field 22 the start time.
+            let state = fields.next()?;
+            let start = fields.nth(18)?.parse().ok()?;
+            (!matches!(state, "Z" | "X" | "x")).then_some(start)
+        }
+    }
+
+    #[cfg(shmkit_loom)]
+    mod imp {
+        pub(super) fn current() -> (u32, u64) {
+            (super::model::current_pid(), 1)
+        }
+
+        pub(super) fn start_ticks(pid: u32) -> Option<u64> {
+            (pid != 0 && !super::model::is_dead(pid)).then_some(1)
+        }
+    }
+
+    /// The liveness oracle of a loom model (only in `shmkit_loom` builds).
+    ///
+    /// The idiom for a death path: run the model once for each step `k` at
+    /// which the victim stops; the victim thread calls [`become_process`],
+    /// does `k` steps of its work, then calls [`die`] and returns. From then
+    /// on every liveness check reports it dead, exactly as a killed process
+    /// whose memory effects stay behind.
+    #[cfg(shmkit_loom)]
+    pub mod model {
+        use loom::sync::atomic::{AtomicU64, Ordering};
+        use std::cell::Cell;
+
+        loom::thread_local! {
+            static PID: Cell<u32> = Cell::new(1);
+        }
+        loom::lazy_static! {
+            /// Bit `p` set: process `p` is dead. Reset for each execution.
+            static ref DEAD: AtomicU64 = AtomicU64::new(0);
+        }
+
+        /// Make the calling model thread the process `pid` (1..=63; every
+        /// thread is process 1 until it calls this).
+        pub fn become_process(pid: u32) {
+            assert!((1..64).contains(&pid), "model pids are 1..=63");
+            PID.with(|p| p.set(pid));
+        }
+
+        /// The calling thread's model pid.
+        pub fn current_pid() -> u32 {
+            PID.with(|p| p.get())
+        }
+
+        /// The calling thread's process dies here: from now on it is
+        /// reported dead. The thread must touch no shared state after this.
+        pub fn die() {
+            kill(current_pid());
+        }
+
+        /// Process `pid` is dead from now on.
+        pub fn kill(pid: u32) {
+            // SeqCst: a death is one event in the model's total order; a
+            // checker that reads it later in that order sees it.
+            DEAD.fetch_or(1 << pid, Ordering::SeqCst);
+        }
+
+        /// Has the model declared process `pid` dead?
+        pub fn is_dead(pid: u32) -> bool {
+            pid < 64 && DEAD.load(Ordering::SeqCst) & (1 << pid) != 0
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `shmkit ls | inspect | rm | gc` driven through the real binary, against
 //! real segments with live and dead owners, corrupt and foreign files.
-#![cfg(not(loom))]
+#![cfg(not(shmkit_loom))]
 
 mod common;
 

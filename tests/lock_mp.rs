@@ -1,6 +1,6 @@
 //! The robust process-shared lock across real processes: mutual exclusion,
 //! and kill -9 of the holder inside its critical section.
-#![cfg(not(loom))]
+#![cfg(not(shmkit_loom))]
 
 mod common;
 

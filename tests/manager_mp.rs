@@ -1,6 +1,6 @@
 //! SharedMap and SharedList across real processes: exact contents, kill -9
 //! of writers at any moment, concurrent same-key inserts, hostile contents.
-#![cfg(not(loom))]
+#![cfg(not(shmkit_loom))]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //!
 //! Children are this test binary re-run with only `child_entry` selected and
 //! a role in the environment (never a fork of the multi-threaded runner).
-#![cfg(not(loom))]
+#![cfg(not(shmkit_loom))]
 
 mod common;
 

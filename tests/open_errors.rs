@@ -1,6 +1,6 @@
 //! Bad input when creating and opening segments: each case gets its own error
 //! variant, and no segment content makes shmkit panic.
-#![cfg(not(loom))]
+#![cfg(not(shmkit_loom))]
 
 mod common;
 

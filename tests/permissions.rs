@@ -4,7 +4,7 @@
 //! The suite runs as root here, and root ignores modes, so "another user" is
 //! a child that the kernel starts as `nobody` (uid/gid 65534): exec switches
 //! the user, nothing is forked from the test runner.
-#![cfg(not(loom))]
+#![cfg(not(shmkit_loom))]
 
 mod common;
 

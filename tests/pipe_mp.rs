@@ -1,6 +1,6 @@
 //! Pipes and byte messages across real processes: boundary sizes, kill -9 of
 //! either end, and whole messages to exactly one of several consumers.
-#![cfg(not(loom))]
+#![cfg(not(shmkit_loom))]
 
 mod common;
 

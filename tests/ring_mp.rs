@@ -1,6 +1,6 @@
 //! The SPMC ring across real processes: exactly-once delivery of a million
 //! items, kill -9 of consumers and of the producer, role claims, corruption.
-#![cfg(not(loom))]
+#![cfg(not(shmkit_loom))]
 
 mod common;
 
