@@ -32,6 +32,7 @@ pub mod manager;
 pub mod message;
 pub mod process;
 pub mod ring;
+mod slot;
 
 pub mod array;
 /// The `shmkit bench` suite (used by the binary and the criterion benches).

@@ -70,7 +70,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::cell::Element;
 use crate::error::{Error, Result};
 use crate::process::ProcToken;
-use crate::ring::{read_slot, words_for, write_slot};
+use crate::slot::{read_slot, words_for, write_slot};
 use crate::sync::{AtomicU64, Ordering, spin_loop};
 
 /// What owns the words.

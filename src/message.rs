@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ring::{Consumer, PopError, Producer, PushError, read_slot, write_slot};
+use crate::ring::{Consumer, PopError, Producer, PushError};
+use crate::slot::{read_slot, write_slot};
 
 /// Data bytes per frame.
 pub const FRAME_DATA: usize = 56;

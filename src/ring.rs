@@ -65,6 +65,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::{Error, Result};
 use crate::process::ProcToken;
+use crate::slot::{read_slot, words_for, write_slot};
 use crate::sync::{AtomicU32, AtomicU64, EventCount, Ordering, spin_loop};
 
 /// Consumers recorded per ring (for dead-peer detection and `shmkit inspect`).
@@ -179,11 +180,6 @@ impl Default for RingControl {
             }),
         }
     }
-}
-
-/// Words of 8 bytes one item of `T` takes in a slot.
-pub(crate) const fn words_for(size: usize) -> usize {
-    size.div_ceil(8)
 }
 
 /// What owns the ring's memory.
@@ -656,35 +652,6 @@ impl RingMem {
             producer_sleeping: c.cold.producer_sleeping.load(Ordering::Relaxed) != 0,
         }
     }
-}
-
-/// Copy `item` into a slot, word by word (Relaxed: published by the Release
-/// store of `tail` that follows).
-pub(crate) fn write_slot<T: Pod>(slot: &[AtomicU64], item: &T) {
-    let bytes = bytemuck::bytes_of(item);
-    for (i, word) in slot.iter().enumerate() {
-        let start = i * 8;
-        let end = (start + 8).min(bytes.len());
-        let mut buf = [0u8; 8];
-        buf[..end - start].copy_from_slice(&bytes[start..end]);
-        word.store(u64::from_ne_bytes(buf), Ordering::Relaxed);
-    }
-}
-
-/// Copy a slot out, word by word (Relaxed: ordered by the Acquire load of
-/// `tail` before it; a copy torn by a producer lapping us is discarded
-/// because our CAS of `head` then fails).
-pub(crate) fn read_slot<T: Pod>(slot: &[AtomicU64]) -> T {
-    let mut out = T::zeroed();
-    let bytes = bytemuck::bytes_of_mut(&mut out);
-    let len = bytes.len();
-    for (i, word) in slot.iter().enumerate() {
-        let start = i * 8;
-        let end = (start + 8).min(len);
-        let w = word.load(Ordering::Relaxed).to_ne_bytes();
-        bytes[start..end].copy_from_slice(&w[..end - start]);
-    }
-    out
 }
 
 /// The one producer of a ring. Dropping it closes the ring.
