@@ -212,6 +212,7 @@ impl Futex {
         {
             let _ = timeout;
             let guard = self.lock.lock().unwrap();
+            // mutate: skip (the model of the kernel, not our code).
             // SeqCst stands for the kernel's own check, which is ordered with
             // the waker's store by the futex hash-bucket lock.
             if self.word.load(Ordering::SeqCst) != expected {
@@ -384,7 +385,7 @@ pub mod liveness {
                 unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
             });
             // Acquire: pairs with the Release store below, so START is the
-            // start time of the pid we read.
+            // start time of the pid we read. mutate: skip (std side only).
             let cached = PID.load(Ordering::Acquire);
             if cached != 0 {
                 return ((cached >> 32) as u32, START.load(Ordering::Relaxed));
@@ -392,6 +393,7 @@ pub mod liveness {
             let pid = std::process::id();
             let start = start_ticks(pid).unwrap_or(0);
             START.store(start, Ordering::Relaxed);
+            // mutate: skip (std side only; pairs with the Acquire above).
             PID.store(u64::from(pid) << 32 | 1, Ordering::Release);
             (pid, start)
         }
@@ -465,11 +467,13 @@ pub mod liveness {
         pub fn kill(pid: u32) {
             // SeqCst: a death is one event in the model's total order; a
             // checker that reads it later in that order sees it.
+            // mutate: skip (the model's oracle, not our code).
             DEAD.fetch_or(1 << pid, Ordering::SeqCst);
         }
 
         /// Has the model declared process `pid` dead?
         pub fn is_dead(pid: u32) -> bool {
+            // mutate: skip (the model's oracle, not our code).
             pid < 64 && DEAD.load(Ordering::SeqCst) & (1 << pid) != 0
         }
     }
