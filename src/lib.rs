@@ -35,10 +35,6 @@ pub mod ring;
 
 #[cfg(not(loom))]
 pub mod array;
-/// The `shmkit bench` suite (used by the binary and the criterion benches).
-#[cfg(not(loom))]
-#[doc(hidden)]
-pub mod bench;
 #[cfg(not(loom))]
 pub mod inspect;
 #[cfg(not(loom))]
