@@ -6,8 +6,8 @@ use std::hint::black_box;
 use std::sync::Mutex;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shmkit::bench::baseline::PthreadShared;
 use shmkit::{Ordering, SharedAccumulator, SharedValue};
+use shmkit_bench::baseline::PthreadShared;
 
 const OPS: u64 = 1_000;
 

@@ -35,9 +35,6 @@ pub mod ring;
 mod slot;
 
 pub mod array;
-/// The `shmkit bench` suite (used by the binary and the criterion benches).
-#[doc(hidden)]
-pub mod bench;
 pub mod inspect;
 pub mod lock;
 pub mod pipe;

@@ -1,13 +1,17 @@
 //! `shmkit bench`: shmkit's lock-free ways against the lock-based ways of
 //! doing the same job, side by side in one run, in real processes.
 //!
-//! Every case runs in worker processes (the `shmkit` binary re-run with the
-//! hidden `__bench-worker` subcommand) pinned to cores, or in pinned threads
+//! Every case runs in worker processes pinned to cores, or in pinned threads
 //! where the comparison is an in-process one (`std::sync::Mutex`,
 //! `crossbeam_queue::ArrayQueue`). Implementations alternate within each
 //! repetition; figures are the median of the repetitions with min–max.
 //! Workers stamp their own start and end with `CLOCK_MONOTONIC` (shared by
 //! all processes), so process start-up is not timed.
+//!
+//! A worker is the running program re-run with the hidden subcommand
+//! [`WORKER_COMMAND`]: a program that calls [`run`] must hand that
+//! subcommand's arguments to [`worker`] (the `shmkit` binary of `shmkit-cli`
+//! does). Argument parsing and the rest of the tool live in `shmkit-cli`.
 #![allow(clippy::disallowed_types)] // std atomics in thread-only baselines
 
 pub mod baseline;
@@ -17,10 +21,16 @@ use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use crate::SharedArray;
-use crate::sync::Ordering;
+use serde::Serialize;
+
+use shmkit::Ordering;
+use shmkit::SharedArray;
 
 pub use cases::worker;
+
+/// The hidden subcommand that makes the running program a bench worker:
+/// `PROGRAM __bench-worker CASE INDEX ARGS...`.
+pub const WORKER_COMMAND: &str = "__bench-worker";
 
 /// What to run.
 #[derive(Clone, Debug, Default)]
@@ -104,18 +114,18 @@ pub(crate) const PER_WORKER: usize = 8;
 const CTL_BASE: usize = 2;
 
 impl Ctl {
-    pub fn create(workers: usize) -> crate::Result<Self> {
+    pub fn create(workers: usize) -> shmkit::Result<Self> {
         Ok(Ctl {
             arr: SharedArray::create_anonymous(CTL_BASE + workers * PER_WORKER)?,
             workers,
         })
     }
-    pub fn open() -> crate::Result<Self> {
+    pub fn open() -> shmkit::Result<Self> {
         let arr = SharedArray::open_inherited("SHMKIT_BENCH_CTL")?;
         let workers = (arr.len() - CTL_BASE) / PER_WORKER;
         Ok(Ctl { arr, workers })
     }
-    pub fn slot(&self, worker: usize, i: usize) -> &crate::Atomic<u64> {
+    pub fn slot(&self, worker: usize, i: usize) -> &shmkit::Atomic<u64> {
         &self.arr[CTL_BASE + worker * PER_WORKER + i]
     }
     /// Worker side: say ready, wait for go, stamp the start.
@@ -160,7 +170,7 @@ pub(crate) fn spawn_worker(
     extra: impl FnOnce(&mut Command),
 ) -> std::io::Result<std::process::Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("__bench-worker")
+    cmd.arg(WORKER_COMMAND)
         .arg(case)
         .arg(idx.to_string())
         .args(args);
@@ -205,54 +215,45 @@ pub(crate) fn percentiles(xs: &mut [f64]) -> [f64; 3] {
     [at(0.5), at(0.99), at(0.999)]
 }
 
-/// A JSON string literal (quotes and escapes), for the tools' `--json`.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "null".into()
-    }
+/// A record as `--json` prints it: README.md describes these keys, in this
+/// order. serde_json writes a non-finite figure (a case that measured
+/// nothing) as `null`.
+#[derive(Serialize)]
+struct JsonRecord<'a> {
+    group: &'a str,
+    name: &'a str,
+    metric: &'a str,
+    value: f64,
+    unit: &'a str,
+    min: f64,
+    max: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p999: Option<f64>,
+    note: &'a str,
 }
 
 impl Record {
+    /// One line of `shmkit bench --json`: a JSON object.
     pub fn to_json(&self) -> String {
-        let mut s = format!(
-            "{{\"group\":{},\"name\":{},\"metric\":{},\"value\":{},\"unit\":{},\"min\":{},\"max\":{}",
-            json_str(self.group),
-            json_str(&self.name),
-            json_str(self.metric),
-            json_num(self.value),
-            json_str(self.unit),
-            json_num(self.min),
-            json_num(self.max)
-        );
-        if let Some([p50, p99, p999]) = self.pct {
-            let _ = write!(
-                s,
-                ",\"p50\":{},\"p99\":{},\"p999\":{}",
-                json_num(p50),
-                json_num(p99),
-                json_num(p999)
-            );
-        }
-        let _ = write!(s, ",\"note\":{}}}", json_str(&self.note));
-        s
+        let [p50, p99, p999] = self.pct.map_or([None; 3], |p| p.map(Some));
+        let r = JsonRecord {
+            group: self.group,
+            name: &self.name,
+            metric: self.metric,
+            value: self.value,
+            unit: self.unit,
+            min: self.min,
+            max: self.max,
+            p50,
+            p99,
+            p999,
+            note: &self.note,
+        };
+        serde_json::to_string(&r).expect("a record of strings and numbers always serializes")
     }
 
     fn to_line(&self) -> String {

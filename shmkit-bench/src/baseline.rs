@@ -4,8 +4,8 @@
 
 use std::mem::MaybeUninit;
 
-use crate::SharedArray;
-use crate::error::{Error, Result};
+use shmkit::SharedArray;
+use shmkit::{Error, Result};
 
 /// A process-shared `pthread_mutex_t` followed by guarded data, living in an
 /// anonymous [`SharedArray<u64>`] so children can inherit it.

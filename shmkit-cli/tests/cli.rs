@@ -1,7 +1,7 @@
 //! `shmkit ls | inspect | rm | gc` driven through the real binary, against
 //! real segments with live and dead owners, corrupt and foreign files.
-#![cfg(not(shmkit_loom))]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::fs::Permissions;
@@ -82,6 +82,34 @@ fn ls_lists_live_segments_and_never_foreign_files() {
     assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
     assert!(line.contains("\"creator_alive\":true"), "{line}");
     assert!(line.contains("\"len\":5"), "{line}");
+    // Every line is one JSON object with the same keys, in this order.
+    let keys = [
+        "name",
+        "kind",
+        "elem",
+        "len",
+        "size",
+        "creator_pid",
+        "creator_alive",
+        "attached_alive",
+        "age_s",
+        "status",
+    ];
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect(l);
+        let obj = v.as_object().expect(l);
+        assert_eq!(obj.len(), keys.len(), "{l}");
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| l.find(&format!("\"{k}\":")).expect(k))
+            .collect();
+        assert!(at.is_sorted(), "keys out of order: {l}");
+    }
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["name"], a.name());
+    assert_eq!(v["elem"], "i32");
+    assert_eq!(v["creator_pid"], std::process::id());
+    assert_eq!(v["status"], "ok");
 }
 
 #[test]
@@ -233,7 +261,8 @@ fn usage_errors_and_help() {
     for cmd in ["ls", "inspect", "rm", "gc", "bench"] {
         let out = shmkit(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help");
-        assert!(text(&out).contains("USAGE"), "{cmd} --help");
+        let usage = format!("Usage: shmkit {cmd}");
+        assert!(text(&out).contains(&usage), "{cmd} --help: {}", text(&out));
     }
     let out = shmkit(&["help"]);
     assert!(out.status.success());
@@ -243,6 +272,125 @@ fn usage_errors_and_help() {
     let out = shmkit(&["inspect", "../etc"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("bad segment name"), "{}", text(&out));
+    // A flag no command has is bad usage, before or after the command.
+    for args in [
+        &["--frobnicate"][..],
+        &["ls", "--frobnicate"],
+        &["bench", "-x"],
+    ] {
+        let out = shmkit(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    assert_eq!(shmkit(&["gc", "--prefix="]).status.code(), Some(2));
+    assert_eq!(
+        shmkit(&["completions", "no-such-shell"]).status.code(),
+        Some(2)
+    );
+    let out = shmkit(&["--version"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out).contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Each subcommand's `--help` lists its own options and not the others'.
+#[test]
+fn each_subcommand_has_its_own_help() {
+    let own: [(&str, &[&str]); 5] = [
+        ("ls", &["--json"]),
+        ("inspect", &["NAME"]),
+        ("rm", &["NAME"]),
+        ("gc", &["--dry-run", "--prefix"]),
+        ("bench", &["--full", "--only", "--json", "--python"]),
+    ];
+    let all = [
+        "--json",
+        "--dry-run",
+        "--prefix",
+        "--full",
+        "--only",
+        "--python",
+    ];
+    for (cmd, opts) in own {
+        for help in [vec![cmd, "--help"], vec!["help", cmd]] {
+            let out = shmkit(&help);
+            assert!(out.status.success(), "{help:?}");
+            let t = text(&out);
+            for o in opts {
+                assert!(t.contains(o), "{help:?} lacks {o}: {t}");
+            }
+            for o in all.iter().filter(|o| !opts.contains(o)) {
+                assert!(!t.contains(o), "{help:?} mentions {o}: {t}");
+            }
+        }
+    }
+    // The descriptions of the old hand-written help are kept.
+    let t = text(&shmkit(&["gc", "--help"]));
+    assert!(
+        t.contains("creator and every attached process are dead"),
+        "{t}"
+    );
+    let t = text(&shmkit(&["bench", "--help"]));
+    for g in [
+        "counter",
+        "float-add",
+        "queue-throughput",
+        "manager",
+        "python",
+    ] {
+        assert!(t.contains(g), "bench --help lacks group {g}: {t}");
+    }
+}
+
+#[test]
+fn completions_print_a_script() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = shmkit(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        let t = String::from_utf8_lossy(&out.stdout);
+        assert!(t.contains("shmkit"), "{shell}: {t}");
+        for cmd in ["inspect", "gc", "bench"] {
+            assert!(t.contains(cmd), "{shell} script lacks {cmd}");
+        }
+        // The bench's worker protocol is not part of the tool's command line.
+        assert!(
+            !t.contains("worker"),
+            "{shell} script offers the bench worker"
+        );
+    }
+}
+
+/// `--opt=value` is the same as `--opt value`, and `--` ends the options,
+/// so a segment name may start with a dash.
+#[test]
+fn equals_values_and_double_dash() {
+    let _gc = gc_lock();
+    let dead = Cleanup::new("eqdead");
+    orphan(&dead);
+    let t = text(&shmkit(&[
+        "gc",
+        "--dry-run",
+        &format!("--prefix={}", dead.name()),
+    ]));
+    assert!(t.contains(&format!("would remove {}", dead.name())), "{t}");
+    let out = shmkit(&["gc", &format!("--prefix={}", dead.name())]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !dead.path().exists(),
+        "gc --prefix=NAME left a dead segment"
+    );
+
+    let out = shmkit(&["rm", "--", "-no-such-segment-shmkit-test"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        !text(&out).contains("unexpected argument"),
+        "{}",
+        text(&out)
+    );
+    let out = shmkit(&["bench", "--only=nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[test]

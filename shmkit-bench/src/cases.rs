@@ -9,9 +9,9 @@ use super::baseline::{PthreadRing, PthreadShared};
 use super::{
     Ctl, Options, Record, now_ns, percentiles, pin, progress, spawn_worker, summary, wait_all,
 };
-use crate::ring::{PopError, Ring};
-use crate::sync::Ordering;
-use crate::{SharedAccumulator, SharedValue};
+use shmkit::Ordering;
+use shmkit::ring::{PopError, Ring};
+use shmkit::{SharedAccumulator, SharedValue};
 
 type Res<T> = Result<T, String>;
 
@@ -125,7 +125,7 @@ fn counter_pthread(w: usize, iters: u64, float: bool) -> Res<(f64, f64)> {
 /// The array's own robust lock guarding a read-then-write of one cell.
 /// Returns (ops/s, hand-offs per op).
 fn counter_shmlock(w: usize, iters: u64) -> Res<(f64, f64)> {
-    let arr = crate::SharedArray::<u64>::create_anonymous(1).map_err(e)?;
+    let arr = shmkit::SharedArray::<u64>::create_anonymous(1).map_err(e)?;
     let (wall, _) = procs("counter-shmlock", w, iters, &|c| {
         arr.share_with(c, "B_DATA")
     })?;
@@ -555,7 +555,7 @@ pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
     let block_n: u64 = if o.full { 20_000 } else { 2_000 };
     let mut pct: [Vec<[f64; 3]>; 4] = Default::default();
     for _ in 0..reps(o) {
-        let cl = crate::SharedArray::<u64>::create_anonymous(16).map_err(e)?;
+        let cl = shmkit::SharedArray::<u64>::create_anonymous(16).map_err(e)?;
         pct[0].push(pingpong("lat-cl", spin_n, &|c, _| {
             cl.share_with(c, "B_DATA")
         })?);
@@ -654,7 +654,7 @@ pub(super) fn pipe(o: &Options) -> Res<Vec<Record>> {
     let n: u64 = if o.full { 100_000 } else { 10_000 };
     let mut lat: [Vec<[f64; 3]>; 3] = Default::default();
     for _ in 0..reps(o) {
-        let p = crate::pipe::Pipe::create_anonymous(64).map_err(e)?;
+        let p = shmkit::pipe::Pipe::create_anonymous(64).map_err(e)?;
         lat[0].push(pingpong("lat-shmpipe", n, &|c, _| {
             p.share_with(c, "B_PIPE")
         })?);
@@ -704,7 +704,7 @@ pub(super) fn pipe(o: &Options) -> Res<Vec<Record>> {
             reps(o),
             [
                 &mut || {
-                    let p = crate::pipe::Pipe::create_anonymous(PIPE_CAP).map_err(e)?;
+                    let p = shmkit::pipe::Pipe::create_anonymous(PIPE_CAP).map_err(e)?;
                     let ctl = producer_consumers("msg-shm", count, 1, &args, &|c| {
                         p.share_with(c, "B_PIPE")
                     })?;
@@ -765,33 +765,7 @@ fn mkey(idx: usize, i: u64) -> u64 {
 }
 
 /// Python's Manager dict and list, 2 processes, for the manager group.
-const PYTHON_MANAGER: &str = r#"
-import multiprocessing as mp, sys, time
-M = int(sys.argv[1])
-def setter(d, w, go):
-    go.wait()
-    for i in range(M): d[f"p{w}_{i}"] = i
-def getter(d, w, go):
-    go.wait()
-    for i in range(M): assert d[f"p{w}_{i}"] == i
-def appender(l, w, go):
-    go.wait()
-    for i in range(M): l.append(i)
-def run(target, obj):
-    go = mp.Event()
-    ps = [mp.Process(target=target, args=(obj, w, go)) for w in range(2)]
-    for p in ps: p.start()
-    t0 = time.perf_counter(); go.set()
-    for p in ps: p.join()
-    return 2 * M / (time.perf_counter() - t0)
-if __name__ == "__main__":
-    mp.set_start_method("fork")
-    with mp.Manager() as m:
-        d = m.dict()
-        print("python-manager-dict-set/2p", run(setter, d))
-        print("python-manager-dict-get/2p", run(getter, d))
-        print("python-manager-list-append/2p", run(appender, m.list()))
-"#;
+const PYTHON_MANAGER: &str = include_str!("../python/manager.py");
 
 /// SharedMap and SharedList against the same jobs under a process-shared
 /// mutex (processes) and std's Mutex (threads); Python's Manager with
@@ -810,7 +784,7 @@ pub(super) fn manager(o: &Options) -> Res<Vec<Record>> {
         [
             &mut || {
                 let map =
-                    crate::manager::SharedMap::<u64, u64>::create_anonymous(cap).map_err(e)?;
+                    shmkit::manager::SharedMap::<u64, u64>::create_anonymous(cap).map_err(e)?;
                 let ins = args_share("map-ins", &|c| map.share_with(c, "B_DATA"))?;
                 map_get.push(args_share("map-get", &|c| map.share_with(c, "B_DATA"))?);
                 if map.len() != w * n as usize {
@@ -830,7 +804,7 @@ pub(super) fn manager(o: &Options) -> Res<Vec<Record>> {
                 Ok(ins)
             },
             &mut || {
-                let l = crate::manager::SharedList::<u64>::create_anonymous(w * n as usize)
+                let l = shmkit::manager::SharedList::<u64>::create_anonymous(w * n as usize)
                     .map_err(e)?;
                 let r = args_share("list-push", &|c| l.share_with(c, "B_DATA"))?;
                 if l.to_vec().len() != w * n as usize {
@@ -933,46 +907,7 @@ fn vec_threads(w: usize, n: u64) -> Res<f64> {
 /// Python's multiprocessing doing the same jobs: a Value incremented under
 /// get_lock() by 2 processes, a Queue and a Pipe from 1 producer to 1
 /// consumer. Prints `name ops_per_second` lines.
-const PYTHON_SCRIPT: &str = r#"
-import multiprocessing as mp, sys, time
-N = int(sys.argv[1]); Q = int(sys.argv[2])
-def count(v, go, n):
-    go.wait()
-    for _ in range(n):
-        with v.get_lock():
-            v.value += 1
-def put(q, go, n):
-    go.wait()
-    for i in range(n):
-        q.put(i)
-    q.put(None)
-def send(c, go, n):
-    go.wait()
-    for i in range(n):
-        c.send(i)
-    c.send(None)
-def run(target, args, go, drain=None):
-    ps = [mp.Process(target=target, args=a) for a in args]
-    for p in ps: p.start()
-    t0 = time.perf_counter(); go.set()
-    if drain: drain()
-    for p in ps: p.join()
-    return time.perf_counter() - t0
-if __name__ == "__main__":
-    mp.set_start_method("fork")
-    v = mp.Value("q", 0); go = mp.Event()
-    dt = run(count, [(v, go, N), (v, go, N)], go)
-    assert v.value == 2 * N, v.value
-    print("python-value-get_lock/2p", 2 * N / dt)
-    q = mp.Queue(); go = mp.Event()
-    def drain_q():
-        while q.get() is not None: pass
-    print("python-queue/1p1c", Q / run(put, [(q, go, Q)], go, drain_q))
-    a, b = mp.Pipe(duplex=False); go = mp.Event()
-    def drain_p():
-        while a.recv() is not None: pass
-    print("python-pipe/1p1c", Q / run(send, [(b, go, Q)], go, drain_p))
-"#;
+const PYTHON_SCRIPT: &str = include_str!("../python/multiprocessing_jobs.py");
 
 pub(super) fn python(o: &Options) -> Res<Vec<Record>> {
     let (n, q) = if o.full {
@@ -1111,7 +1046,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
             ctl.finish(idx);
         }
         "counter-shmlock" => {
-            let arr = crate::SharedArray::<u64>::open_inherited("B_DATA").map_err(e)?;
+            let arr = shmkit::SharedArray::<u64>::open_inherited("B_DATA").map_err(e)?;
             ctl.start(idx);
             for _ in 0..n {
                 let g = arr.lock().map_err(e)?;
@@ -1234,7 +1169,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
             ctl.slot(idx, 2).store(got, Ordering::Release);
         }
         "lat-cl-ping" | "lat-cl-pong" => {
-            let w = crate::SharedArray::<u64>::open_inherited("B_DATA").map_err(e)?;
+            let w = shmkit::SharedArray::<u64>::open_inherited("B_DATA").map_err(e)?;
             let cell = &w[0];
             let ping = case.ends_with("ping");
             let mut xs = Vec::with_capacity(n as usize);
@@ -1267,7 +1202,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
             } else {
                 (b.producer().map_err(e)?, a.consumer().map_err(e)?)
             };
-            let recv = |rx: &crate::ring::Consumer<u64>| -> Res<u64> {
+            let recv = |rx: &shmkit::ring::Consumer<u64>| -> Res<u64> {
                 if spin {
                     loop {
                         match rx.try_pop() {
@@ -1320,7 +1255,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
         }
         "lat-shmpipe-ping" | "lat-shmpipe-pong" => {
             let ping = case.ends_with("ping");
-            let p = crate::pipe::Pipe::open_inherited("B_PIPE").map_err(e)?;
+            let p = shmkit::pipe::Pipe::open_inherited("B_PIPE").map_err(e)?;
             let mut conn = if ping { p.end_a() } else { p.end_b() }.map_err(e)?;
             let mut xs = Vec::with_capacity(n as usize);
             ctl.start(idx);
@@ -1340,7 +1275,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
         }
         "msg-shm-prod" | "msg-shm-cons" => {
             let size = arg(args, 3)? as usize;
-            let p = crate::pipe::Pipe::open_inherited("B_PIPE").map_err(e)?;
+            let p = shmkit::pipe::Pipe::open_inherited("B_PIPE").map_err(e)?;
             if case.ends_with("prod") {
                 let mut conn = p.end_a().map_err(e)?;
                 let msg = vec![0x5au8; size];
@@ -1393,7 +1328,8 @@ fn worker_inner(args: &[String]) -> Res<()> {
             ctl.slot(idx, 2).store(got, Ordering::Release);
         }
         "map-ins" | "map-get" => {
-            let map = crate::manager::SharedMap::<u64, u64>::open_inherited("B_DATA").map_err(e)?;
+            let map =
+                shmkit::manager::SharedMap::<u64, u64>::open_inherited("B_DATA").map_err(e)?;
             let get = case == "map-get";
             ctl.start(idx);
             for i in 0..n {
@@ -1423,7 +1359,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
             ctl.finish(idx);
         }
         "list-push" => {
-            let list = crate::manager::SharedList::<u64>::open_inherited("B_DATA").map_err(e)?;
+            let list = shmkit::manager::SharedList::<u64>::open_inherited("B_DATA").map_err(e)?;
             ctl.start(idx);
             for i in 0..n {
                 list.push(mkey(idx, i))
