@@ -30,6 +30,7 @@ pub mod error;
 pub mod header;
 pub mod manager;
 pub mod message;
+mod object;
 pub mod process;
 pub mod ring;
 mod slot;

@@ -420,6 +420,31 @@ impl Segment {
         self.unlink_on_drop = false;
     }
 
+    /// Remove the name from `/dev/shm` now, if it still names this
+    /// segment (a name since reused by another segment is left alone).
+    /// Processes that have it mapped keep using it; new opens fail with
+    /// `NotFound`. Nothing for an anonymous segment.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.unlink_on_drop = false;
+        self.remove_name()
+    }
+
+    fn remove_name(&self) -> Result<()> {
+        let Some(name) = &self.name else {
+            return Ok(());
+        };
+        // Only remove the name if it still refers to our file.
+        let path = path_of(name);
+        let ours = match (std::fs::symlink_metadata(&path), self.file.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if ours {
+            std::fs::remove_file(&path).map_err(|e| Error::from_io("unlink", name, e))?;
+        }
+        Ok(())
+    }
+
     /// Let a child spawned from `cmd` open this segment: the child inherits
     /// the descriptor, and finds its number in environment variable `var`.
     pub fn share_with(&self, cmd: &mut Command, var: &str) {
@@ -446,18 +471,8 @@ impl Drop for Segment {
         if let Some(slot) = self.attach_slot {
             self.header().detach(slot, ProcToken::current());
         }
-        if self.unlink_on_drop
-            && let Some(name) = &self.name
-        {
-            // Only remove the name if it still refers to our file.
-            let path = path_of(name);
-            let ours = match (std::fs::symlink_metadata(&path), self.file.metadata()) {
-                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-                _ => false,
-            };
-            if ours {
-                let _ = std::fs::remove_file(&path);
-            }
+        if self.unlink_on_drop {
+            let _ = self.remove_name();
         }
     }
 }
