@@ -77,8 +77,8 @@ fn expect_for(kind: Kind) -> Option<Expect> {
         Kind::Accumulator => crate::array::accumulator_body,
         Kind::Ring => crate::ring::body_size,
         Kind::Lock => crate::lock::body_size,
-        Kind::Map => crate::manager::map_body,
-        Kind::List => crate::manager::list_body,
+        Kind::Map => crate::map::map_body,
+        Kind::List => crate::list::list_body,
     };
     Some(Expect {
         kind,

@@ -28,12 +28,14 @@ pub mod sync;
 pub mod cell;
 pub mod error;
 pub mod header;
-pub mod manager;
+pub mod list;
+pub mod map;
 pub mod message;
 mod object;
 pub mod process;
 pub mod ring;
 mod slot;
+mod words;
 
 pub mod array;
 /// The `shmkit bench` suite (used by the binary and the criterion benches).
