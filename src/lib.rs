@@ -37,11 +37,11 @@ pub mod ring;
 mod slot;
 mod words;
 
+pub mod admin;
 pub mod array;
 /// The `shmkit bench` suite (used by the binary and the criterion benches).
 #[doc(hidden)]
 pub mod bench;
-pub mod inspect;
 pub mod lock;
 pub mod pipe;
 pub mod segment;

@@ -123,8 +123,8 @@ mod tools {
     //! `shmkit::inspect`.
     use std::process::ExitCode;
 
+    use shmkit::admin::{self as inspect, Entry};
     use shmkit::bench::json_str;
-    use shmkit::inspect::{self, Entry};
     use shmkit::ring;
 
     fn fail(cmd: &str, e: impl std::fmt::Display) -> ExitCode {

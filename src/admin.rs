@@ -1,4 +1,5 @@
-//! Seeing and cleaning up segments: what `shmkit ls | inspect | rm | gc` do.
+//! The library half of the `shmkit` tool: seeing and cleaning up segments,
+//! what `shmkit ls | inspect | rm | gc` do (the tool only prints).
 //!
 //! Listing reads the first 256 bytes of each file in `/dev/shm` with `pread`
 //! (never a mapping, so a foreign or truncated file cannot fault us) and keeps
