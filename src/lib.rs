@@ -27,10 +27,12 @@ pub mod sync;
 
 pub mod cell;
 pub mod error;
+mod hash;
 pub mod header;
 pub mod list;
 pub mod map;
 pub mod message;
+mod name;
 mod object;
 pub mod process;
 pub mod ring;

@@ -56,6 +56,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::cell::Element;
 use crate::error::{Error, Result};
+use crate::hash::fnv1a;
 use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
 use crate::object::{SegmentObject, object_api};
 use crate::process::ProcToken;
@@ -154,6 +155,28 @@ fn has_entry(s: u64) -> bool {
     tag_of(s) == FULL || (tag_of(s) == BUSY && s & UPD != 0)
 }
 
+/// Bits of a [`compact45`] identity that hold the pid (a Linux pid is
+/// below 2^22), and of the start time above them: 45 in all.
+const OWNER_PID_BITS: u32 = 22;
+const OWNER_START_MASK: u64 = (1 << 23) - 1;
+
+/// A 45-bit identity of `t` (pid, then the low 23 bits of its start time)
+/// for the owner field of a BUSY state word, which has only 45 bits to
+/// spare. Pid reuse within the same 2^23 ticks (about 23 hours at 100 Hz)
+/// would be mistaken for the same process: the price of fitting in one
+/// word with a tag. An on-disk format: never change it.
+fn compact45(t: ProcToken) -> u64 {
+    u64::from(t.pid()) | ((t.start_ticks() & OWNER_START_MASK) << OWNER_PID_BITS)
+}
+
+/// Is the process a [`compact45`] identity names alive?
+fn compact45_alive(v: u64) -> bool {
+    let pid = (v & ((1 << OWNER_PID_BITS) - 1)) as u32;
+    ProcToken::of_pid(pid).is_some_and(|t| {
+        t.start_ticks() & OWNER_START_MASK == (v >> OWNER_PID_BITS) & OWNER_START_MASK
+    })
+}
+
 /// The map's element description: key type, value type, and the slot size.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -226,7 +249,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     }
 
     fn hash(k: &K) -> (usize, u64) {
-        let h = crate::header::fnv1a(bytemuck::bytes_of(k).iter().copied());
+        let h = fnv1a(bytemuck::bytes_of(k).iter().copied());
         (h as usize, (h >> 48) & 0xffff)
     }
 
@@ -236,7 +259,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     fn settle(&self, slot: &[AtomicU64], mut s: u64) -> std::result::Result<u64, MapError> {
         let mut since: Option<Instant> = None;
         while tag_of(s) == BUSY && s & UPD != 0 {
-            if !ProcToken::compact45_alive(owner(s)) {
+            if !compact45_alive(owner(s)) {
                 // AcqRel: we take over a slot whose last writer is gone.
                 // The version is lost with the dead updater; its identity
                 // makes a fresh one (a remove holding the old FULL word
@@ -267,7 +290,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
         h16: u64,
         f: impl FnOnce(V) -> V,
     ) -> std::result::Result<Option<V>, MapError> {
-        let me = ProcToken::current().compact45();
+        let me = compact45(ProcToken::current());
         loop {
             // Acquire: pairs with the Release store of FULL.
             let s = self.settle(slot, slot[0].load(Ordering::Acquire))?;
@@ -301,7 +324,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     /// Insert `k -> v`; returns the previous value if `k` was present.
     pub fn insert(&self, k: K, v: V) -> std::result::Result<Option<V>, MapError> {
         let (h, h16) = Self::hash(&k);
-        let me = ProcToken::current().compact45();
+        let me = compact45(ProcToken::current());
         'probe: for p in 0..self.cap {
             let slot = self.slot(h.wrapping_add(p));
             let mut since: Option<Instant> = None;
@@ -372,7 +395,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
                     BUSY if ours => {
                         // Maybe our key being inserted: wait for the outcome,
                         // unless its writer is dead (then it never will be).
-                        if !ProcToken::compact45_alive(owner(s)) {
+                        if !compact45_alive(owner(s)) {
                             continue 'probe;
                         }
                         if since.get_or_insert_with(Instant::now).elapsed() > BUSY_LIMIT {
@@ -528,3 +551,19 @@ impl<K: Pod + PartialEq, V: Element> SegmentObject for SharedMap<K, V> {
 }
 
 object_api!(impl [K: Pod + PartialEq, V: Element] SharedMap<K, V>, "map", (capacity: usize), open_with);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact45_names_the_live_process_only() {
+        let me = ProcToken::current();
+        let c = compact45(me);
+        assert!(c < 1 << 45);
+        assert_eq!(c & ((1 << OWNER_PID_BITS) - 1), u64::from(me.pid()));
+        assert!(compact45_alive(c));
+        // Same pid, another start time: a process that reused the pid.
+        assert!(!compact45_alive(c ^ (1 << OWNER_PID_BITS)));
+    }
+}

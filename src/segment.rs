@@ -30,10 +30,10 @@ use std::time::{Duration, Instant, SystemTime};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::header::{
-    self, ElemDesc, Expect, HEADER_SIZE, Header, HeaderInfo, Kind, MAGIC, MAX_NAME_LEN,
-};
+use crate::header::{self, ElemDesc, Expect, HEADER_SIZE, Header, HeaderInfo, Kind, MAGIC};
 use crate::process::ProcToken;
+
+pub use crate::name::MAX_NAME_LEN;
 
 /// Where named segments live.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -81,31 +81,13 @@ impl Default for OpenOptions {
 /// Check a segment name: 1..=200 bytes of `[A-Za-z0-9._-]`, not starting with
 /// '.', so it can never climb out of `/dev/shm` or hide as a dotfile.
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(Error::BadName {
+    match crate::name::problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(Error::BadName {
             name: name.to_owned(),
             reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("the name is empty");
+        }),
     }
-    if name.len() > MAX_NAME_LEN {
-        return bad("the name is too long");
-    }
-    if name.contains('/') {
-        return bad("names may not contain '/' (give a bare name like \"prices\")");
-    }
-    if name.starts_with('.') {
-        return bad("names may not start with '.' (no '..', no hidden files)");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return bad("the name holds a character outside [A-Za-z0-9._-]");
-    }
-    Ok(())
 }
 
 /// The path of a named segment.
