@@ -70,12 +70,9 @@ impl<T: Element> SegmentObject for SharedArray<T> {
     fn backing(&self) -> Option<&Segment> {
         Some(&self.seg)
     }
-    fn backing_mut(&mut self) -> Option<&mut Segment> {
-        Some(&mut self.seg)
-    }
 }
 
-object_api!(impl [T: Element] SharedArray<T>, "zero-filled array", (len: usize));
+object_api!(impl [T: Element] SharedArray<T>, "array", (len: usize));
 
 impl<T: Element> SharedArray<T> {
     /// Create an array holding a copy of `values`.
@@ -353,9 +350,6 @@ impl<T: Element> SegmentObject for SharedValue<T> {
     fn backing(&self) -> Option<&Segment> {
         Some(&self.arr.seg)
     }
-    fn backing_mut(&mut self) -> Option<&mut Segment> {
-        Some(&mut self.arr.seg)
-    }
 }
 
 object_api!(impl [T: Element] SharedValue<T>, "value", (initial: T), open_with);
@@ -431,9 +425,6 @@ impl SegmentObject for SharedAccumulator {
     }
     fn backing(&self) -> Option<&Segment> {
         Some(&self.seg)
-    }
-    fn backing_mut(&mut self) -> Option<&mut Segment> {
-        Some(&mut self.seg)
     }
 }
 

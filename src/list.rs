@@ -168,9 +168,6 @@ impl<T: Pod> SegmentObject for SharedList<T> {
     fn backing(&self) -> Option<&Segment> {
         self.words.segment()
     }
-    fn backing_mut(&mut self) -> Option<&mut Segment> {
-        self.words.segment_mut()
-    }
 }
 
 object_api!(impl [T: Pod] SharedList<T>, "list", (capacity: usize), open_with);

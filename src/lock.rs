@@ -361,9 +361,6 @@ mod segment_lock {
         fn backing(&self) -> Option<&Segment> {
             Some(&self.seg)
         }
-        fn backing_mut(&mut self) -> Option<&mut Segment> {
-            Some(&mut self.seg)
-        }
     }
 
     object_api!(impl [] ShmLock, "lock", (), open_with);

@@ -545,9 +545,6 @@ impl<K: Pod + PartialEq, V: Element> SegmentObject for SharedMap<K, V> {
     fn backing(&self) -> Option<&Segment> {
         self.words.segment()
     }
-    fn backing_mut(&mut self) -> Option<&mut Segment> {
-        self.words.segment_mut()
-    }
 }
 
 object_api!(impl [K: Pod + PartialEq, V: Element] SharedMap<K, V>, "map", (capacity: usize), open_with);

@@ -52,8 +52,6 @@ pub(crate) trait SegmentObject: Sized {
     fn from_segment(seg: Segment) -> Self;
     /// The segment underneath; `None` for a handle on heap memory.
     fn backing(&self) -> Option<&Segment>;
-    /// As [`backing`](Self::backing), to change what dropping does.
-    fn backing_mut(&mut self) -> Option<&mut Segment>;
 
     /// Create a named one with options (mode, keep).
     fn create_with(name: &str, params: Self::Params, opts: &CreateOptions) -> Result<Self> {
@@ -107,15 +105,15 @@ pub(crate) trait SegmentObject: Sized {
     }
 
     /// Keep the name after this handle is dropped.
-    fn keep(&mut self) {
-        if let Some(seg) = self.backing_mut() {
+    fn keep(&self) {
+        if let Some(seg) = self.backing() {
             seg.keep();
         }
     }
 
     /// Remove the name now (see [`Segment::unlink`]).
-    fn unlink(&mut self) -> Result<()> {
-        self.backing_mut().map_or(Ok(()), Segment::unlink)
+    fn unlink(&self) -> Result<()> {
+        self.backing().map_or(Ok(()), Segment::unlink)
     }
 }
 

@@ -32,6 +32,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::{Error, Result};
 use crate::header::{self, ElemDesc, Expect, HEADER_SIZE, Header, HeaderInfo, Kind, MAGIC};
 use crate::process::ProcToken;
+use crate::sync::{AtomicU32, Ordering};
 
 pub use crate::name::MAX_NAME_LEN;
 
@@ -109,8 +110,10 @@ pub struct Segment {
     file: File,
     name: Option<String>,
     info: HeaderInfo,
-    /// Remove the name on drop (the creator, unless `keep`).
-    unlink_on_drop: bool,
+    /// 1: remove the name on drop (the creator, unless `keep`); 0: leave
+    /// it. Process-local; an atomic so that a handle shared between
+    /// threads (a ring's) can be told to keep or unlink through `&self`.
+    unlink_on_drop: AtomicU32,
     attach_slot: Option<usize>,
 }
 
@@ -170,8 +173,10 @@ impl Segment {
             .map_err(|e| Error::from_io("fchmod", name, e))
             .and_then(|()| Self::build(file, Some(name.to_owned()), layout, init));
         match built {
-            Ok(mut seg) => {
-                seg.unlink_on_drop = !opts.keep;
+            Ok(seg) => {
+                // Relaxed: process-local flag, read by our own drop.
+                seg.unlink_on_drop
+                    .store(u32::from(!opts.keep), Ordering::Relaxed);
                 Ok(seg)
             }
             Err(e) => {
@@ -241,7 +246,7 @@ impl Segment {
             file,
             name,
             info,
-            unlink_on_drop: false,
+            unlink_on_drop: AtomicU32::new(0),
             attach_slot: None,
         };
         init(&seg)?;
@@ -368,7 +373,7 @@ impl Segment {
             file,
             name,
             info,
-            unlink_on_drop: false,
+            unlink_on_drop: AtomicU32::new(0),
             attach_slot,
         })
     }
@@ -398,16 +403,17 @@ impl Segment {
     }
 
     /// Keep the name in `/dev/shm` after this handle is dropped.
-    pub fn keep(&mut self) {
-        self.unlink_on_drop = false;
+    pub fn keep(&self) {
+        // Relaxed: process-local flag, read by our own drop.
+        self.unlink_on_drop.store(0, Ordering::Relaxed);
     }
 
     /// Remove the name from `/dev/shm` now, if it still names this
     /// segment (a name since reused by another segment is left alone).
     /// Processes that have it mapped keep using it; new opens fail with
     /// `NotFound`. Nothing for an anonymous segment.
-    pub fn unlink(&mut self) -> Result<()> {
-        self.unlink_on_drop = false;
+    pub fn unlink(&self) -> Result<()> {
+        self.keep();
         self.remove_name()
     }
 
@@ -453,7 +459,7 @@ impl Drop for Segment {
         if let Some(slot) = self.attach_slot {
             self.header().detach(slot, ProcToken::current());
         }
-        if self.unlink_on_drop {
+        if self.unlink_on_drop.load(Ordering::Relaxed) != 0 {
             let _ = self.remove_name();
         }
     }

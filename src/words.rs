@@ -69,12 +69,4 @@ impl Words {
             Backing::Heap(_) => None,
         }
     }
-
-    /// As [`segment`](Self::segment), to change what drop does.
-    pub(crate) fn segment_mut(&mut self) -> Option<&mut Segment> {
-        match &mut self.backing {
-            Backing::Shared(s) => Some(s),
-            Backing::Heap(_) => None,
-        }
-    }
 }
