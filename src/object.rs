@@ -118,7 +118,7 @@ pub(crate) trait SegmentObject: Sized {
 }
 
 /// What an opener of `O` expects: its kind, element type and body rule.
-pub(crate) fn expect<O: SegmentObject>(len: Option<u64>) -> Expect {
+fn expect<O: SegmentObject>(len: Option<u64>) -> Expect {
     Expect {
         kind: O::KIND,
         elem: Some(O::elem()),
