@@ -333,7 +333,7 @@ mod segment_lock {
     }
 
     /// A named (or inherited) process-shared lock that survives the death of
-    /// its holder. See the [module docs](self).
+    /// its holder. See the [module docs](crate::lock).
     #[derive(Debug)]
     pub struct ShmLock {
         seg: Segment,
