@@ -1,10 +1,11 @@
-//! loom models of SharedMap and SharedList (`src/manager.rs`) on the
+//! loom models of SharedMap and SharedList (`src/map.rs`, `src/list.rs`) on the
 //! production code, with processes modelled as threads.
 #![cfg(shmkit_loom)]
 
 use loom::sync::Arc;
 use loom::thread;
-use shmkit::manager::{SharedList, SharedMap};
+use shmkit::list::SharedList;
+use shmkit::map::SharedMap;
 
 /// Two writers insert the same key while a reader looks it up: the key is
 /// stored once, and the reader sees nothing or one of the written values,

@@ -19,46 +19,20 @@
 
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::process::Command;
 
 use crossbeam_utils::CachePadded;
 
 use crate::cell::{Atomic, Element};
 use crate::error::{Error, Result};
-use crate::header::{ElemDesc, Expect, HeaderInfo, Kind, align_body};
+use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
 use crate::lock::{LOCK_AREA, LockArea, LockError, LockGuard};
-use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
+use crate::object::{SegmentObject, object_api};
+use crate::segment::{OpenOptions, Segment};
 use crate::sync::Ordering;
 
 /// An array's body: its lock (see [`SharedArray::lock`]), then the elements.
 pub(crate) fn array_body(h: &HeaderInfo) -> Option<u64> {
     align_body(LOCK_AREA.checked_add(h.len.checked_mul(u64::from(h.elem.size))?)?)
-}
-
-fn array_expect<T: Element>(len: Option<usize>) -> Expect {
-    Expect {
-        kind: Kind::Array,
-        elem: Some(ElemDesc::of::<T>()),
-        len: len.map(|l| l as u64),
-        body_size: array_body,
-    }
-}
-
-fn array_layout<T: Element>(len: usize) -> Result<Layout> {
-    let elem = ElemDesc::of::<T>();
-    let bytes = (len as u64)
-        .checked_mul(u64::from(elem.size))
-        .and_then(|b| b.checked_add(LOCK_AREA))
-        .and_then(align_body)
-        .ok_or_else(|| Error::InvalidArgument {
-            what: format!("an array of {len} elements is too large"),
-        })?;
-    Ok(Layout {
-        kind: Kind::Array,
-        elem,
-        len: len as u64,
-        body_size: bytes,
-    })
 }
 
 /// A fixed-length array of atomic `T` cells in shared memory.
@@ -69,70 +43,22 @@ pub struct SharedArray<T: Element> {
     _elem: PhantomData<T>,
 }
 
-impl<T: Element> SharedArray<T> {
-    /// Create a zero-filled array named `name` (in `/dev/shm`, mode 0600).
-    /// The name is removed when this handle is dropped, unless
-    /// [`keep`](Self::keep) is called.
-    pub fn create(name: &str, len: usize) -> Result<Self> {
-        Self::create_with(name, len, &CreateOptions::default())
+impl<T: Element> SegmentObject for SharedArray<T> {
+    const KIND: Kind = Kind::Array;
+    type Params = usize;
+    fn elem() -> ElemDesc {
+        ElemDesc::of::<T>()
     }
-
-    /// Create an array holding a copy of `values`.
-    pub fn create_from(name: &str, values: &[T]) -> Result<Self> {
-        let arr = Self::create_with(name, values.len(), &CreateOptions::default())?;
-        arr.copy_from_slice(values)?;
-        Ok(arr)
+    fn len_of(&len: &usize) -> Result<u64> {
+        Ok(len as u64)
     }
-
-    /// Create with explicit options (mode, keep).
-    pub fn create_with(name: &str, len: usize, opts: &CreateOptions) -> Result<Self> {
-        let seg = Segment::create(name, opts, array_layout::<T>(len)?, init_lock)?;
-        Ok(Self::wrap(seg))
+    fn body_size(h: &HeaderInfo) -> Option<u64> {
+        array_body(h)
     }
-
-    /// Create an anonymous array (no name), to hand to children with
-    /// [`share_with`](Self::share_with).
-    pub fn create_anonymous(len: usize) -> Result<Self> {
-        let seg = Segment::create_anonymous(array_layout::<T>(len)?, init_lock)?;
-        Ok(Self::wrap(seg))
+    fn init(seg: &Segment, _: &usize) -> Result<()> {
+        init_lock(seg)
     }
-
-    /// Open an existing array of any length; the element type must match.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::open_with(name, None, &OpenOptions::default())
-    }
-
-    /// Open an existing array that must have exactly `len` elements.
-    pub fn open_len(name: &str, len: usize) -> Result<Self> {
-        Self::open_with(name, Some(len), &OpenOptions::default())
-    }
-
-    /// Open with explicit options (how long to wait for the creator).
-    pub fn open_with(name: &str, len: Option<usize>, opts: &OpenOptions) -> Result<Self> {
-        Ok(Self::wrap(Segment::open(
-            name,
-            &array_expect::<T>(len),
-            opts,
-        )?))
-    }
-
-    /// In a child spawned with [`share_with`](Self::share_with): open the
-    /// array whose descriptor the parent passed in environment variable `var`.
-    pub fn open_inherited(var: &str) -> Result<Self> {
-        Ok(Self::wrap(Segment::open_inherited(
-            var,
-            &array_expect::<T>(None),
-            &OpenOptions::default(),
-        )?))
-    }
-
-    /// Let the child that `cmd` spawns open this array with
-    /// [`open_inherited`](Self::open_inherited)`(var)`.
-    pub fn share_with(&self, cmd: &mut Command, var: &str) {
-        self.seg.share_with(cmd, var)
-    }
-
-    fn wrap(seg: Segment) -> Self {
+    fn from_segment(seg: Segment) -> Self {
         // `len` was validated against the file size by the segment layer.
         let len = seg.info().len as usize;
         SharedArray {
@@ -140,6 +66,31 @@ impl<T: Element> SharedArray<T> {
             len,
             _elem: PhantomData,
         }
+    }
+    fn backing(&self) -> Option<&Segment> {
+        Some(&self.seg)
+    }
+}
+
+object_api!(impl [T: Element] SharedArray<T>, "array", (len: usize));
+
+impl<T: Element> SharedArray<T> {
+    /// Create an array holding a copy of `values`.
+    pub fn create_from(name: &str, values: &[T]) -> Result<Self> {
+        let arr = Self::create(name, values.len())?;
+        arr.copy_from_slice(values)?;
+        Ok(arr)
+    }
+
+    /// Open an existing array that must have exactly `len` elements.
+    pub fn open_len(name: &str, len: usize) -> Result<Self> {
+        Self::open_with(name, Some(len), &OpenOptions::default())
+    }
+
+    /// Open with explicit options (how long to wait for the creator); with
+    /// `Some(len)` the array must have exactly `len` elements.
+    pub fn open_with(name: &str, len: Option<usize>, opts: &OpenOptions) -> Result<Self> {
+        Self::open_len_with(name, len.map(|l| l as u64), opts)
     }
 
     /// Start of the elements: after the lock area.
@@ -291,11 +242,6 @@ impl<T: Element> SharedArray<T> {
     pub fn segment(&self) -> &Segment {
         &self.seg
     }
-
-    /// Keep the name after this handle is dropped.
-    pub fn keep(&mut self) {
-        self.seg.keep();
-    }
 }
 
 impl<T: Element> Deref for SharedArray<T> {
@@ -373,52 +319,45 @@ pub struct SharedValue<T: Element> {
     arr: SharedArray<T>,
 }
 
-impl<T: Element> SharedValue<T> {
-    /// Create a value named `name` holding `initial`.
-    pub fn create(name: &str, initial: T) -> Result<Self> {
-        Self::create_with(name, initial, &CreateOptions::default())
+/// A value is an array of exactly one element, made with its first value.
+impl<T: Element> SegmentObject for SharedValue<T> {
+    const KIND: Kind = Kind::Array;
+    const FIXED_LEN: Option<u64> = Some(1);
+    type Params = T;
+    fn elem() -> ElemDesc {
+        ElemDesc::of::<T>()
     }
-    /// Create with explicit options.
-    pub fn create_with(name: &str, initial: T, opts: &CreateOptions) -> Result<Self> {
-        let arr = SharedArray::create_with(name, 1, opts)?;
-        arr.fill(initial);
-        Ok(SharedValue { arr })
+    fn len_of(_: &T) -> Result<u64> {
+        Ok(1)
     }
-    /// Create an anonymous value, to hand to children.
-    pub fn create_anonymous(initial: T) -> Result<Self> {
-        let arr = SharedArray::create_anonymous(1)?;
-        arr.fill(initial);
-        Ok(SharedValue { arr })
+    fn body_size(h: &HeaderInfo) -> Option<u64> {
+        array_body(h)
     }
-    /// Open a value (an array of exactly one element of type `T`).
-    pub fn open(name: &str) -> Result<Self> {
-        Ok(SharedValue {
-            arr: SharedArray::open_len(name, 1)?,
-        })
+    fn init(seg: &Segment, &initial: &T) -> Result<()> {
+        init_lock(seg)?;
+        // SAFETY: the body is the lock, then one T (sized so), 128-aligned,
+        // zeroed, not yet visible to any other process; Atomic<T> has T's
+        // size and alignment. The header's Release publishes the store.
+        let cell = unsafe { &*(seg.body_ptr().add(LOCK_AREA as usize) as *const Atomic<T>) };
+        cell.store(initial, Ordering::Relaxed);
+        Ok(())
     }
-    /// Open the value a parent passed with [`share_with`](Self::share_with).
-    pub fn open_inherited(var: &str) -> Result<Self> {
-        let arr = SharedArray::open_inherited(var)?;
-        if arr.len() != 1 {
-            return Err(Error::WrongLength {
-                name: "<inherited>".into(),
-                found: arr.len() as u64,
-                expected: 1,
-            });
+    fn from_segment(seg: Segment) -> Self {
+        SharedValue {
+            arr: SharedArray::from_segment(seg),
         }
-        Ok(SharedValue { arr })
     }
-    /// See [`SharedArray::share_with`].
-    pub fn share_with(&self, cmd: &mut Command, var: &str) {
-        self.arr.share_with(cmd, var)
+    fn backing(&self) -> Option<&Segment> {
+        Some(&self.arr.seg)
     }
+}
+
+object_api!(impl [T: Element] SharedValue<T>, "value", (initial: T), open_with);
+
+impl<T: Element> SharedValue<T> {
     /// The segment underneath.
     pub fn segment(&self) -> &Segment {
         self.arr.segment()
-    }
-    /// Keep the name after this handle is dropped.
-    pub fn keep(&mut self) {
-        self.arr.keep();
     }
 }
 
@@ -463,66 +402,35 @@ pub struct SharedAccumulator {
     stripes: usize,
 }
 
-impl SharedAccumulator {
-    fn layout(stripes: usize) -> Result<Layout> {
+impl SegmentObject for SharedAccumulator {
+    const KIND: Kind = Kind::Accumulator;
+    type Params = usize;
+    fn elem() -> ElemDesc {
+        ElemDesc::of::<Stripe>()
+    }
+    fn len_of(&stripes: &usize) -> Result<u64> {
         if stripes == 0 || stripes > 1 << 16 {
             return Err(Error::InvalidArgument {
                 what: format!("an accumulator needs 1 to 65536 stripes, not {stripes}"),
             });
         }
-        Ok(Layout {
-            kind: Kind::Accumulator,
-            elem: ElemDesc::of::<Stripe>(),
-            len: stripes as u64,
-            body_size: (stripes * size_of::<Stripe>()) as u64,
-        })
+        Ok(stripes as u64)
     }
-
-    fn expect() -> Expect {
-        Expect {
-            kind: Kind::Accumulator,
-            elem: Some(ElemDesc::of::<Stripe>()),
-            len: None,
-            body_size: accumulator_body,
-        }
+    fn body_size(h: &HeaderInfo) -> Option<u64> {
+        accumulator_body(h)
     }
-
-    /// Create an accumulator with `stripes` cells (one per writer is ideal).
-    pub fn create(name: &str, stripes: usize) -> Result<Self> {
-        let seg = Segment::create(
-            name,
-            &CreateOptions::default(),
-            Self::layout(stripes)?,
-            |_| Ok(()),
-        )?;
-        Ok(SharedAccumulator { seg, stripes })
-    }
-
-    /// Create an anonymous accumulator, to hand to children.
-    pub fn create_anonymous(stripes: usize) -> Result<Self> {
-        let seg = Segment::create_anonymous(Self::layout(stripes)?, |_| Ok(()))?;
-        Ok(SharedAccumulator { seg, stripes })
-    }
-
-    /// Open an existing accumulator.
-    pub fn open(name: &str) -> Result<Self> {
-        let seg = Segment::open(name, &Self::expect(), &OpenOptions::default())?;
+    fn from_segment(seg: Segment) -> Self {
         let stripes = seg.info().len as usize;
-        Ok(SharedAccumulator { seg, stripes })
+        SharedAccumulator { seg, stripes }
     }
-
-    /// Open the accumulator a parent passed with `share_with`.
-    pub fn open_inherited(var: &str) -> Result<Self> {
-        let seg = Segment::open_inherited(var, &Self::expect(), &OpenOptions::default())?;
-        let stripes = seg.info().len as usize;
-        Ok(SharedAccumulator { seg, stripes })
+    fn backing(&self) -> Option<&Segment> {
+        Some(&self.seg)
     }
+}
 
-    /// See [`SharedArray::share_with`].
-    pub fn share_with(&self, cmd: &mut Command, var: &str) {
-        self.seg.share_with(cmd, var)
-    }
+object_api!(impl [] SharedAccumulator, "accumulator", (stripes: usize), open_with);
 
+impl SharedAccumulator {
     fn cells(&self) -> &[Stripe] {
         // SAFETY: the body holds `stripes` padded cells (validated), aligned
         // to 128 bytes, alive as long as `self.seg`; all access is atomic.

@@ -5,6 +5,8 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::name::MAX_NAME_LEN;
+
 /// Everything that can go wrong in shmkit. Segment contents are untrusted, so
 /// every inconsistency found in them is one of these, never a panic.
 #[derive(Debug)]
@@ -122,7 +124,7 @@ impl fmt::Display for Error {
                 f,
                 "bad segment name {name:?}: {reason}. Use 1 to {} characters from \
                  [A-Za-z0-9._-], not starting with '.'",
-                crate::header::MAX_NAME_LEN
+                MAX_NAME_LEN
             ),
             Error::PermissionDenied { name } => write!(
                 f,

@@ -25,6 +25,7 @@
 //! What does not live here: mapping files (`segment`) and the bodies.
 
 use crate::error::{Error, Result};
+use crate::hash::fnv1a;
 use crate::process::ProcToken;
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Futex, Ordering};
 
@@ -42,8 +43,6 @@ pub const BODY_ALIGN: u64 = 128;
 /// `attach_overflow`).
 pub const ATTACH_SLOTS: usize = 16;
 const NAME_BYTES: usize = 32;
-/// Longest segment name accepted (Linux allows 255 bytes in /dev/shm).
-pub const MAX_NAME_LEN: usize = 200;
 
 /// What a segment's body holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,13 +79,6 @@ impl Kind {
             Kind::List => "list",
         }
     }
-}
-
-/// 64-bit FNV-1a: type fingerprints here, key hashes in `manager`.
-pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Describes an element type well enough that two processes agree on it.

@@ -27,15 +27,20 @@ pub mod sync;
 
 pub mod cell;
 pub mod error;
+mod hash;
 pub mod header;
-pub mod manager;
+pub mod list;
+pub mod map;
 pub mod message;
+mod name;
+mod object;
 pub mod process;
 pub mod ring;
 mod slot;
+mod words;
 
+pub mod admin;
 pub mod array;
-pub mod inspect;
 pub mod lock;
 pub mod pipe;
 pub mod segment;

@@ -318,33 +318,12 @@ impl Drop for LockGuard<'_> {
 
 mod segment_lock {
     use super::*;
-    use crate::header::{ElemDesc, Expect, HeaderInfo, Kind, align_body};
-    use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
+    use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
+    use crate::object::{SegmentObject, object_api};
+    use crate::segment::Segment;
 
     pub(crate) fn body_size(h: &HeaderInfo) -> Option<u64> {
         (h.len == 1).then(|| align_body(LOCK_AREA)).flatten()
-    }
-
-    fn expect() -> Expect {
-        Expect {
-            kind: Kind::Lock,
-            elem: Some(ElemDesc::of::<LockArea>()),
-            len: Some(1),
-            body_size,
-        }
-    }
-
-    fn layout() -> Layout {
-        Layout {
-            kind: Kind::Lock,
-            elem: ElemDesc::of::<LockArea>(),
-            len: 1,
-            body_size: LOCK_AREA,
-        }
-    }
-
-    fn init(seg: &Segment) -> Result<()> {
-        area_of(seg).init()
     }
 
     fn area_of(seg: &Segment) -> &LockArea {
@@ -354,45 +333,39 @@ mod segment_lock {
     }
 
     /// A named (or inherited) process-shared lock that survives the death of
-    /// its holder. See the [module docs](self).
+    /// its holder. See the [module docs](crate::lock).
     #[derive(Debug)]
     pub struct ShmLock {
         seg: Segment,
     }
 
+    impl SegmentObject for ShmLock {
+        const KIND: Kind = Kind::Lock;
+        const FIXED_LEN: Option<u64> = Some(1);
+        type Params = ();
+        fn elem() -> ElemDesc {
+            ElemDesc::of::<LockArea>()
+        }
+        fn len_of(_: &()) -> Result<u64> {
+            Ok(1)
+        }
+        fn body_size(h: &HeaderInfo) -> Option<u64> {
+            body_size(h)
+        }
+        fn init(seg: &Segment, _: &()) -> Result<()> {
+            area_of(seg).init()
+        }
+        fn from_segment(seg: Segment) -> Self {
+            ShmLock { seg }
+        }
+        fn backing(&self) -> Option<&Segment> {
+            Some(&self.seg)
+        }
+    }
+
+    object_api!(impl [] ShmLock, "lock", (), open_with);
+
     impl ShmLock {
-        /// Create a named lock.
-        pub fn create(name: &str) -> Result<Self> {
-            let seg = Segment::create(name, &CreateOptions::default(), layout(), init)?;
-            Ok(ShmLock { seg })
-        }
-
-        /// Create an anonymous lock, to hand to children with `share_with`.
-        pub fn create_anonymous() -> Result<Self> {
-            Ok(ShmLock {
-                seg: Segment::create_anonymous(layout(), init)?,
-            })
-        }
-
-        /// Open a named lock.
-        pub fn open(name: &str) -> Result<Self> {
-            Ok(ShmLock {
-                seg: Segment::open(name, &expect(), &OpenOptions::default())?,
-            })
-        }
-
-        /// Open the lock a parent passed with `share_with`.
-        pub fn open_inherited(var: &str) -> Result<Self> {
-            Ok(ShmLock {
-                seg: Segment::open_inherited(var, &expect(), &OpenOptions::default())?,
-            })
-        }
-
-        /// Let the child `cmd` spawns open this lock with `open_inherited(var)`.
-        pub fn share_with(&self, cmd: &mut std::process::Command, var: &str) {
-            self.seg.share_with(cmd, var)
-        }
-
         fn area(&self) -> &LockArea {
             area_of(&self.seg)
         }

@@ -51,18 +51,10 @@ impl ProcToken {
         Self::pack(pid, start)
     }
 
-    /// A 45-bit identity (pid, then the low 23 bits of the start time) for
-    /// state words that have only 45 bits to spare. Pid reuse within the
-    /// same 2^23 ticks (about 23 hours at 100 Hz) would be mistaken for the
-    /// same process: the price of fitting in one word with a tag.
-    pub fn compact45(self) -> u64 {
-        (self.0 & PID_MASK) | ((self.start_ticks() & 0x7f_ffff) << PID_BITS)
-    }
-
-    /// Is the process a [`compact45`](Self::compact45) identity names alive?
-    pub fn compact45_alive(v: u64) -> bool {
-        let pid = (v & PID_MASK) as u32;
-        liveness::start_ticks(pid).is_some_and(|s| (s & 0x7f_ffff) == (v >> PID_BITS) & 0x7f_ffff)
+    /// The token of the process running now as `pid`, if one is (not a
+    /// zombie).
+    pub fn of_pid(pid: u32) -> Option<Self> {
+        liveness::start_ticks(pid).map(|start| Self::pack(pid, start))
     }
 
     /// Is the process this token names still running (not exited, not a

@@ -30,10 +30,11 @@ use std::time::{Duration, Instant, SystemTime};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::header::{
-    self, ElemDesc, Expect, HEADER_SIZE, Header, HeaderInfo, Kind, MAGIC, MAX_NAME_LEN,
-};
+use crate::header::{self, ElemDesc, Expect, HEADER_SIZE, Header, HeaderInfo, Kind, MAGIC};
 use crate::process::ProcToken;
+use crate::sync::{AtomicU32, Ordering};
+
+pub use crate::name::MAX_NAME_LEN;
 
 /// Where named segments live.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -81,31 +82,13 @@ impl Default for OpenOptions {
 /// Check a segment name: 1..=200 bytes of `[A-Za-z0-9._-]`, not starting with
 /// '.', so it can never climb out of `/dev/shm` or hide as a dotfile.
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(Error::BadName {
+    match crate::name::problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(Error::BadName {
             name: name.to_owned(),
             reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("the name is empty");
+        }),
     }
-    if name.len() > MAX_NAME_LEN {
-        return bad("the name is too long");
-    }
-    if name.contains('/') {
-        return bad("names may not contain '/' (give a bare name like \"prices\")");
-    }
-    if name.starts_with('.') {
-        return bad("names may not start with '.' (no '..', no hidden files)");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return bad("the name holds a character outside [A-Za-z0-9._-]");
-    }
-    Ok(())
 }
 
 /// The path of a named segment.
@@ -127,8 +110,10 @@ pub struct Segment {
     file: File,
     name: Option<String>,
     info: HeaderInfo,
-    /// Remove the name on drop (the creator, unless `keep`).
-    unlink_on_drop: bool,
+    /// 1: remove the name on drop (the creator, unless `keep`); 0: leave
+    /// it. Process-local; an atomic so that a handle shared between
+    /// threads (a ring's) can be told to keep or unlink through `&self`.
+    unlink_on_drop: AtomicU32,
     attach_slot: Option<usize>,
 }
 
@@ -188,8 +173,10 @@ impl Segment {
             .map_err(|e| Error::from_io("fchmod", name, e))
             .and_then(|()| Self::build(file, Some(name.to_owned()), layout, init));
         match built {
-            Ok(mut seg) => {
-                seg.unlink_on_drop = !opts.keep;
+            Ok(seg) => {
+                // Relaxed: process-local flag, read by our own drop.
+                seg.unlink_on_drop
+                    .store(u32::from(!opts.keep), Ordering::Relaxed);
                 Ok(seg)
             }
             Err(e) => {
@@ -259,7 +246,7 @@ impl Segment {
             file,
             name,
             info,
-            unlink_on_drop: false,
+            unlink_on_drop: AtomicU32::new(0),
             attach_slot: None,
         };
         init(&seg)?;
@@ -386,7 +373,7 @@ impl Segment {
             file,
             name,
             info,
-            unlink_on_drop: false,
+            unlink_on_drop: AtomicU32::new(0),
             attach_slot,
         })
     }
@@ -416,8 +403,34 @@ impl Segment {
     }
 
     /// Keep the name in `/dev/shm` after this handle is dropped.
-    pub fn keep(&mut self) {
-        self.unlink_on_drop = false;
+    pub fn keep(&self) {
+        // Relaxed: process-local flag, read by our own drop.
+        self.unlink_on_drop.store(0, Ordering::Relaxed);
+    }
+
+    /// Remove the name from `/dev/shm` now, if it still names this
+    /// segment (a name since reused by another segment is left alone).
+    /// Processes that have it mapped keep using it; new opens fail with
+    /// `NotFound`. Nothing for an anonymous segment.
+    pub fn unlink(&self) -> Result<()> {
+        self.keep();
+        self.remove_name()
+    }
+
+    fn remove_name(&self) -> Result<()> {
+        let Some(name) = &self.name else {
+            return Ok(());
+        };
+        // Only remove the name if it still refers to our file.
+        let path = path_of(name);
+        let ours = match (std::fs::symlink_metadata(&path), self.file.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if ours {
+            std::fs::remove_file(&path).map_err(|e| Error::from_io("unlink", name, e))?;
+        }
+        Ok(())
     }
 
     /// Let a child spawned from `cmd` open this segment: the child inherits
@@ -446,18 +459,8 @@ impl Drop for Segment {
         if let Some(slot) = self.attach_slot {
             self.header().detach(slot, ProcToken::current());
         }
-        if self.unlink_on_drop
-            && let Some(name) = &self.name
-        {
-            // Only remove the name if it still refers to our file.
-            let path = path_of(name);
-            let ours = match (std::fs::symlink_metadata(&path), self.file.metadata()) {
-                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-                _ => false,
-            };
-            if ours {
-                let _ = std::fs::remove_file(&path);
-            }
+        if self.unlink_on_drop.load(Ordering::Relaxed) != 0 {
+            let _ = self.remove_name();
         }
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{Cleanup, Reaper, child_command, child_role};
 use shmkit::Error;
-use shmkit::manager::{FixedStr, MapError, SharedList, SharedMap};
+use shmkit::list::{ListFull, SharedList};
+use shmkit::map::{FixedStr, MapError, SharedMap};
 
 const ENTRY: &str = "child_entry";
 type Key = FixedStr<32>;
@@ -145,10 +146,7 @@ fn four_processes_append_a_hundred_thousand_each() {
         .collect();
     want.sort();
     assert_eq!(all, want, "a value was lost, duplicated or torn");
-    assert!(matches!(
-        list.push(item(9, 9)),
-        Err(shmkit::manager::ListFull(_))
-    ));
+    assert!(matches!(list.push(item(9, 9)), Err(ListFull(_))));
 }
 
 #[test]

@@ -783,8 +783,7 @@ pub(super) fn manager(o: &Options) -> Res<Vec<Record>> {
         reps(o),
         [
             &mut || {
-                let map =
-                    shmkit::manager::SharedMap::<u64, u64>::create_anonymous(cap).map_err(e)?;
+                let map = shmkit::map::SharedMap::<u64, u64>::create_anonymous(cap).map_err(e)?;
                 let ins = args_share("map-ins", &|c| map.share_with(c, "B_DATA"))?;
                 map_get.push(args_share("map-get", &|c| map.share_with(c, "B_DATA"))?);
                 if map.len() != w * n as usize {
@@ -804,8 +803,8 @@ pub(super) fn manager(o: &Options) -> Res<Vec<Record>> {
                 Ok(ins)
             },
             &mut || {
-                let l = shmkit::manager::SharedList::<u64>::create_anonymous(w * n as usize)
-                    .map_err(e)?;
+                let l =
+                    shmkit::list::SharedList::<u64>::create_anonymous(w * n as usize).map_err(e)?;
                 let r = args_share("list-push", &|c| l.share_with(c, "B_DATA"))?;
                 if l.to_vec().len() != w * n as usize {
                     return Err("list lost items".into());
@@ -1328,8 +1327,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
             ctl.slot(idx, 2).store(got, Ordering::Release);
         }
         "map-ins" | "map-get" => {
-            let map =
-                shmkit::manager::SharedMap::<u64, u64>::open_inherited("B_DATA").map_err(e)?;
+            let map = shmkit::map::SharedMap::<u64, u64>::open_inherited("B_DATA").map_err(e)?;
             let get = case == "map-get";
             ctl.start(idx);
             for i in 0..n {
@@ -1359,7 +1357,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
             ctl.finish(idx);
         }
         "list-push" => {
-            let list = shmkit::manager::SharedList::<u64>::open_inherited("B_DATA").map_err(e)?;
+            let list = shmkit::list::SharedList::<u64>::open_inherited("B_DATA").map_err(e)?;
             ctl.start(idx);
             for i in 0..n {
                 list.push(mkey(idx, i))

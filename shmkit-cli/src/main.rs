@@ -1,6 +1,6 @@
 //! The `shmkit` command-line tool: the command line (clap) and dispatch.
 //! What each command prints is in `tools`; the work itself is in the
-//! library (`shmkit::inspect`) and, for `bench`, in the `shmkit-bench` crate.
+//! library (`shmkit::admin`) and, for `bench`, in the `shmkit-bench` crate.
 
 mod tools;
 

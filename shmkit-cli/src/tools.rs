@@ -1,10 +1,10 @@
 //! `shmkit ls | inspect | rm | gc`: printing only; the work is in
-//! `shmkit::inspect`, the argument parsing in `main.rs`.
+//! `shmkit::admin`, the argument parsing in `main.rs`.
 
 use std::process::ExitCode;
 
 use serde::Serialize;
-use shmkit::inspect::{self, Entry};
+use shmkit::admin::{self, Entry};
 use shmkit::ring;
 
 fn fail(cmd: &str, e: impl std::fmt::Display) -> ExitCode {
@@ -45,7 +45,7 @@ struct JsonEntry<'a> {
 }
 
 pub fn ls(json: bool) -> ExitCode {
-    let listing = match inspect::list() {
+    let listing = match admin::list() {
         Ok(l) => l,
         Err(e) => return fail("ls", e),
     };
@@ -106,7 +106,7 @@ pub fn ls(json: bool) -> ExitCode {
 }
 
 pub fn inspect(name: &str) -> ExitCode {
-    let e = match inspect::entry(name) {
+    let e = match admin::entry(name) {
         Ok(e) => e,
         Err(err) => return fail("inspect", err),
     };
@@ -152,7 +152,7 @@ pub fn inspect(name: &str) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("status:          ok");
-    let seg = match inspect::open_any(name) {
+    let seg = match admin::open_any(name) {
         Ok(s) => s,
         Err(err) => {
             println!("status:          CORRUPT: {err}");
@@ -250,7 +250,7 @@ fn first_values(name: &str, e: &Entry) -> String {
 pub fn rm(names: &[String]) -> ExitCode {
     let mut ok = true;
     for name in names {
-        match inspect::remove(name) {
+        match admin::remove(name) {
             Ok(()) => println!("removed {name}"),
             Err(shmkit::Error::BadMagic { .. }) => {
                 eprintln!(
@@ -292,7 +292,7 @@ fn note_unreadable(cmd: &str, names: &[String], fate: &str) {
 
 /// `prefix` is "" for every segment; the parser has checked it.
 pub fn gc(dry: bool, prefix: &str) -> ExitCode {
-    let found = match inspect::gc(dry, prefix) {
+    let found = match admin::gc(dry, prefix) {
         Ok(f) => f,
         Err(e) => return fail("gc", e),
     };

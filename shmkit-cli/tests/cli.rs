@@ -414,10 +414,10 @@ fn inspect_shows_a_held_lock() {
 #[test]
 fn ls_and_inspect_know_maps_and_lists() {
     let m = Cleanup::new("lsmap");
-    let map = shmkit::manager::SharedMap::<u64, u64>::create(m.name(), 8).unwrap();
+    let map = shmkit::map::SharedMap::<u64, u64>::create(m.name(), 8).unwrap();
     map.insert(1, 2).unwrap();
     let l = Cleanup::new("lslist");
-    let _list = shmkit::manager::SharedList::<u32>::create(l.name(), 4).unwrap();
+    let _list = shmkit::list::SharedList::<u32>::create(l.name(), 4).unwrap();
     let t = text(&shmkit(&["ls"]));
     let line = t.lines().find(|x| x.starts_with(m.name())).expect(&t);
     assert!(line.contains(" map ") && line.ends_with("ok"), "{line}");

@@ -1,21 +1,17 @@
-//! Python's `Manager().dict()` and `.list()` without a server process: a
-//! fixed-capacity map and an append-only list in shared memory, lock-free.
+//! Python's `Manager().dict()` without a server process: a fixed-capacity
+//! map in shared memory, lock-free. (The list is in [`crate::list`].)
 //!
 //! ```
-//! use shmkit::manager::{FixedStr, SharedList, SharedMap};
+//! use shmkit::map::{FixedStr, SharedMap};
 //! let tag = std::process::id();
 //! let map = SharedMap::<FixedStr<32>, u64>::create(&format!("shmkit-doc-map-{tag}"), 64)?;
 //! map.insert(FixedStr::new("proc1_key0")?, 10)?;
 //! map.fetch_add(&FixedStr::new("proc1_key0")?, 5)?; // in place, atomic
 //! assert_eq!(map.get(&FixedStr::new("proc1_key0")?), Some(15));
-//!
-//! let list = SharedList::<u64>::create(&format!("shmkit-doc-list-{tag}"), 100)?;
-//! let i = list.push(42)?;
-//! assert_eq!(list.get(i), Some(42));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # The map
+//! # How it works
 //!
 //! Open addressing with linear probing over `capacity` slots (a power of
 //! two). Each slot is words: `[state][key words][value]`. The state word
@@ -52,80 +48,22 @@
 //! ([`SharedMap::entries`]) reads slot by slot: each entry is as it was when
 //! its slot was read, and entries inserted or removed meanwhile may or may
 //! not appear. It is not one consistent snapshot.
-//!
-//! # The list
-//!
-//! `push` claims an index with `fetch_add` on a shared counter, writes the
-//! value's words, then stores the slot's state with Release. Readers load the
-//! state with Acquire and skip a slot that is not published yet, so they
-//! never see a half-written value. A writer killed between claim and
-//! publish leaves a permanent hole that readers skip.
 
 use std::marker::PhantomData;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::cell::Element;
 use crate::error::{Error, Result};
+use crate::hash::fnv1a;
+use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
+use crate::object::{SegmentObject, object_api};
 use crate::process::ProcToken;
+use crate::segment::Segment;
 use crate::slot::{read_slot, words_for, write_slot};
 use crate::sync::{AtomicU64, Ordering, spin_loop};
-
-/// What owns the words.
-#[derive(Debug)]
-enum Backing {
-    Shared(crate::segment::Segment),
-    /// Owns the heap words that `Words::ptr` points into.
-    Heap(#[allow(dead_code)] Box<[AtomicU64]>),
-}
-
-/// A body of atomic words, in a segment or on the heap (loom models).
-#[derive(Debug)]
-struct Words {
-    ptr: NonNull<AtomicU64>,
-    len: usize,
-    /// Owns the memory; read back only by the segment code (not in loom builds).
-    backing: Backing,
-}
-
-// SAFETY: the words live as long as `backing` and are only used atomically.
-unsafe impl Send for Words {}
-// SAFETY: as above.
-unsafe impl Sync for Words {}
-
-impl Words {
-    fn heap(len: usize) -> Self {
-        let b: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(0)).collect();
-        Words {
-            ptr: NonNull::from(&b[..]).cast(),
-            len,
-            backing: Backing::Heap(b),
-        }
-    }
-
-    fn all(&self) -> &[AtomicU64] {
-        // SAFETY: `ptr` points at `len` atomics owned by `backing` (a heap box,
-        // or a validated mapping body of at least len * 8 bytes, 128-aligned).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    fn shared(seg: crate::segment::Segment, len: usize) -> Self {
-        Words {
-            ptr: NonNull::new(seg.body_ptr() as *mut AtomicU64).expect("mapping is not null"),
-            len,
-            backing: Backing::Shared(seg),
-        }
-    }
-
-    fn segment(&self) -> Option<&crate::segment::Segment> {
-        match &self.backing {
-            Backing::Shared(s) => Some(s),
-            Backing::Heap(_) => None,
-        }
-    }
-}
+use crate::words::Words;
 
 /// A fixed-width string key (UTF-8, at most `N` bytes, zero-padded), for
 /// string keys such as `"proc17_key3"`.
@@ -217,6 +155,28 @@ fn has_entry(s: u64) -> bool {
     tag_of(s) == FULL || (tag_of(s) == BUSY && s & UPD != 0)
 }
 
+/// Bits of a [`compact45`] identity that hold the pid (a Linux pid is
+/// below 2^22), and of the start time above them: 45 in all.
+const OWNER_PID_BITS: u32 = 22;
+const OWNER_START_MASK: u64 = (1 << 23) - 1;
+
+/// A 45-bit identity of `t` (pid, then the low 23 bits of its start time)
+/// for the owner field of a BUSY state word, which has only 45 bits to
+/// spare. Pid reuse within the same 2^23 ticks (about 23 hours at 100 Hz)
+/// would be mistaken for the same process: the price of fitting in one
+/// word with a tag. An on-disk format: never change it.
+fn compact45(t: ProcToken) -> u64 {
+    u64::from(t.pid()) | ((t.start_ticks() & OWNER_START_MASK) << OWNER_PID_BITS)
+}
+
+/// Is the process a [`compact45`] identity names alive?
+fn compact45_alive(v: u64) -> bool {
+    let pid = (v & ((1 << OWNER_PID_BITS) - 1)) as u32;
+    ProcToken::of_pid(pid).is_some_and(|t| {
+        t.start_ticks() & OWNER_START_MASK == (v >> OWNER_PID_BITS) & OWNER_START_MASK
+    })
+}
+
 /// The map's element description: key type, value type, and the slot size.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -289,7 +249,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     }
 
     fn hash(k: &K) -> (usize, u64) {
-        let h = crate::header::fnv1a(bytemuck::bytes_of(k).iter().copied());
+        let h = fnv1a(bytemuck::bytes_of(k).iter().copied());
         (h as usize, (h >> 48) & 0xffff)
     }
 
@@ -299,7 +259,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     fn settle(&self, slot: &[AtomicU64], mut s: u64) -> std::result::Result<u64, MapError> {
         let mut since: Option<Instant> = None;
         while tag_of(s) == BUSY && s & UPD != 0 {
-            if !ProcToken::compact45_alive(owner(s)) {
+            if !compact45_alive(owner(s)) {
                 // AcqRel: we take over a slot whose last writer is gone.
                 // The version is lost with the dead updater; its identity
                 // makes a fresh one (a remove holding the old FULL word
@@ -330,7 +290,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
         h16: u64,
         f: impl FnOnce(V) -> V,
     ) -> std::result::Result<Option<V>, MapError> {
-        let me = ProcToken::current().compact45();
+        let me = compact45(ProcToken::current());
         loop {
             // Acquire: pairs with the Release store of FULL.
             let s = self.settle(slot, slot[0].load(Ordering::Acquire))?;
@@ -364,7 +324,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     /// Insert `k -> v`; returns the previous value if `k` was present.
     pub fn insert(&self, k: K, v: V) -> std::result::Result<Option<V>, MapError> {
         let (h, h16) = Self::hash(&k);
-        let me = ProcToken::current().compact45();
+        let me = compact45(ProcToken::current());
         'probe: for p in 0..self.cap {
             let slot = self.slot(h.wrapping_add(p));
             let mut since: Option<Instant> = None;
@@ -435,7 +395,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
                     BUSY if ours => {
                         // Maybe our key being inserted: wait for the outcome,
                         // unless its writer is dead (then it never will be).
-                        if !ProcToken::compact45_alive(owner(s)) {
+                        if !compact45_alive(owner(s)) {
                             continue 'probe;
                         }
                         if since.get_or_insert_with(Instant::now).elapsed() > BUSY_LIMIT {
@@ -554,209 +514,53 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     }
 }
 
-/// Words per list slot: state, then the value.
-const fn list_slot_words(size: usize) -> usize {
-    1 + words_for(size)
-}
-/// Words before the list's slots: the claim counter on its own line.
-const LIST_HEAD_WORDS: usize = 16;
-
-/// An append-only list in shared memory. See the [module docs](self).
-#[derive(Debug)]
-pub struct SharedList<T> {
-    words: Words,
-    cap: usize,
-    _t: PhantomData<fn(T) -> T>,
+/// Words of a map body: `len` slots of the state word plus
+/// `elem.size / 8` words (the key words and the value, see [`MapTypes`]).
+pub(crate) fn map_body(h: &HeaderInfo) -> Option<u64> {
+    // elem.size is size_of::<MapTypes<K, V>>() = key words * 8 + 8.
+    if h.len == 0 || !h.len.is_power_of_two() || !h.elem.size.is_multiple_of(8) {
+        return None;
+    }
+    let sw = 1 + u64::from(h.elem.size) / 8;
+    align_body(h.len.checked_mul(sw)?.checked_mul(8)?)
 }
 
-/// `push` on a full list; hands the value back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ListFull<T>(pub T);
-
-impl<T> std::fmt::Display for ListFull<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the list is full: create it with a larger capacity")
+impl<K: Pod + PartialEq, V: Element> SegmentObject for SharedMap<K, V> {
+    const KIND: Kind = Kind::Map;
+    type Params = usize;
+    fn elem() -> ElemDesc {
+        ElemDesc::of::<MapTypes<K, V>>()
     }
-}
-
-impl<T: std::fmt::Debug> std::error::Error for ListFull<T> {}
-
-impl<T: Pod> SharedList<T> {
-    fn check(capacity: usize) -> Result<()> {
-        if capacity == 0 || capacity > 1 << 30 || size_of::<T>() == 0 {
-            return Err(Error::InvalidArgument {
-                what: format!("list capacity {capacity} must be 1 to 2^30, items not zero-sized"),
-            });
-        }
-        Ok(())
+    fn len_of(&capacity: &usize) -> Result<u64> {
+        Self::check_capacity(capacity)?;
+        Ok(capacity as u64)
     }
-
-    /// A list on the heap, for threads of one process (and loom models).
-    pub fn new_in_process(capacity: usize) -> Result<Self> {
-        Self::check(capacity)?;
-        let w = LIST_HEAD_WORDS + capacity * list_slot_words(size_of::<T>());
-        Ok(SharedList {
-            words: Words::heap(w),
-            cap: capacity,
-            _t: PhantomData,
-        })
+    fn body_size(h: &HeaderInfo) -> Option<u64> {
+        map_body(h)
     }
-
-    fn claimed(&self) -> &AtomicU64 {
-        &self.words.all()[0]
+    fn from_segment(seg: Segment) -> Self {
+        let cap = seg.info().len as usize;
+        Self::with_words(Words::shared(seg), cap)
     }
-
-    fn slot(&self, i: usize) -> &[AtomicU64] {
-        let sw = list_slot_words(size_of::<T>());
-        let start = LIST_HEAD_WORDS + i * sw;
-        &self.words.all()[start..start + sw]
-    }
-
-    /// Append `v`; returns its index. `ListFull(v)` once capacity is used.
-    pub fn push(&self, v: T) -> std::result::Result<usize, ListFull<T>> {
-        // Relaxed: the counter only hands out indices; the slot's own
-        // state word publishes the value.
-        let i = self.claimed().fetch_add(1, Ordering::Relaxed);
-        if i >= self.cap as u64 {
-            return Err(ListFull(v));
-        }
-        let slot = self.slot(i as usize);
-        write_slot(&slot[1..], &v);
-        // Release: publishes the value; pairs with the Acquire in `get`.
-        slot[0].store(1, Ordering::Release);
-        Ok(i as usize)
-    }
-
-    /// Indices handed out so far (at most the capacity). Some may not be
-    /// published yet, or ever (a writer killed between claim and publish).
-    pub fn len(&self) -> usize {
-        (self.claimed().load(Ordering::Relaxed)).min(self.cap as u64) as usize
-    }
-
-    /// Whether nothing was pushed yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The most items it holds.
-    pub fn capacity(&self) -> usize {
-        self.cap
-    }
-
-    /// Item `i`, if it is published.
-    pub fn get(&self, i: usize) -> Option<T> {
-        if i >= self.len() {
-            return None;
-        }
-        let slot = self.slot(i);
-        // Acquire: pairs with the Release store in `push`.
-        (slot[0].load(Ordering::Acquire) == 1).then(|| read_slot(&slot[1..]))
-    }
-
-    /// Published items with their indices, in index order.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, T)> + '_ {
-        (0..self.len()).filter_map(|i| self.get(i).map(|v| (i, v)))
-    }
-
-    /// Published items in index order.
-    pub fn to_vec(&self) -> Vec<T> {
-        self.iter().map(|(_, v)| v).collect()
+    fn backing(&self) -> Option<&Segment> {
+        self.words.segment()
     }
 }
 
-mod shared {
-    //! Maps and lists on segments.
+object_api!(impl [K: Pod + PartialEq, V: Element] SharedMap<K, V>, "map", (capacity: usize), open_with);
+
+#[cfg(test)]
+mod tests {
     use super::*;
-    use crate::header::{ElemDesc, Expect, HeaderInfo, Kind, align_body};
-    use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
-    use std::process::Command;
 
-    pub(crate) fn map_body(h: &HeaderInfo) -> Option<u64> {
-        // elem.size is size_of::<MapTypes<K, V>>() = key words * 8 + 8.
-        if h.len == 0 || !h.len.is_power_of_two() || !h.elem.size.is_multiple_of(8) {
-            return None;
-        }
-        let sw = 1 + u64::from(h.elem.size) / 8;
-        align_body(h.len.checked_mul(sw)?.checked_mul(8)?)
+    #[test]
+    fn compact45_names_the_live_process_only() {
+        let me = ProcToken::current();
+        let c = compact45(me);
+        assert!(c < 1 << 45);
+        assert_eq!(c & ((1 << OWNER_PID_BITS) - 1), u64::from(me.pid()));
+        assert!(compact45_alive(c));
+        // Same pid, another start time: a process that reused the pid.
+        assert!(!compact45_alive(c ^ (1 << OWNER_PID_BITS)));
     }
-
-    pub(crate) fn list_body(h: &HeaderInfo) -> Option<u64> {
-        let sw = list_slot_words(h.elem.size as usize) as u64;
-        align_body((LIST_HEAD_WORDS as u64 + h.len.checked_mul(sw)?).checked_mul(8)?)
-    }
-
-    fn words_in(seg: &Segment, body: fn(&HeaderInfo) -> Option<u64>) -> usize {
-        (body(seg.info()).unwrap_or(0) / 8) as usize
-    }
-
-    macro_rules! segment_api {
-        (impl [$($g:tt)*] $ty:ty, $kind:expr, $elem:ty, $body:ident, $check:expr, $wrap:expr) => {
-            impl<$($g)*> $ty {
-                fn expect() -> Expect {
-                    Expect { kind: $kind, elem: Some(ElemDesc::of::<$elem>()), len: None, body_size: $body }
-                }
-                fn layout(capacity: usize) -> Result<Layout> {
-                    $check(capacity)?;
-                    let info = HeaderInfo {
-                        kind_raw: $kind as u32,
-                        elem: ElemDesc::of::<$elem>(),
-                        len: capacity as u64,
-                        data_offset: 0,
-                        total_size: 0,
-                        creator: 0,
-                        created_unix_ms: 0,
-                    };
-                    Ok(Layout {
-                        kind: $kind,
-                        elem: ElemDesc::of::<$elem>(),
-                        len: capacity as u64,
-                        body_size: $body(&info).ok_or_else(|| Error::InvalidArgument {
-                            what: format!("capacity {capacity} is too large"),
-                        })?,
-                    })
-                }
-                fn from_segment(seg: Segment) -> Self {
-                    let cap = seg.info().len as usize;
-                    let n = words_in(&seg, $body);
-                    ($wrap)(Words::shared(seg, n), cap)
-                }
-                /// Create a named one with `capacity` slots (zeroed: empty).
-                pub fn create(name: &str, capacity: usize) -> Result<Self> {
-                    let l = Self::layout(capacity)?;
-                    Ok(Self::from_segment(Segment::create(name, &CreateOptions::default(), l, |_| Ok(()))?))
-                }
-                /// Create an anonymous one, to hand to children.
-                pub fn create_anonymous(capacity: usize) -> Result<Self> {
-                    let l = Self::layout(capacity)?;
-                    Ok(Self::from_segment(Segment::create_anonymous(l, |_| Ok(()))?))
-                }
-                /// Open a named one; key, value and item types are checked.
-                pub fn open(name: &str) -> Result<Self> {
-                    Ok(Self::from_segment(Segment::open(name, &Self::expect(), &OpenOptions::default())?))
-                }
-                /// Open the one a parent passed with `share_with`.
-                pub fn open_inherited(var: &str) -> Result<Self> {
-                    Ok(Self::from_segment(Segment::open_inherited(var, &Self::expect(), &OpenOptions::default())?))
-                }
-                /// Let the child `cmd` spawns open it with `open_inherited(var)`.
-                pub fn share_with(&self, cmd: &mut Command, var: &str) {
-                    if let Some(seg) = self.words.segment() {
-                        seg.share_with(cmd, var);
-                    }
-                }
-            }
-        };
-    }
-
-    segment_api!(
-        impl [K: Pod + PartialEq, V: Element] SharedMap<K, V>, Kind::Map, MapTypes<K, V>, map_body,
-        SharedMap::<K, V>::check_capacity,
-        |w, cap| SharedMap::<K, V>::with_words(w, cap)
-    );
-    segment_api!(
-        impl [T: Pod] SharedList<T>, Kind::List, T, list_body, SharedList::<T>::check,
-        |w, cap| SharedList::<T> { words: w, cap, _t: PhantomData }
-    );
 }
-
-pub(crate) use shared::{list_body, map_body};

@@ -1,4 +1,5 @@
-//! Seeing and cleaning up segments: what `shmkit ls | inspect | rm | gc` do.
+//! The library half of the `shmkit` tool: seeing and cleaning up segments,
+//! what `shmkit ls | inspect | rm | gc` do (the tool only prints).
 //!
 //! Listing reads the first 256 bytes of each file in `/dev/shm` with `pread`
 //! (never a mapping, so a foreign or truncated file cannot fault us) and keeps
@@ -77,8 +78,8 @@ fn expect_for(kind: Kind) -> Option<Expect> {
         Kind::Accumulator => crate::array::accumulator_body,
         Kind::Ring => crate::ring::body_size,
         Kind::Lock => crate::lock::body_size,
-        Kind::Map => crate::manager::map_body,
-        Kind::List => crate::manager::list_body,
+        Kind::Map => crate::map::map_body,
+        Kind::List => crate::list::list_body,
     };
     Some(Expect {
         kind,
