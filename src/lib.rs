@@ -29,7 +29,6 @@ pub mod cell;
 pub mod error;
 pub mod header;
 pub mod manager;
-pub mod message;
 pub mod process;
 pub mod ring;
 mod slot;

@@ -5,7 +5,7 @@
 //! [`Connection`] end is the producer of one and the only consumer of the
 //! other. Values (`send`/`recv`, any `T: Pod`) and byte messages
 //! (`send_bytes`/`recv_bytes`) travel as whole messages (see
-//! [`crate::message`]): up to [`Connection::max_message_len`] bytes, fixed by
+//! [`crate::ring::message`]): up to [`Connection::max_message_len`] bytes, fixed by
 //! the capacity chosen at creation; a longer message is refused with
 //! `PushError::TooLarge`, never truncated. When the other end closes, is
 //! dropped or dies, `recv` returns what was already sent and then
@@ -34,7 +34,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::error::Result;
-use crate::message::{Frame, max_message_len};
+use crate::ring::message::{Frame, max_message_len};
 use crate::ring::{Consumer, PopError, Producer, PushError, Ring};
 
 /// Both directions of a duplex connection. Make the two ends from it.

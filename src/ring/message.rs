@@ -18,7 +18,7 @@
 //! [`PopError::Corrupt`], never an out-of-bounds copy.
 //!
 //! ```
-//! use shmkit::message::Frame;
+//! use shmkit::ring::message::Frame;
 //! use shmkit::ring::Ring;
 //! let name = format!("shmkit-doc-bytes-{}", std::process::id());
 //! let ring = Ring::<Frame>::create(&name, 64)?;

@@ -1350,5 +1350,7 @@ mod shared {
     }
 }
 
+pub mod message;
+
 pub(crate) use shared::body_size;
 pub use shared::state_of;
