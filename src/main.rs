@@ -2,18 +2,15 @@
 
 use std::process::ExitCode;
 
-/// loom builds model the algorithms only; the tool needs real shared memory.
-#[cfg(shmkit_loom)]
 fn main() -> ExitCode {
-    ExitCode::SUCCESS
-}
-
-#[cfg(not(shmkit_loom))]
-fn main() -> ExitCode {
+    // loom builds model the algorithms only; the tool needs real shared
+    // memory, so a loom build of it does nothing.
+    if shmkit::sync::MODELLED {
+        return ExitCode::SUCCESS;
+    }
     cli::main()
 }
 
-#[cfg(not(shmkit_loom))]
 mod cli {
     use std::process::ExitCode;
 
@@ -117,7 +114,6 @@ EXIT CODES:
     }
 }
 
-#[cfg(not(shmkit_loom))]
 mod tools {
     //! `shmkit ls | inspect | rm | gc`: printing only; the work is in
     //! `shmkit::inspect`.
