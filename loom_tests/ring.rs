@@ -1,4 +1,4 @@
-//! loom models of the SPMC ring (`src/ring.rs`), run on the production code
+//! loom models of the SPMC ring (`src/ring/`), run on the production code
 //! with the ring on heap memory and processes modelled as threads. With the
 //! futex modelled by a Mutex + Condvar and timeouts modelled as untimed
 //! waits, a lost wakeup shows up as a loom deadlock.
@@ -137,12 +137,12 @@ fn join_waits_for_task_done() {
     });
 }
 
-/// Byte messages (`src/message.rs`): a 2-frame and a 1-frame message, two
+/// Byte messages (`src/ring/message.rs`): a 2-frame and a 1-frame message, two
 /// consumers. Each message arrives whole, at exactly one consumer (a split
 /// message would fail the content check or the count).
 #[test]
 fn byte_messages_arrive_whole_and_once() {
-    use shmkit::message::Frame;
+    use shmkit::ring::message::Frame;
     loom::model(|| {
         let ring = Ring::<Frame>::new_in_process(4).unwrap();
         let mut tx = ring.producer().unwrap();

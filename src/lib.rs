@@ -31,7 +31,6 @@ mod hash;
 pub mod header;
 pub mod list;
 pub mod map;
-pub mod message;
 mod name;
 mod object;
 pub mod process;

@@ -5,7 +5,7 @@
 //! [`Connection`] end is the producer of one and the only consumer of the
 //! other. Values (`send`/`recv`, any `T: Pod`) and byte messages
 //! (`send_bytes`/`recv_bytes`) travel as whole messages (see
-//! [`crate::message`]): up to [`Connection::max_message_len`] bytes, fixed by
+//! [`crate::ring::message`]): up to [`Connection::max_message_len`] bytes, fixed by
 //! the capacity chosen at creation; a longer message is refused with
 //! `PushError::TooLarge`, never truncated. When the other end closes, is
 //! dropped or dies, `recv` returns what was already sent and then
@@ -34,7 +34,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::error::Result;
-use crate::message::{Frame, max_message_len};
+use crate::ring::message::{Frame, max_message_len};
 use crate::ring::{Consumer, PopError, Producer, PushError, Ring};
 
 /// Both directions of a duplex connection. Make the two ends from it.
@@ -126,8 +126,7 @@ impl Connection {
     /// Receive a value sent with `send::<T>` (waits). A message of another
     /// size is `PopError::WrongSize`.
     pub fn recv<T: Pod>(&mut self) -> Result<T, PopError> {
-        self.rx
-            .wait_for(None, || self.rx.try_pop_bytes_into(&mut self.buf))?;
+        self.rx.pop_bytes_into_until(&mut self.buf, None)?;
         value_of(&self.buf)
     }
 
@@ -135,7 +134,7 @@ impl Connection {
     pub fn recv_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<T, PopError> {
         let deadline = std::time::Instant::now() + timeout;
         self.rx
-            .wait_for(Some(deadline), || self.rx.try_pop_bytes_into(&mut self.buf))?;
+            .pop_bytes_into_until(&mut self.buf, Some(deadline))?;
         value_of(&self.buf)
     }
 
@@ -152,7 +151,7 @@ impl Connection {
     /// Receive one whole byte message into `buf` (cleared first), reusing
     /// its allocation (waits).
     pub fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<(), PopError> {
-        self.rx.wait_for(None, || self.rx.try_pop_bytes_into(buf))
+        self.rx.pop_bytes_into_until(buf, None)
     }
 
     /// [`recv_bytes`](Self::recv_bytes), waiting at most `timeout`.

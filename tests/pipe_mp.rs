@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
-use shmkit::message::{FRAME_DATA, Frame};
 use shmkit::pipe::Pipe;
+use shmkit::ring::message::{FRAME_DATA, Frame};
 use shmkit::ring::{PopError, PushError, Ring};
 use shmkit::{Ordering, SharedArray};
 

@@ -1,5 +1,8 @@
 //! Byte messages of any length on a ring: Python's `send_bytes` /
 //! `recv_bytes`, each message delivered whole to exactly one consumer.
+//! Built only on the producer's and consumer's own methods (reserve, write,
+//! publish; claim a run sized by its first frame); the ring algorithm and
+//! its orderings are in `producer.rs` and `consumer.rs`, not here.
 //!
 //! A ring of [`Frame`]s (64 bytes: a 4-byte total length, a 4-byte frame
 //! index, 56 bytes of data) carries a message of `L` bytes as
@@ -18,7 +21,7 @@
 //! [`PopError::Corrupt`], never an out-of-bounds copy.
 //!
 //! ```
-//! use shmkit::message::Frame;
+//! use shmkit::ring::message::Frame;
 //! use shmkit::ring::Ring;
 //! let name = format!("shmkit-doc-bytes-{}", std::process::id());
 //! let ring = Ring::<Frame>::create(&name, 64)?;
@@ -36,8 +39,11 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ring::{Consumer, PopError, Producer, PushError};
-use crate::slot::{read_slot, write_slot};
+use crate::slot::read_slot;
+
+use super::consumer::Consumer;
+use super::error::{PopError, PushError};
+use super::producer::Producer;
 
 /// Data bytes per frame.
 pub const FRAME_DATA: usize = 56;
@@ -66,18 +72,14 @@ pub fn max_message_len(capacity: usize) -> usize {
 impl Producer<Frame> {
     /// Push one message if the ring has room for all of its frames now.
     pub fn try_push_bytes(&mut self, msg: &[u8]) -> Result<(), PushError<()>> {
-        if self.closed {
+        if self.has_closed() {
             return Err(PushError::Closed(()));
         }
         let k = frames_for(msg.len());
         if msg.len() > max_message_len(self.capacity()) {
             return Err(PushError::TooLarge(()));
         }
-        match self.room(k as u64) {
-            Err(()) => return Err(PushError::Corrupt(())),
-            Ok(r) if r < k as u64 => return Err(PushError::Full(())),
-            Ok(_) => {}
-        }
+        self.reserve(k as u64)?;
         let mut chunks = msg.chunks(FRAME_DATA);
         for i in 0..k {
             let mut f = Frame {
@@ -88,10 +90,11 @@ impl Producer<Frame> {
             if let Some(c) = chunks.next() {
                 f.data[..c.len()].copy_from_slice(c);
             }
-            write_slot(self.mem.slot(self.tail + i as u64), &f);
+            self.write_reserved(i as u64, &f);
         }
-        // One Release store publishes every frame of the message.
-        self.publish(self.tail + k as u64);
+        // One Release store of tail (in `Producer::publish`) publishes every
+        // frame of the message.
+        self.publish_reserved(k as u64);
         Ok(())
     }
 
@@ -118,7 +121,7 @@ impl Producer<Frame> {
 impl Consumer<Frame> {
     /// Take one whole message into `out` (cleared first) if one is there.
     pub fn try_pop_bytes_into(&self, out: &mut Vec<u8>) -> Result<(), PopError> {
-        let cap = self.mem.cap() as usize;
+        let cap = self.capacity();
         let total = Cell::new(0usize);
         let bad = Cell::new(None::<String>);
         self.claim(
@@ -173,16 +176,25 @@ impl Consumer<Frame> {
     /// Take one whole message, waiting while the ring is empty.
     pub fn pop_bytes(&self) -> Result<Vec<u8>, PopError> {
         let mut v = Vec::new();
-        self.wait_for(None, || self.try_pop_bytes_into(&mut v))?;
+        self.pop_bytes_into_until(&mut v, None)?;
         Ok(v)
     }
 
     /// [`pop_bytes`](Self::pop_bytes), waiting at most `timeout`.
     pub fn pop_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, PopError> {
         let mut v = Vec::new();
-        self.wait_for(Some(Instant::now() + timeout), || {
-            self.try_pop_bytes_into(&mut v)
-        })?;
+        self.pop_bytes_into_until(&mut v, Some(Instant::now() + timeout))?;
         Ok(v)
+    }
+
+    /// Take one whole message into `out` (cleared first), waiting while the
+    /// ring is empty, until `deadline` if any (for `pipe`, which reuses one
+    /// buffer across receives).
+    pub(crate) fn pop_bytes_into_until(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), PopError> {
+        self.wait_for(deadline, || self.try_pop_bytes_into(out))
     }
 }

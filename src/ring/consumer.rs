@@ -1,0 +1,294 @@
+//! The consumer handle: [`Consumer`] claims items by one CAS of `head`
+//! (claim = commit), sleeps on `not_empty` while the ring is empty, and
+//! marks items done. Registering and unregistering in the consumer table,
+//! and asking whether the producer is dead, are `registry.rs`'s; byte
+//! messages are `message.rs`'s (through `claim`, which sizes a run by its
+//! first slot).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::process::ProcToken;
+use crate::slot::read_slot;
+use crate::sync::{AtomicU64, Ordering, spin_loop};
+
+use super::control::RingMem;
+use super::error::{PopError, TaskDoneError};
+use super::wait::{Waiting, sleep_slice};
+
+/// A consumer of a ring. Any number may exist; each item goes to exactly one.
+/// Methods take `&self`, so one consumer may be shared by threads.
+#[derive(Debug)]
+pub struct Consumer<T: Pod> {
+    mem: Arc<RingMem>,
+    /// Our entry in the consumer registry.
+    slot: usize,
+    me: ProcToken,
+    /// Futex system calls made through this handle (local bookkeeping).
+    futex_calls: AtomicU64,
+    /// The last `tail` this handle loaded with Acquire. `tail` only grows, so
+    /// every slot below it stays published: while `head` is below it, a claim
+    /// needs no load of the producer's cache line. (An atomic only because
+    /// the handle may be shared by threads; it lives in process memory.)
+    tail_cache: AtomicU64,
+    _elem: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> Consumer<T> {
+    /// A consumer holding registry entry `slot` under token `me`.
+    pub(super) fn new(mem: Arc<RingMem>, slot: usize, me: ProcToken) -> Self {
+        Consumer {
+            mem,
+            slot,
+            me,
+            futex_calls: AtomicU64::new(0),
+            tail_cache: AtomicU64::new(0),
+            _elem: PhantomData,
+        }
+    }
+
+    /// The ring's capacity in slots (for framing: no message is longer).
+    pub(super) fn capacity(&self) -> usize {
+        self.mem.cap() as usize
+    }
+
+    /// Claim up to `max` items (at least one) by one CAS of head. `copy` is
+    /// called for each slot before the CAS; its copies count only if the CAS
+    /// succeeds (on failure `copy` is called again for the new slots).
+    ///
+    /// `size(first, available)` says how many of the `available` published
+    /// slots to claim, looking at the first one (a message's length lives
+    /// there); `Err(detail)` if that slot is impossible. An impossible answer
+    /// counts as corruption only if `head` has not moved meanwhile (else the
+    /// slot was being reused under us, and we retry).
+    #[inline]
+    pub(super) fn claim(
+        &self,
+        mut size: impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
+        mut copy: impl FnMut(usize, &[AtomicU64]),
+    ) -> Result<usize, PopError> {
+        let mem = &*self.mem;
+        let ctrl = mem.ctrl();
+        loop {
+            // Acquire: pairs with the Release CAS of the consumer that moved
+            // head here; that consumer had loaded tail >= h, so our tail load
+            // below cannot see less than h (with Relaxed it could, and a
+            // correct ring would look corrupt: loom found this).
+            let h = ctrl.head.load(Ordering::Acquire);
+            // Relaxed: a process-local cache, see `tail_cache`.
+            let mut t = self.tail_cache.load(Ordering::Relaxed);
+            if h >= t {
+                // Acquire: pairs with the producer's Release store of tail
+                // in `Producer::publish` (producer.rs), so the slot words
+                // below `t` are visible.
+                t = ctrl.tail.load(Ordering::Acquire);
+                self.tail_cache.store(t, Ordering::Relaxed);
+            }
+            if t == h {
+                if !mem.closed() {
+                    return Err(PopError::Empty);
+                }
+                // Closed: `closed` was stored after the last tail store, so
+                // this re-load sees the final tail.
+                if ctrl.tail.load(Ordering::Acquire) == h {
+                    return Err(PopError::Disconnected);
+                }
+                continue;
+            }
+            if t < h || t - h > mem.cap() {
+                // Legitimate only if head moved between our two loads.
+                if ctrl.head.load(Ordering::Relaxed) == h {
+                    return Err(PopError::Corrupt(format!(
+                        "head {h}, tail {t}, capacity {}",
+                        mem.cap()
+                    )));
+                }
+                continue;
+            }
+            let available = (t - h) as usize;
+            let n = match size(mem.slot(h), available) {
+                Ok(n) if (1..=available).contains(&n) => n,
+                other => {
+                    if ctrl.head.load(Ordering::Relaxed) == h {
+                        let detail = match other {
+                            Err(d) => d,
+                            Ok(n) => format!("a message of {n} slots, {available} published"),
+                        };
+                        return Err(PopError::Corrupt(detail));
+                    }
+                    continue;
+                }
+            };
+            for i in 0..n {
+                copy(i, mem.slot(h + i as u64));
+            }
+            // Release: our slot reads happen before the producer's Acquire
+            // load of head (`Producer::room`, producer.rs) that lets it
+            // overwrite them. Claim = commit.
+            match ctrl
+                .head
+                .compare_exchange(h, h + n as u64, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if mem.wake_producer() {
+                        self.count_futex_call();
+                    }
+                    return Ok(n);
+                }
+                Err(_) => spin_loop(),
+            }
+        }
+    }
+
+    /// Take one item if there is one, without waiting.
+    pub fn try_pop(&self) -> Result<T, PopError> {
+        let mut out = T::zeroed();
+        self.claim(|_, _| Ok(1), |_, slot| out = read_slot(slot))?;
+        Ok(out)
+    }
+
+    /// Take up to `buf.len()` items with one claim; returns how many.
+    pub fn try_pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let max = buf.len();
+        self.claim(|_, n| Ok(n.min(max)), |i, slot| buf[i] = read_slot(slot))
+    }
+
+    /// Take one item, waiting while the ring is empty. `Disconnected` once
+    /// the ring is drained and closed (or its producer died).
+    pub fn pop(&self) -> Result<T, PopError> {
+        self.wait_for(None, || self.try_pop())
+    }
+
+    /// [`pop`](Self::pop), waiting at most `timeout`.
+    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
+        self.wait_for(Some(std::time::Instant::now() + timeout), || self.try_pop())
+    }
+
+    /// Take at least one and up to `buf.len()` items, waiting while empty.
+    pub fn pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.wait_for(None, || self.try_pop_into(buf))
+    }
+
+    /// [`pop_into`](Self::pop_into), waiting at most `timeout`.
+    pub fn pop_into_timeout(&self, buf: &mut [T], timeout: Duration) -> Result<usize, PopError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.wait_for(Some(std::time::Instant::now() + timeout), || {
+            self.try_pop_into(buf)
+        })
+    }
+
+    pub(super) fn wait_for<R>(
+        &self,
+        deadline: Option<std::time::Instant>,
+        mut attempt: impl FnMut() -> Result<R, PopError>,
+    ) -> Result<R, PopError> {
+        let mut waiting = Waiting::new();
+        loop {
+            match attempt() {
+                Err(PopError::Empty) => {}
+                other => return other,
+            }
+            if waiting.keep_spinning() {
+                continue;
+            }
+            let ctrl = self.mem.ctrl();
+            ctrl.cold.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
+            let key = ctrl.not_empty.prepare();
+            let outcome = match attempt() {
+                Err(PopError::Empty) => {
+                    if self.mem.producer_dead() {
+                        // Drained (the attempt just saw empty) and no
+                        // producer left to fill it: one more look, then out.
+                        Some(match attempt() {
+                            Err(PopError::Empty) => Err(PopError::Disconnected),
+                            other => other,
+                        })
+                    } else {
+                        match sleep_slice(deadline) {
+                            None => Some(Err(PopError::Timeout)),
+                            slice => {
+                                ctrl.not_empty.wait(key, slice);
+                                self.count_futex_call();
+                                None
+                            }
+                        }
+                    }
+                }
+                other => Some(other),
+            };
+            ctrl.cold.consumers_sleeping.fetch_sub(1, Ordering::Relaxed);
+            if let Some(r) = outcome {
+                return r;
+            }
+        }
+    }
+
+    /// Mark one taken item as done (Python's `JoinableQueue.task_done`).
+    /// Fails if called more often than items were taken from the ring.
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        let ctrl = self.mem.ctrl();
+        loop {
+            let d = ctrl.done.load(Ordering::Relaxed);
+            // Acquire is not needed: head only bounds the count.
+            let h = ctrl.head.load(Ordering::Relaxed);
+            if d >= h {
+                return Err(TaskDoneError);
+            }
+            // Release: our work on the item happens before a joiner's
+            // Acquire load of done (`Producer::join_until`, producer.rs).
+            if ctrl
+                .done
+                .compare_exchange(d, d + 1, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+            spin_loop();
+        }
+        ctrl.cold.all_done.notify();
+        Ok(())
+    }
+
+    /// Whether the producer closed the ring (items may still be left).
+    pub fn is_closed(&self) -> bool {
+        self.mem.closed()
+    }
+
+    /// Items (slots) waiting right now: a racy snapshot.
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// Whether nothing is waiting right now (a racy snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn count_futex_call(&self) {
+        // Relaxed: a statistic of this handle, ordering nothing.
+        self.futex_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Futex system calls (waits, and wakes of the producer) made through
+    /// this handle.
+    pub fn futex_calls(&self) -> u64 {
+        self.futex_calls.load(Ordering::Relaxed)
+    }
+}
+
+impl<T: Pod> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        self.mem.unregister_consumer(self.slot, self.me);
+    }
+}

@@ -1,0 +1,271 @@
+//! The ring's memory: the shared control block ([`RingControl`], its rarely
+//! written part `Cold`), what owns it (`Backing`: a segment or the heap),
+//! the validated handle-side view of it (`RingMem`: geometry, slot lookup,
+//! racy snapshots, [`RingState`]). The algorithm that moves `head` and
+//! `tail` is not here (`producer.rs`, `consumer.rs`), nor is the producer
+//! and consumer registry (`registry.rs`), nor creating or opening segments
+//! (`mod.rs`).
+
+use std::ptr::NonNull;
+
+use crossbeam_utils::CachePadded;
+
+use crate::error::Error;
+use crate::process::ProcToken;
+use crate::segment::Segment;
+use crate::sync::{AtomicU32, AtomicU64, EventCount, Ordering};
+
+/// Consumers recorded per ring (for dead-peer detection and `shmkit inspect`).
+/// loom: 4, since every registry scan is one modelled load per entry.
+pub const MAX_CONSUMERS: usize = if crate::sync::MODELLED { 4 } else { 64 };
+
+/// The ring's shared control block. Fields written on every operation sit on
+/// cache lines of their own.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RingControl {
+    /// Next sequence the producer writes; stored only by the producer
+    /// (Release, publishing the slots below it). Range `head ..= head + cap`.
+    pub(super) tail: CachePadded<AtomicU64>,
+    /// Next sequence to claim; advanced only by a consumer's CAS (Release,
+    /// handing the slot back to the producer). Range `done ..= tail`.
+    pub(super) head: CachePadded<AtomicU64>,
+    /// Items marked done with `task_done`; range `0 ..= head`.
+    pub(super) done: CachePadded<AtomicU64>,
+    /// Consumers sleep on this; the producer notifies it after a push or a
+    /// close (a syscall only when a consumer registered to sleep).
+    pub(super) not_empty: CachePadded<EventCount>,
+    /// Rarely written state.
+    pub(super) cold: CachePadded<Cold>,
+}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(super) struct Cold {
+    /// Consumers between registering to sleep and waking up: a statistic for
+    /// tools (a consumer killed asleep leaves it one too high).
+    pub(super) consumers_sleeping: AtomicU32,
+    /// 1 while the producer sleeps on `not_full`: a statistic for tools.
+    pub(super) producer_sleeping: AtomicU32,
+    /// Processes sleeping in `join`.
+    pub(super) joiners: AtomicU32,
+    /// 0 open, 1 closed (Release by `close`, after the last tail store).
+    pub(super) closed: AtomicU32,
+    /// The producer sleeps on this while the ring is full; consumers notify.
+    pub(super) not_full: EventCount,
+    /// Joiners sleep on this; `task_done` notifies.
+    pub(super) all_done: EventCount,
+    _pad: AtomicU32,
+    /// The producer's `ProcToken`, 0 when nobody holds the role.
+    pub(super) producer: AtomicU64,
+    /// Consumers that ever registered (monotonic).
+    pub(super) consumers_seen: AtomicU64,
+    /// Live consumers' tokens; 0 = free. A dead process's slot is reusable.
+    pub(super) consumers: [AtomicU64; MAX_CONSUMERS],
+}
+
+impl Default for RingControl {
+    fn default() -> Self {
+        let pad = |v| CachePadded::new(AtomicU64::new(v));
+        RingControl {
+            tail: pad(0),
+            head: pad(0),
+            done: pad(0),
+            not_empty: CachePadded::new(EventCount::new()),
+            cold: CachePadded::new(Cold {
+                consumers_sleeping: AtomicU32::new(0),
+                producer_sleeping: AtomicU32::new(0),
+                joiners: AtomicU32::new(0),
+                closed: AtomicU32::new(0),
+                not_full: EventCount::new(),
+                all_done: EventCount::new(),
+                _pad: AtomicU32::new(0),
+                producer: AtomicU64::new(0),
+                consumers_seen: AtomicU64::new(0),
+                consumers: std::array::from_fn(|_| AtomicU64::new(0)),
+            }),
+        }
+    }
+}
+
+/// What owns the ring's memory.
+#[derive(Debug)]
+pub(super) enum Backing {
+    Shared(Segment),
+    Heap {
+        _ctrl: Box<RingControl>,
+        _slots: Box<[AtomicU64]>,
+    },
+}
+
+/// The ring's memory and its validated geometry, shared by the handles.
+#[derive(Debug)]
+pub(super) struct RingMem {
+    ctrl: NonNull<RingControl>,
+    slots: NonNull<AtomicU64>,
+    /// Capacity, a power of two, validated at open; never re-read from shared
+    /// memory.
+    cap: u64,
+    /// Words per slot.
+    words: usize,
+    label: String,
+    _backing: Backing,
+}
+
+// SAFETY: the pointers target memory owned by `_backing` (a mapping or
+// boxes) that lives as long as RingMem and is only reached through atomics.
+unsafe impl Send for RingMem {}
+// SAFETY: as above; shared access is only through atomics.
+unsafe impl Sync for RingMem {}
+
+impl RingMem {
+    /// A ring on the heap (for threads of one process, and loom models):
+    /// an open, empty control block and `cap * words` zeroed slot words.
+    pub(super) fn on_heap(cap: u64, words: usize) -> Self {
+        let ctrl = Box::new(RingControl::default());
+        let slots: Box<[AtomicU64]> = (0..cap as usize * words)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        RingMem {
+            ctrl: NonNull::from(&*ctrl),
+            slots: NonNull::from(&slots[..]).cast(),
+            cap,
+            words,
+            label: "<in-process>".into(),
+            _backing: Backing::Heap {
+                _ctrl: ctrl,
+                _slots: slots,
+            },
+        }
+    }
+
+    /// A ring in memory `backing` owns (a mapped segment).
+    ///
+    /// # Safety
+    /// `ctrl` must point to a `RingControl` and `slots` to `cap * words`
+    /// `AtomicU64`s, both aligned, inside memory `backing` keeps alive and
+    /// never moves; `cap` must be a power of two.
+    pub(super) unsafe fn from_parts(
+        ctrl: NonNull<RingControl>,
+        slots: NonNull<AtomicU64>,
+        cap: u64,
+        words: usize,
+        label: String,
+        backing: Backing,
+    ) -> Self {
+        RingMem {
+            ctrl,
+            slots,
+            cap,
+            words,
+            label,
+            _backing: backing,
+        }
+    }
+
+    /// The segment underneath, `None` for a ring on the heap.
+    pub(super) fn segment(&self) -> Option<&Segment> {
+        match &self._backing {
+            Backing::Shared(seg) => Some(seg),
+            Backing::Heap { .. } => None,
+        }
+    }
+
+    /// The ring's name, for error messages.
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub(super) fn ctrl(&self) -> &RingControl {
+        // SAFETY: points into memory owned by `_backing` for our lifetime;
+        // RingControl is all atomics (valid for any bytes) and aligned.
+        unsafe { self.ctrl.as_ref() }
+    }
+
+    /// The words of the slot for sequence `seq` (masked: always in bounds).
+    pub(super) fn slot(&self, seq: u64) -> &[AtomicU64] {
+        let index = (seq & (self.cap - 1)) as usize;
+        // SAFETY: the slot array holds cap * words atomics (validated at
+        // open or allocated so); index < cap, so the range is in bounds.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.slots.as_ptr().add(index * self.words) as *const AtomicU64,
+                self.words,
+            )
+        }
+    }
+
+    pub(super) fn corrupt(&self, detail: String) -> Error {
+        Error::Corrupt {
+            name: self.label.clone(),
+            detail,
+        }
+    }
+
+    pub(super) fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// Items published and not yet claimed: a racy snapshot (Relaxed loads,
+    /// ordering nothing), clamped to the capacity.
+    pub(super) fn len(&self) -> usize {
+        let c = self.ctrl();
+        let head = c.head.load(Ordering::Relaxed);
+        let tail = c.tail.load(Ordering::Relaxed);
+        tail.saturating_sub(head).min(self.cap) as usize
+    }
+
+    pub(super) fn closed(&self) -> bool {
+        // Acquire: pairs with the Release store in `close`, so a tail load
+        // after this sees the producer's last push.
+        self.ctrl().cold.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Wake the producer if it sleeps on a full ring; called after `head`
+    /// moved. Returns whether it made the wake system call.
+    pub(super) fn wake_producer(&self) -> bool {
+        self.ctrl().cold.not_full.notify()
+    }
+}
+
+/// A snapshot of a ring's shared state, for tools (`shmkit inspect`). Read
+/// field by field with Relaxed loads: not one atomic picture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingState {
+    pub capacity: u64,
+    pub head: u64,
+    pub tail: u64,
+    pub done: u64,
+    pub closed: bool,
+    /// Producer's pid, and whether it is alive.
+    pub producer: Option<(u32, bool)>,
+    /// Live registered consumers' pids.
+    pub consumers: Vec<u32>,
+    pub consumers_sleeping: u32,
+    pub producer_sleeping: bool,
+}
+
+impl RingMem {
+    pub(super) fn state(&self) -> RingState {
+        let c = self.ctrl();
+        let tok = ProcToken::from_raw(c.cold.producer.load(Ordering::Relaxed));
+        RingState {
+            capacity: self.cap,
+            head: c.head.load(Ordering::Relaxed),
+            tail: c.tail.load(Ordering::Relaxed),
+            done: c.done.load(Ordering::Relaxed),
+            closed: self.closed(),
+            producer: tok.map(|t| (t.pid(), t.is_alive())),
+            consumers: c
+                .cold
+                .consumers
+                .iter()
+                .filter_map(|s| ProcToken::from_raw(s.load(Ordering::Relaxed)))
+                .filter(|t| t.is_alive())
+                .map(|t| t.pid())
+                .collect(),
+            consumers_sleeping: c.cold.consumers_sleeping.load(Ordering::Relaxed),
+            producer_sleeping: c.cold.producer_sleeping.load(Ordering::Relaxed) != 0,
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The producer handle: [`Producer`] pushes items, one or a run at a time,
+//! publishing each run with one Release store of `tail`; it sleeps on
+//! `not_full` while the ring is full, closes the ring, and joins. Claiming
+//! the producer role and asking whether consumers are gone is
+//! `registry.rs`'s; the control block is `control.rs`'s; byte messages are
+//! `message.rs`'s (through `reserve`, `write_reserved`, `publish_reserved`).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::process::ProcToken;
+use crate::slot::write_slot;
+use crate::sync::Ordering;
+
+use super::control::RingMem;
+use super::error::{JoinError, PushError};
+use super::registry::ProducerClaim;
+use super::wait::{Waiting, sleep_slice};
+
+/// The one producer of a ring. Dropping it closes the ring.
+#[derive(Debug)]
+pub struct Producer<T: Pod> {
+    mem: Arc<RingMem>,
+    /// Our copy of `tail`: only we store it.
+    tail: u64,
+    /// Last `head` we read; re-read only when the ring looks full.
+    head_cache: u64,
+    me: ProcToken,
+    closed: bool,
+    /// Futex system calls this handle made (wakes and waits): local, so
+    /// counting costs no shared write.
+    futex_calls: u64,
+    _elem: PhantomData<fn(T)>,
+}
+
+impl<T: Pod> Producer<T> {
+    /// A producer holding the role `claim` describes.
+    pub(super) fn new(mem: Arc<RingMem>, claim: ProducerClaim) -> Self {
+        Producer {
+            mem,
+            tail: claim.tail,
+            head_cache: claim.head,
+            me: claim.me,
+            closed: false,
+            futex_calls: 0,
+            _elem: PhantomData,
+        }
+    }
+
+    /// Whether this handle closed the ring (then every push fails `Closed`).
+    pub(super) fn has_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Make sure the `n` slots from `tail` on are free to write: `Full` if
+    /// fewer are free now, `Corrupt` if the shared head is impossible. Does
+    /// not check `closed` (see [`has_closed`](Self::has_closed)).
+    pub(super) fn reserve(&mut self, n: u64) -> Result<(), PushError<()>> {
+        match self.room(n) {
+            Err(()) => Err(PushError::Corrupt(())),
+            Ok(r) if r < n => Err(PushError::Full(())),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Write `item` into reserved slot `i` (the slot for `tail + i`): not
+    /// visible to consumers until [`publish_reserved`](Self::publish_reserved).
+    pub(super) fn write_reserved(&mut self, i: u64, item: &T) {
+        write_slot(self.mem.slot(self.tail + i), item);
+    }
+
+    /// Publish the first `n` reserved slots with one store of `tail`, and
+    /// wake sleeping consumers if any.
+    pub(super) fn publish_reserved(&mut self, n: u64) {
+        self.publish(self.tail + n);
+    }
+
+    /// Room for at least `want` more items? Re-reads `head` only when the
+    /// cached copy says no. `Err` if the shared head is impossible.
+    fn room(&mut self, want: u64) -> Result<u64, ()> {
+        let cap = self.mem.cap();
+        if self.tail - self.head_cache + want <= cap {
+            return Ok(cap - (self.tail - self.head_cache));
+        }
+        // Acquire: pairs with the Release CAS of head in `Consumer::claim`
+        // (consumer.rs);
+        // the consumers' reads of the slots we are about to reuse are done.
+        let head = self.mem.ctrl().head.load(Ordering::Acquire);
+        if head > self.tail || head < self.head_cache {
+            return Err(());
+        }
+        self.head_cache = head;
+        Ok(cap - (self.tail - head))
+    }
+
+    /// Store the new tail and wake sleeping consumers if any.
+    fn publish(&mut self, new_tail: u64) {
+        let ctrl = self.mem.ctrl();
+        // Release: publishes the slot words; pairs with the Acquire load of
+        // tail in `Consumer::claim` (consumer.rs).
+        ctrl.tail.store(new_tail, Ordering::Release);
+        self.tail = new_tail;
+        // Either a registering consumer's re-check sees the new tail, or we
+        // see its registration (the EventCount's fences).
+        if ctrl.not_empty.notify() {
+            self.futex_calls += 1;
+        }
+    }
+
+    /// Futex system calls (wakes and waits) this producer has made: the
+    /// fast path makes none while no consumer sleeps.
+    pub fn futex_calls(&self) -> u64 {
+        self.futex_calls
+    }
+
+    /// Push one item if there is room, without waiting.
+    pub fn try_push(&mut self, item: T) -> Result<(), PushError<T>> {
+        if self.closed {
+            return Err(PushError::Closed(item));
+        }
+        match self.room(1) {
+            Err(()) => return Err(PushError::Corrupt(item)),
+            Ok(0) => return Err(PushError::Full(item)),
+            Ok(_) => {}
+        }
+        write_slot(self.mem.slot(self.tail), &item);
+        self.publish(self.tail + 1);
+        Ok(())
+    }
+
+    /// Push as many of `items` as fit now, publishing them with one store.
+    /// Returns how many were pushed (0 when full).
+    pub fn try_push_slice(&mut self, items: &[T]) -> Result<usize, PushError<()>> {
+        if self.closed {
+            return Err(PushError::Closed(()));
+        }
+        let room = match self.room(items.len() as u64) {
+            Err(()) => return Err(PushError::Corrupt(())),
+            Ok(r) => r,
+        };
+        let n = (room as usize).min(items.len());
+        for (i, item) in items[..n].iter().enumerate() {
+            write_slot(self.mem.slot(self.tail + i as u64), item);
+        }
+        if n > 0 {
+            self.publish(self.tail + n as u64);
+        }
+        Ok(n)
+    }
+
+    /// Push, waiting while the ring is full.
+    pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
+        self.push_until(item, None)
+    }
+
+    /// Push, waiting at most `timeout` for room.
+    pub fn push_timeout(&mut self, item: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(item, Some(std::time::Instant::now() + timeout))
+    }
+
+    /// Push every item, waiting for room as needed; each chunk that fits is
+    /// published with one store. On error the variant carries how many items
+    /// were pushed before it (`Closed(n)`, `Disconnected(n)`, ...).
+    pub fn push_slice(&mut self, items: &[T]) -> Result<(), PushError<usize>> {
+        let mut sent = 0;
+        while sent < items.len() {
+            match self.try_push_slice(&items[sent..]) {
+                Ok(0) => {
+                    // Wait for room for one, by pushing it the blocking way.
+                    match self.push(items[sent]) {
+                        Ok(()) => sent += 1,
+                        Err(e) => return Err(e.map(|_| sent)),
+                    }
+                }
+                Ok(n) => sent += n,
+                Err(e) => return Err(e.map(|()| sent)),
+            }
+        }
+        Ok(())
+    }
+
+    fn push_until(
+        &mut self,
+        item: T,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), PushError<T>> {
+        self.push_with(deadline, |p| p.try_push(item))
+    }
+
+    /// Retry `attempt` while it reports `Full`: spin, then sleep until a
+    /// consumer makes room, the deadline passes, or every consumer is gone.
+    pub(super) fn push_with<X>(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+        mut attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
+    ) -> Result<(), PushError<X>> {
+        let mut waiting = Waiting::new();
+        loop {
+            match attempt(self) {
+                Err(PushError::Full(_)) => {}
+                other => return other,
+            }
+            // Resume only once a quarter of the ring is free: resuming as
+            // soon as one slot frees keeps producer and consumer writing the
+            // same cache lines, one item apart. (A delay only, spent within
+            // the spin budget; loom builds, with no budget, skip it.)
+            let slack = (self.mem.cap() / 4).max(1);
+            let mut spun = false;
+            while waiting.keep_spinning() {
+                spun = true;
+                // Acquire: as in `room`.
+                let head = self.mem.ctrl().head.load(Ordering::Acquire);
+                if self
+                    .mem
+                    .cap()
+                    .saturating_sub(self.tail.saturating_sub(head))
+                    >= slack
+                {
+                    break;
+                }
+            }
+            if spun {
+                continue;
+            }
+            let mem = self.mem.clone();
+            let cold = &mem.ctrl().cold;
+            cold.producer_sleeping.store(1, Ordering::Relaxed);
+            let key = cold.not_full.prepare();
+            let outcome = match attempt(self) {
+                Err(PushError::Full(x)) => {
+                    if self.mem.consumers_gone() {
+                        // The last consumer may have made room before leaving.
+                        Some(match attempt(self) {
+                            Err(PushError::Full(x)) => Err(PushError::Disconnected(x)),
+                            other => other,
+                        })
+                    } else {
+                        match sleep_slice(deadline) {
+                            None => Some(Err(PushError::Timeout(x))),
+                            slice => {
+                                cold.not_full.wait(key, slice);
+                                self.futex_calls += 1;
+                                None
+                            }
+                        }
+                    }
+                }
+                other => Some(other),
+            };
+            cold.producer_sleeping.store(0, Ordering::Relaxed);
+            if let Some(r) = outcome {
+                return r;
+            }
+        }
+    }
+
+    /// Close the ring: consumers take what is left, then get `Disconnected`.
+    /// Idempotent; dropping the producer closes too.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let ctrl = self.mem.ctrl();
+        // Release: orders our last tail store before `closed`; pairs with the
+        // Acquire load in `RingMem::closed` (control.rs).
+        ctrl.cold.closed.store(1, Ordering::Release);
+        ctrl.not_empty.notify();
+        ctrl.cold.all_done.notify();
+    }
+
+    /// Wait until every item pushed so far was marked done with
+    /// [`Consumer::task_done`](super::Consumer::task_done) (Python's
+    /// `JoinableQueue.join`).
+    pub fn join(&self) -> Result<(), JoinError> {
+        self.join_until(None)
+    }
+
+    /// [`join`](Self::join) with a timeout.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinError> {
+        self.join_until(Some(std::time::Instant::now() + timeout))
+    }
+
+    fn join_until(&self, deadline: Option<std::time::Instant>) -> Result<(), JoinError> {
+        let target = self.tail;
+        let ctrl = self.mem.ctrl();
+        let cold = &ctrl.cold;
+        loop {
+            // Acquire: pairs with the Release increment in
+            // `Consumer::task_done` (consumer.rs), so the consumers' work on
+            // the items happened before we return.
+            if ctrl.done.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            cold.joiners.fetch_add(1, Ordering::Relaxed);
+            let key = cold.all_done.prepare();
+            // Acquire: as above, pairs with `task_done`'s Release increment.
+            let outcome = if ctrl.done.load(Ordering::Acquire) >= target {
+                Some(Ok(()))
+            } else if self.mem.consumers_gone() {
+                // The last consumer may have finished just before leaving.
+                Some(if ctrl.done.load(Ordering::Acquire) >= target {
+                    Ok(())
+                } else {
+                    Err(JoinError::Disconnected)
+                })
+            } else {
+                match sleep_slice(deadline) {
+                    None => Some(Err(JoinError::Timeout)),
+                    slice => {
+                        cold.all_done.wait(key, slice);
+                        None
+                    }
+                }
+            };
+            cold.joiners.fetch_sub(1, Ordering::Relaxed);
+            if let Some(r) = outcome {
+                return r;
+            }
+        }
+    }
+
+    /// Items pushed and not yet taken (a snapshot).
+    pub fn len(&self) -> usize {
+        let head = self.mem.ctrl().head.load(Ordering::Relaxed);
+        self.tail.saturating_sub(head).min(self.mem.cap()) as usize
+    }
+
+    /// Whether no pushed item is waiting to be taken.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ring's capacity.
+    pub fn capacity(&self) -> usize {
+        self.mem.cap() as usize
+    }
+}
+
+impl<T: Pod> Drop for Producer<T> {
+    fn drop(&mut self) {
+        self.close();
+        // Give the role back (only if it is still ours).
+        self.mem.release_producer(self.me);
+    }
+}

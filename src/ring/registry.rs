@@ -1,0 +1,143 @@
+//! Who holds a ring: the producer role (claimed with a CAS on a token in the
+//! control block, taken over from a dead holder, given back on drop), the
+//! table of registered consumers, and the dead-peer questions blocking
+//! calls ask (`producer_dead`, `consumers_gone`). The tokens are
+//! `ProcToken`s (pid and start time). Moving `head` and `tail` is not here.
+
+use crate::error::{Error, Result};
+use crate::process::ProcToken;
+use crate::sync::Ordering;
+
+use super::control::{MAX_CONSUMERS, RingMem};
+
+/// What a new producer starts from: its token, and the `tail` and `head` it
+/// found (checked against each other and the capacity).
+pub(super) struct ProducerClaim {
+    pub(super) me: ProcToken,
+    pub(super) tail: u64,
+    pub(super) head: u64,
+}
+
+impl RingMem {
+    /// Claim the producer role. Fails with `ProducerExists` while another
+    /// live producer holds it (a dead producer's role is taken over, and its
+    /// published items stay), with `Closed` once the ring was closed, and
+    /// with `Corrupt` (the role given back) if `head` and `tail` are
+    /// impossible.
+    pub(super) fn claim_producer(&self) -> Result<ProducerClaim> {
+        let cold = &self.ctrl().cold;
+        let me = ProcToken::current();
+        loop {
+            if self.closed() {
+                return Err(Error::Closed {
+                    name: self.label().to_owned(),
+                });
+            }
+            // Acquire: pairs with the Release of a previous producer giving
+            // the role back in `release_producer` (from `Producer::drop`).
+            let cur = cold.producer.load(Ordering::Acquire);
+            if let Some(holder) = ProcToken::from_raw(cur)
+                && holder.is_alive()
+            {
+                return Err(Error::ProducerExists {
+                    name: self.label().to_owned(),
+                    pid: holder.pid(),
+                });
+            }
+            // AcqRel: Acquire makes a dead predecessor's last tail store
+            // visible to the tail load below; Release is not needed by anyone
+            // but harmless.
+            if cold
+                .producer
+                .compare_exchange(cur, me.raw(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        let ctrl = self.ctrl();
+        // Acquire: pairs with consumers' Release CAS of head in
+        // `Consumer::claim` (consumer.rs): their reads of the slots below
+        // head are done before we overwrite them.
+        let head = ctrl.head.load(Ordering::Acquire);
+        let tail = ctrl.tail.load(Ordering::Relaxed);
+        if head > tail || tail - head > self.cap() {
+            cold.producer.store(0, Ordering::Release);
+            return Err(self.corrupt(format!(
+                "head {head} / tail {tail} / capacity {}",
+                self.cap()
+            )));
+        }
+        Ok(ProducerClaim { me, tail, head })
+    }
+
+    /// Give the producer role back, only if it is still `me`'s.
+    pub(super) fn release_producer(&self, me: ProcToken) {
+        // Release: pairs with the Acquire load of `producer` in
+        // `claim_producer`, so the next producer sees our last tail.
+        let _ = self.ctrl().cold.producer.compare_exchange(
+            me.raw(),
+            0,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Register a consumer in a free (or dead process's) registry entry;
+    /// returns its entry and token. `TooManyConsumers` when every entry is
+    /// held by a live process.
+    pub(super) fn register_consumer(&self) -> Result<(usize, ProcToken)> {
+        let cold = &self.ctrl().cold;
+        let me = ProcToken::current();
+        for (i, slot) in cold.consumers.iter().enumerate() {
+            let cur = slot.load(Ordering::Relaxed);
+            let free = ProcToken::from_raw(cur).is_none_or(|t| !t.is_alive());
+            // Relaxed: the registry orders nothing; it is read for liveness.
+            if free
+                && slot
+                    .compare_exchange(cur, me.raw(), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // Release: publishes our registry slot (claimed above) to
+                // `consumers_gone`, which must never count us as gone.
+                cold.consumers_seen.fetch_add(1, Ordering::Release);
+                return Ok((i, me));
+            }
+        }
+        Err(Error::TooManyConsumers {
+            name: self.label().to_owned(),
+            max: MAX_CONSUMERS,
+        })
+    }
+
+    /// Free registry entry `slot`, only if it still holds `me`.
+    pub(super) fn unregister_consumer(&self, slot: usize, me: ProcToken) {
+        if let Some(s) = self.ctrl().cold.consumers.get(slot) {
+            // Release: our pops and task_done calls happen before a waiter's
+            // Acquire in `consumers_gone` that sees us gone.
+            let _ = s.compare_exchange(me.raw(), 0, Ordering::Release, Ordering::Relaxed);
+        }
+    }
+
+    /// Is the producer known to be dead (it held the role, and its process is
+    /// gone without closing)?
+    pub(super) fn producer_dead(&self) -> bool {
+        let raw = self.ctrl().cold.producer.load(Ordering::Relaxed);
+        ProcToken::from_raw(raw).is_some_and(|t| !t.is_alive())
+    }
+
+    /// Did consumers exist, and are they all dead now?
+    pub(super) fn consumers_gone(&self) -> bool {
+        let cold = &self.ctrl().cold;
+        // Acquire: pairs with the Release increment in `register_consumer`,
+        // so the registry slot that consumer claimed first is visible below.
+        cold.consumers_seen.load(Ordering::Acquire) > 0
+            && !cold.consumers.iter().any(|c| {
+                // Acquire: pairs with the Release clear in
+                // `unregister_consumer` (from `Consumer::drop`), so what that
+                // consumer did (pops, task_done) is visible to the caller's
+                // re-check after this returns true.
+                ProcToken::from_raw(c.load(Ordering::Acquire)).is_some_and(|t| t.is_alive())
+            })
+    }
+}
