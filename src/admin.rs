@@ -214,9 +214,7 @@ pub fn open_any(name: &str) -> Result<Segment> {
     Segment::open(
         name,
         &expect,
-        &OpenOptions {
-            ready_timeout: Duration::ZERO,
-        },
+        &OpenOptions::new().ready_timeout(Duration::ZERO),
     )
 }
 

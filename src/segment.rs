@@ -41,41 +41,110 @@ pub const SHM_DIR: &str = "/dev/shm";
 /// Label used in messages for segments without a name.
 const ANON: &str = "<anonymous>";
 
-/// How to create a segment.
+/// How to create a segment: its file mode and whether its name outlives the
+/// creating handle. Build it with [`CreateOptions::new`] (or `default()`)
+/// and the chainable setters; fields may be added later, so there is no
+/// struct literal.
+///
+/// ```
+/// use shmkit::{CreateOptions, SharedArray};
+/// let name = format!("shmkit-doc-createopts-{}", std::process::id());
+/// // Group members may open it too; it stays after this handle is dropped.
+/// let opts = CreateOptions::new().mode(0o660).keep(true);
+/// let arr = SharedArray::<u32>::create_with(&name, 8, &opts)?;
+/// # drop(arr);
+/// # shmkit::segment::unlink(&name)?;
+/// # Ok::<(), shmkit::Error>(())
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CreateOptions {
-    /// File mode of a named segment (default 0o600: only this user):
-    /// permission bits only (at most 0o777), applied exactly, not filtered by
-    /// the umask. Every opener maps read-write, so a user that should open
-    /// the segment needs read *and* write permission (0o660 for the group,
-    /// 0o666 for everyone).
-    pub mode: u32,
-    /// Keep the name after the creating handle is dropped (default false).
-    pub keep: bool,
+    /// File mode of a named segment: permission bits only (at most 0o777).
+    mode: u32,
+    /// Keep the name after the creating handle is dropped.
+    keep: bool,
 }
 
-impl Default for CreateOptions {
-    fn default() -> Self {
+impl CreateOptions {
+    /// The defaults: mode 0o600, name removed when the creating handle is
+    /// dropped.
+    pub const fn new() -> Self {
         CreateOptions {
             mode: 0o600,
             keep: false,
         }
     }
+
+    /// File mode of a named segment (default 0o600: only this user):
+    /// permission bits only (at most 0o777; more fails `create` with
+    /// [`Error::InvalidArgument`]), applied exactly, not filtered by the
+    /// umask. Every opener maps read-write, so a user that should open the
+    /// segment needs read *and* write permission (0o660 for the group,
+    /// 0o666 for everyone). Ignored for anonymous segments.
+    #[must_use]
+    pub const fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Keep the name in `/dev/shm` after the creating handle is dropped
+    /// (default false: the creator's drop removes it).
+    #[must_use]
+    pub const fn keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
 }
 
-/// How to open a segment.
+impl Default for CreateOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How to open a segment: how long to wait for a creator that has not
+/// finished building it. Build it with [`OpenOptions::new`] (or
+/// `default()`) and the chainable setter.
+///
+/// ```
+/// use std::time::Duration;
+/// use shmkit::{Error, OpenOptions, SharedArray};
+/// let name = format!("shmkit-doc-openopts-{}", std::process::id());
+/// // Check once, do not wait: nobody created it.
+/// let opts = OpenOptions::new().ready_timeout(Duration::ZERO);
+/// match SharedArray::<u32>::open_with(&name, None, &opts) {
+///     Err(Error::NotFound { name: missing }) => assert_eq!(missing, name),
+///     other => panic!("expected NotFound, got {other:?}"),
+/// }
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct OpenOptions {
-    /// How long to wait for a creator that has not published the header yet
-    /// (default 2 s). Zero checks once.
-    pub ready_timeout: Duration,
+    /// How long to wait for the creator to publish the header.
+    ready_timeout: Duration,
+}
+
+impl OpenOptions {
+    /// The defaults: wait up to 2 s for the creator.
+    pub const fn new() -> Self {
+        OpenOptions {
+            ready_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// How long to wait for a creator that has not published the header
+    /// yet (default 2 s); after it, opening fails with [`Error::NotReady`].
+    /// Zero checks once.
+    #[must_use]
+    pub const fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions {
-            ready_timeout: Duration::from_secs(2),
-        }
+        Self::new()
     }
 }
 

@@ -17,9 +17,7 @@ const LEN_AT: u64 = 40;
 const TOTAL_AT: u64 = 56;
 
 fn quick() -> OpenOptions {
-    OpenOptions {
-        ready_timeout: Duration::from_millis(50),
-    }
+    OpenOptions::new().ready_timeout(Duration::from_millis(50))
 }
 
 fn patch(c: &Cleanup, at: u64, bytes: &[u8]) {

@@ -28,7 +28,7 @@ fn child_entry() {
             // nothing else that creates files.
             unsafe { libc::umask(0o077) };
             let mode = u32::from_str_radix(&var("MODE"), 8).unwrap();
-            let opts = CreateOptions { mode, keep: true };
+            let opts = CreateOptions::new().mode(mode).keep(true);
             SharedValue::<u64>::create_with(&var("SHMKIT_NAME"), 0, &opts).unwrap();
         }
         // Running as another user: the 0600 segment is refused, the 0666
@@ -80,10 +80,7 @@ fn another_user_is_refused_unless_the_mode_allows() {
     let denied = Cleanup::new("denied");
     let shared = Cleanup::new("shared");
     let _d = SharedValue::<u64>::create(denied.name(), 0).unwrap(); // 0600
-    let opts = CreateOptions {
-        mode: 0o666,
-        ..Default::default()
-    };
+    let opts = CreateOptions::new().mode(0o666);
     let s = SharedValue::<u64>::create_with(shared.name(), 0, &opts).unwrap();
     if !common::is_root() {
         // Not root: another user is not to be had, but the owner itself is
@@ -108,7 +105,7 @@ fn another_user_is_refused_unless_the_mode_allows() {
 fn a_mode_beyond_permission_bits_is_refused() {
     let c = Cleanup::new("badmode");
     for mode in [0o1777, 0o4600, 0o10_000] {
-        let opts = CreateOptions { mode, keep: false };
+        let opts = CreateOptions::new().mode(mode).keep(false);
         let e = SharedValue::<u64>::create_with(c.name(), 0, &opts).unwrap_err();
         assert!(
             matches!(e, Error::InvalidArgument { .. }),

@@ -275,15 +275,8 @@ fn corrupt_indices_are_errors_not_hangs() {
 fn bad_capacity_in_header_is_rejected_at_open() {
     use std::os::unix::fs::FileExt;
     let r = Cleanup::new("ringcap");
-    let mut ring = Ring::<u64>::create_with(
-        r.name(),
-        8,
-        &shmkit::CreateOptions {
-            keep: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut ring =
+        Ring::<u64>::create_with(r.name(), 8, &shmkit::CreateOptions::new().keep(true)).unwrap();
     let _ = &mut ring;
     let f = std::fs::OpenOptions::new()
         .write(true)

@@ -34,10 +34,7 @@ fn child_entry() {
     let Some(role) = child_role() else { return };
     assert_eq!(role, "create_keep");
     let name = std::env::var("SHMKIT_NAME").unwrap();
-    let opts = CreateOptions {
-        keep: true,
-        ..Default::default()
-    };
+    let opts = CreateOptions::new().keep(true);
     SharedArray::<u16>::create_with(&name, 3, &opts).unwrap();
 }
 
