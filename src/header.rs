@@ -6,7 +6,7 @@
 //! | field | meaning |
 //! |---|---|
 //! | `magic` | [`MAGIC`]; anything else is a foreign file |
-//! | `ready` | 0 while the creator builds the segment, [`READY`] once published |
+//! | `ready` | 0 while the creator builds the segment, `READY` (`0x52454459`) once published |
 //! | `version` | [`LAYOUT_VERSION`] of the creator's shmkit |
 //! | `kind` | what the body is: [`Kind`] |
 //! | `elem_size`, `elem_align`, `elem_fingerprint`, `elem_name` | the element type |
@@ -15,49 +15,70 @@
 //! | `total_size` | bytes of the whole segment: equals the file size |
 //! | `creator` | [`ProcToken`] of the creating process |
 //! | `created_unix_ms` | creation time, for `shmkit ls` |
-//! | `attached` | tokens of processes that have it open, for `shmkit gc` |
+//! | `attached` | tokens of processes that have it open, for `shmkit gc` (16 slots) |
 //!
 //! The creator writes every field, then stores `ready` with Release; an opener
 //! loads `ready` with Acquire before reading any other field (the loom model
 //! `loom_tests/header.rs` checks this). Openers copy the fields into a local
 //! [`HeaderInfo`] once and validate it; nothing later trusts the shared copy.
 //!
-//! What does not live here: mapping files (`segment`) and the bodies.
+//! What does not live here: mapping files (`segment`), the bodies (each
+//! kind's own file) and reading headers of files that are not mapped
+//! (`admin`). Public for inspection tools and the loom models; a user of
+//! the shared objects needs only [`HeaderInfo`], through
+//! [`Segment::info`](crate::Segment::info).
 
 use crate::error::{Error, Result};
 use crate::hash::fnv1a;
 use crate::process::ProcToken;
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Futex, Ordering};
 
-/// "SHMKIT" + 0x0001, little-endian on disk.
+/// The first 8 bytes of every shmkit segment: `"SHMKIT"` + 0x0001,
+/// little-endian on disk. A file that starts otherwise is not shmkit's.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKIT\x00\x01");
 /// Value of `ready` once the header is complete.
-pub const READY: u32 = 0x5245_4459;
-/// Bumped whenever any shared layout changes.
+pub(crate) const READY: u32 = 0x5245_4459;
+/// The version of every shared layout (header and bodies) this shmkit reads
+/// and writes; bumped whenever any of them changes. Opening a segment of
+/// another version fails with [`Error::WrongVersion`].
 pub const LAYOUT_VERSION: u32 = 1;
 /// Size of the header; bodies start at or after it.
-pub const HEADER_SIZE: u64 = 256;
+pub(crate) const HEADER_SIZE: u64 = 256;
 /// Alignment of every body (fits `CachePadded`, which is 128 on x86-64).
-pub const BODY_ALIGN: u64 = 128;
+pub(crate) const BODY_ALIGN: u64 = 128;
 /// Processes that can be recorded as attached (more still work, see
 /// `attach_overflow`).
-pub const ATTACH_SLOTS: usize = 16;
+pub(crate) const ATTACH_SLOTS: usize = 16;
 const NAME_BYTES: usize = 32;
 
-/// What a segment's body holds.
+/// What a segment's body holds; the header stores it as its `u32` value.
+/// Newer versions may add kinds, so a `match` needs a `_` arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
+#[non_exhaustive]
 pub enum Kind {
+    /// A [`SharedArray`](crate::SharedArray) or a
+    /// [`SharedValue`](crate::SharedValue) (an array of one): a lock,
+    /// then the elements.
     Array = 1,
+    /// A [`SharedAccumulator`](crate::SharedAccumulator): padded `f64`
+    /// stripes.
     Accumulator = 2,
+    /// A [`Ring`](crate::Ring) (also the two rings of a
+    /// [`Pipe`](crate::pipe::Pipe)).
     Ring = 3,
+    /// A [`ShmLock`](crate::ShmLock).
     Lock = 4,
+    /// A [`SharedMap`](crate::map::SharedMap).
     Map = 5,
+    /// A [`SharedList`](crate::list::SharedList).
     List = 6,
 }
 
 impl Kind {
-    pub fn from_raw(raw: u32) -> Option<Kind> {
+    /// The kind stored as `raw` in a header, `None` for a value no shmkit
+    /// of this layout version writes.
+    pub(crate) fn from_raw(raw: u32) -> Option<Kind> {
         Some(match raw {
             1 => Kind::Array,
             2 => Kind::Accumulator,
@@ -69,6 +90,7 @@ impl Kind {
         })
     }
 
+    /// The kind's name in messages and `shmkit ls`: `"array"`, `"ring"`, ...
     pub fn name(self) -> &'static str {
         match self {
             Kind::Array => "array",
@@ -82,12 +104,17 @@ impl Kind {
 }
 
 /// Describes an element type well enough that two processes agree on it.
+/// An opener compares `size`, `align` and `fingerprint` with its own type's;
+/// any difference is [`Error::WrongElementType`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ElemDesc {
+    /// `size_of` the element type in bytes; at least 1 in a valid header.
     pub size: u32,
+    /// `align_of` the element type: a power of two, at most 128.
     pub align: u32,
     /// FNV-1a of the Rust type name, mixed with size and alignment.
     pub fingerprint: u64,
+    /// The last 32 bytes of the type name, zero-padded (see [`ElemDesc::name`]).
     name: [u8; NAME_BYTES],
 }
 
@@ -126,7 +153,12 @@ impl ElemDesc {
     }
 }
 
-/// The shared header. See the module docs for what each field means.
+/// The shared header at the start of every segment: 256 bytes of atomics.
+/// See the module docs for what each field means and who writes it.
+///
+/// Inside the crate it is reached through a mapping; the loom models build
+/// one on the heap with [`Header::new_zeroed`] and race
+/// [`publish`](Header::publish) against [`is_ready`](Header::is_ready).
 #[repr(C)]
 #[derive(Debug)]
 pub struct Header {
@@ -152,19 +184,38 @@ pub struct Header {
 // loom's atomics are larger; models keep headers on the heap, never mapped.
 const _: () = assert!(crate::sync::MODELLED || size_of::<Header>() == HEADER_SIZE as usize);
 
-/// A validated, local copy of a header.
+/// A local copy of a header: validated when it comes from
+/// [`Segment::info`](crate::Segment::info), as read (maybe garbage) in an
+/// [`admin::Entry`](crate::admin::Entry) whose `problem` is set. The
+/// creator writes every field once, before publishing; nobody changes them
+/// afterwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderInfo {
+    /// The body's [`Kind`] as its `u32` value (1 to 6); see
+    /// [`HeaderInfo::kind`].
     pub kind_raw: u32,
+    /// The element type the body holds.
     pub elem: ElemDesc,
+    /// Number of elements (array), stripes (accumulator), slots (ring, map)
+    /// or capacity (list); 1 for a value or a lock. Its valid range is the
+    /// kind's (a map's is a power of two up to 2^26).
     pub len: u64,
+    /// Byte offset of the body from the start of the segment: at least 256
+    /// (the header's size), a multiple of 128.
     pub data_offset: u64,
+    /// Bytes of the whole segment, header included; equals the file size.
     pub total_size: u64,
+    /// The creating process's identity as stored (pid in the low 22 bits,
+    /// start time above); 0 if unknown. Read it with
+    /// [`admin::Entry::creator`](crate::admin::Entry::creator).
     pub creator: u64,
+    /// When the segment was created, in milliseconds since the Unix epoch
+    /// (the creator's clock); 0 if the clock was before 1970.
     pub created_unix_ms: u64,
 }
 
 impl HeaderInfo {
+    /// The body's kind; `None` for a value no shmkit of this version writes.
     pub fn kind(&self) -> Option<Kind> {
         Kind::from_raw(self.kind_raw)
     }
@@ -172,7 +223,8 @@ impl HeaderInfo {
 
 /// What an opener expects of a segment.
 #[derive(Debug)]
-pub struct Expect {
+pub(crate) struct Expect {
+    /// The kind the header must name.
     pub kind: Kind,
     /// `None` accepts any element type (tools that only inspect).
     pub elem: Option<ElemDesc>,
@@ -184,7 +236,7 @@ pub struct Expect {
 }
 
 /// Round `n` up to a multiple of `BODY_ALIGN`, `None` on overflow.
-pub fn align_body(n: u64) -> Option<u64> {
+pub(crate) fn align_body(n: u64) -> Option<u64> {
     n.checked_add(BODY_ALIGN - 1).map(|v| v & !(BODY_ALIGN - 1))
 }
 
@@ -280,14 +332,14 @@ impl Header {
     }
 
     /// The layout version (read after `is_ready`).
-    pub fn version(&self) -> u32 {
+    pub(crate) fn version(&self) -> u32 {
         self.version.load(Ordering::Relaxed)
     }
 
     /// Record `me` as attached: claim a free slot or one whose process died.
     /// Returns the slot index, or `None` (and counts an overflow) when all
     /// slots hold live processes.
-    pub fn attach(&self, me: ProcToken) -> Option<usize> {
+    pub(crate) fn attach(&self, me: ProcToken) -> Option<usize> {
         for (i, slot) in self.attached.iter().enumerate() {
             let cur = slot.load(Ordering::Relaxed);
             let free = cur == 0 || ProcToken::from_raw(cur).is_none_or(|t| !t.is_alive());
@@ -306,7 +358,7 @@ impl Header {
     }
 
     /// Give back slot `i` if it still holds `me`.
-    pub fn detach(&self, slot: usize, me: ProcToken) {
+    pub(crate) fn detach(&self, slot: usize, me: ProcToken) {
         if let Some(cell) = self.attached.get(slot) {
             // Relaxed: bookkeeping only (see `attach`).
             let _ = cell.compare_exchange(me.raw(), 0, Ordering::Relaxed, Ordering::Relaxed);
@@ -314,7 +366,7 @@ impl Header {
     }
 
     /// Tokens recorded as attached, and how many attachers found no slot.
-    pub fn attached(&self) -> (Vec<ProcToken>, u32) {
+    pub(crate) fn attached(&self) -> (Vec<ProcToken>, u32) {
         let toks = self
             .attached
             .iter()
@@ -326,7 +378,7 @@ impl Header {
 
 /// Check a snapshot against what the opener expects and against the file
 /// size. Each disagreement is its own error variant.
-pub fn validate(
+pub(crate) fn validate(
     name: &str,
     h: &HeaderInfo,
     version: u32,

@@ -1,4 +1,6 @@
-//! Who is alive: a process identity that survives pid reuse.
+//! Who is alive: a process identity that survives pid reuse. Used for the
+//! header's creator and attached records, ring roles and map slot owners;
+//! what does not live here: reading `/proc` (in `sync`, see below).
 //!
 //! A [`ProcToken`] packs a pid with the process's start time (field 22 of
 //! `/proc/PID/stat`, in clock ticks since boot) into one `u64`, so it can be
@@ -23,20 +25,26 @@ const START_MASK: u64 = (1 << (64 - PID_BITS)) - 1;
 pub struct ProcToken(u64);
 
 impl ProcToken {
-    pub const NONE: u64 = 0;
-
-    pub fn from_raw(raw: u64) -> Option<Self> {
+    /// The token stored in a shared word, or `None` for 0 ("nobody") or a
+    /// word whose pid bits are 0 (no user process has pid 0).
+    pub(crate) fn from_raw(raw: u64) -> Option<Self> {
         (raw != 0 && raw & PID_MASK != 0).then_some(Self(raw))
     }
 
-    pub fn raw(self) -> u64 {
+    /// The word to store in shared memory: pid in the low 22 bits, start
+    /// time above. Never 0.
+    pub(crate) fn raw(self) -> u64 {
         self.0
     }
 
+    /// The process id (1 to 2^22 - 1, Linux's `pid_max` limit).
     pub fn pid(self) -> u32 {
         (self.0 & PID_MASK) as u32
     }
 
+    /// The process's start time in clock ticks since boot (field 22 of
+    /// `/proc/PID/stat`), modulo 2^42; divide by [`ticks_per_second`] for
+    /// seconds.
     pub fn start_ticks(self) -> u64 {
         self.0 >> PID_BITS
     }
@@ -70,7 +78,8 @@ impl std::fmt::Display for ProcToken {
     }
 }
 
-/// Clock ticks per second, to turn a start time into seconds since boot.
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on usual Linux
+/// systems), to turn [`ProcToken::start_ticks`] into seconds since boot.
 pub fn ticks_per_second() -> u64 {
     liveness::ticks_per_second()
 }

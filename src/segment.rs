@@ -161,7 +161,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// The path of a named segment.
-pub fn path_of(name: &str) -> PathBuf {
+pub(crate) fn path_of(name: &str) -> PathBuf {
     PathBuf::from(SHM_DIR).join(name)
 }
 
@@ -448,7 +448,7 @@ impl Segment {
     }
 
     /// The shared header.
-    pub fn header(&self) -> &Header {
+    pub(crate) fn header(&self) -> &Header {
         // SAFETY: every mapping is at least HEADER_SIZE bytes, page-aligned
         // (so aligned for Header), and outlives `&self`; Header is all atomics.
         unsafe { &*(self.map.as_ptr() as *const Header) }
