@@ -7,6 +7,9 @@
 //! that is not a shmkit segment. A segment is garbage when its creator and
 //! every process recorded as attached are dead (pid + start time, so a reused
 //! pid does not keep it alive) and no attacher overflowed the record.
+//!
+//! What does not live here: printing (the `shmkit` tool) and opening a
+//! segment as its kind (each kind's `open`).
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -17,23 +20,34 @@ use crate::header::{self, Expect, HEADER_SIZE, Header, HeaderInfo, Kind, MAGIC};
 use crate::process::ProcToken;
 use crate::segment::{self, OpenOptions, SHM_DIR, Segment};
 
-/// One shmkit segment found in `/dev/shm`.
+/// One shmkit segment found in `/dev/shm`: its header as read (not
+/// trusted: see `problem`) and what can be said about its users.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Entry {
+    /// The file's name in `/dev/shm` (a valid segment name).
     pub name: String,
+    /// The file's size in bytes.
     pub file_size: u64,
     /// The header as read (meaningful when `ready`).
     pub info: HeaderInfo,
+    /// Whether the creator published the header (its `ready` word is set).
     pub ready: bool,
+    /// The header's layout version (this shmkit reads
+    /// [`LAYOUT_VERSION`](crate::header::LAYOUT_VERSION) only).
     pub version: u32,
-    /// Processes recorded as attached, and attachers that found no slot.
+    /// Processes recorded as attached (up to 16; dead ones included, see
+    /// [`Entry::live_attached`]).
     pub attached: Vec<ProcToken>,
+    /// How many attachers found all 16 records held by live processes; while
+    /// it is not 0 the segment is never garbage.
     pub attach_overflow: u32,
     /// What is wrong with it, if anything (then it is "corrupt").
     pub problem: Option<String>,
 }
 
 impl Entry {
+    /// The kind's name (`"array"`, ...), or `"kind N"` for an unknown value.
     pub fn kind_name(&self) -> String {
         self.info.kind().map_or_else(
             || format!("kind {}", self.info.kind_raw),
@@ -46,6 +60,8 @@ impl Entry {
         ProcToken::from_raw(self.info.creator)
     }
 
+    /// Whether the creator is still running (the same process, not a newer
+    /// one that reused its pid).
     pub fn creator_alive(&self) -> bool {
         self.creator().is_some_and(|t| t.is_alive())
     }
@@ -154,6 +170,7 @@ fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// What [`list`] found in `/dev/shm`.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Listing {
     /// Every shmkit segment, sorted by name.
     pub entries: Vec<Entry>,
@@ -226,6 +243,7 @@ pub fn remove(name: &str) -> Result<()> {
 
 /// What [`gc`] did.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Collected {
     /// Each segment nobody can be using, with the outcome of removing it.
     pub removed: Vec<(Entry, Result<()>)>,

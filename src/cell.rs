@@ -8,6 +8,8 @@
 //! float sums use [`SharedAccumulator`](crate::SharedAccumulator).
 //!
 //! Integer arithmetic wraps on overflow, like `std`'s atomics.
+//! What does not live here: where the cells are (`array`) and the
+//! `Ordering`/atomic types themselves (the `sync` facade).
 //! Float `compare_exchange` compares bit patterns: `-0.0 != 0.0`, and a NaN
 //! equals itself only with the same bits.
 
@@ -218,10 +220,14 @@ impl<T: Element> Atomic<T> {
             atom: T::new_atom(v),
         }
     }
+    /// The current value. `order` is `Relaxed`, `Acquire` or `SeqCst`
+    /// (`Release` and `AcqRel` panic, as in `std`).
     #[inline]
     pub fn load(&self, order: Ordering) -> T {
         T::load(&self.atom, order)
     }
+    /// Replace the value with `v`. `order` is `Relaxed`, `Release` or
+    /// `SeqCst` (`Acquire` and `AcqRel` panic, as in `std`).
     #[inline]
     pub fn store(&self, v: T, order: Ordering) {
         T::store(&self.atom, v, order)

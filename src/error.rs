@@ -1,5 +1,9 @@
 //! The crate's error type: one variant per way opening or using a segment can
 //! fail, each with a message that says what happened and what to do.
+//!
+//! What does not live here: the errors of one operation on one kind, which
+//! are values of their own (`PushError`, `PopError`, `LockError`,
+//! `MapError`, `ListFull`) in their kinds' modules.
 
 use std::fmt;
 use std::io;
@@ -9,73 +13,171 @@ use crate::name::MAX_NAME_LEN;
 
 /// Everything that can go wrong in shmkit. Segment contents are untrusted, so
 /// every inconsistency found in them is one of these, never a panic.
+///
+/// Every variant names the segment (`name`: the name given to `create` or
+/// `open`, or `"<anonymous>"` for a memfd segment) and its `Display` says
+/// what happened and what to do. Match the variants you can act on and
+/// report the rest; new variants may be added, so keep a `_` arm.
+///
+/// ```
+/// use shmkit::{Error, SharedArray};
+/// let name = format!("shmkit-doc-error-{}", std::process::id());
+/// let counts = match SharedArray::<u64>::open(&name) {
+///     Ok(existing) => existing,
+///     // Nobody made it yet: be the creator.
+///     Err(Error::NotFound { .. }) => SharedArray::<u64>::create(&name, 16)?,
+///     Err(e) => return Err(e),
+/// };
+/// assert_eq!(counts.len(), 16);
+/// // Opening it as another element type is refused, with a message saying so.
+/// let e = SharedArray::<f32>::open(&name).unwrap_err();
+/// assert!(matches!(e, Error::WrongElementType { .. }));
+/// println!("{e}");
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// No segment by that name exists.
-    NotFound { name: String },
+    NotFound {
+        /// The segment's name.
+        name: String,
+    },
     /// Creating failed because the name is taken.
-    Exists { name: String },
+    Exists {
+        /// The segment's name.
+        name: String,
+    },
     /// Something other than a regular file (a symlink, a directory) sits at
     /// the name; shmkit never follows or opens those.
-    NotARegularFile { name: String },
+    NotARegularFile {
+        /// The segment's name.
+        name: String,
+    },
     /// The name cannot be used: empty, too long, or holding `/`, `..` or
     /// characters outside `[A-Za-z0-9._-]`.
-    BadName { name: String, reason: &'static str },
+    BadName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks, as a sentence fragment.
+        reason: &'static str,
+    },
     /// The OS refused access (another user's segment, or mode 0600).
-    PermissionDenied { name: String },
+    PermissionDenied {
+        /// The segment's name.
+        name: String,
+    },
     /// The file does not start with shmkit's magic number: it is not ours.
-    BadMagic { name: String, found: u64 },
+    BadMagic {
+        /// The file's name in `/dev/shm`.
+        name: String,
+        /// The file's first 8 bytes as a `u64` (native byte order), or 0
+        /// when not reported (`admin` only says "not ours"); shmkit's is
+        /// [`header::MAGIC`](crate::header::MAGIC).
+        found: u64,
+    },
     /// The segment was made by a shmkit with another layout version.
     WrongVersion {
+        /// The segment's name.
         name: String,
+        /// The layout version in the segment's header.
         found: u32,
+        /// The one version this shmkit reads:
+        /// [`header::LAYOUT_VERSION`](crate::header::LAYOUT_VERSION).
         supported: u32,
     },
     /// The segment holds another kind of object (say a ring, not an array).
     WrongKind {
+        /// The segment's name.
         name: String,
+        /// The kind the header names (`"ring"`, ...), or `"unknown kind N"`.
         found: String,
+        /// The kind the caller opened it as.
         expected: &'static str,
     },
     /// The segment's elements are of another type.
     WrongElementType {
+        /// The segment's name.
         name: String,
+        /// The header's element type: its (possibly shortened) Rust type
+        /// name and size, as `"u64 (8 bytes)"`.
         found: String,
+        /// The caller's element type, in the same form.
         expected: String,
     },
     /// The segment has another number of elements than asked for.
     WrongLength {
+        /// The segment's name.
         name: String,
+        /// The header's length (elements, stripes or slots).
         found: u64,
+        /// The length the caller asked for.
         expected: u64,
     },
     /// The file is shorter than a shmkit header: cut short or not ours.
     Truncated {
+        /// The segment's name.
         name: String,
+        /// The file's size in bytes (1 to 255).
         file_size: u64,
+        /// The bytes a header needs: 256.
         needed: u64,
     },
     /// The header's sizes disagree with each other or with the file.
-    SizeMismatch { name: String, detail: String },
+    SizeMismatch {
+        /// The segment's name.
+        name: String,
+        /// Which sizes disagree, with their values.
+        detail: String,
+    },
     /// Shared state that no correct process can produce (say a ring whose
     /// head is past its tail): someone scribbled on the segment.
-    Corrupt { name: String, detail: String },
+    Corrupt {
+        /// The segment's name.
+        name: String,
+        /// What is impossible about it.
+        detail: String,
+    },
     /// The creator has not finished (or died before finishing) building the
     /// segment within the time allowed.
-    NotReady { name: String, waited: Duration },
+    NotReady {
+        /// The segment's name.
+        name: String,
+        /// How long the opener waited: its
+        /// [`OpenOptions::ready_timeout`](crate::OpenOptions::ready_timeout).
+        waited: Duration,
+    },
     /// An argument was out of range (a zero length, a size that overflows).
-    InvalidArgument { what: String },
+    InvalidArgument {
+        /// Which argument, its value and the range it must be in.
+        what: String,
+    },
     /// A ring's producer role is held by a live process.
-    ProducerExists { name: String, pid: u32 },
+    ProducerExists {
+        /// The ring's name.
+        name: String,
+        /// The process holding the producer role.
+        pid: u32,
+    },
     /// A ring already has the most live consumers it can record.
-    TooManyConsumers { name: String, max: usize },
+    TooManyConsumers {
+        /// The ring's name.
+        name: String,
+        /// The most consumers a ring records (64).
+        max: usize,
+    },
     /// The ring was closed; it takes no new producer.
-    Closed { name: String },
+    Closed {
+        /// The ring's name.
+        name: String,
+    },
     /// An operating-system call failed.
     Os {
+        /// The call that failed (`"mmap"`, `"ftruncate"`, ...).
         op: &'static str,
+        /// The segment's name, or the directory for `readdir`.
         name: String,
+        /// The OS error; [`Error::errno`] gives its number.
         source: io::Error,
     },
 }
