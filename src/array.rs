@@ -262,6 +262,7 @@ fn init_lock(seg: &Segment) -> Result<()> {
 /// The cells stay atomics while locked, so a process that writes without
 /// taking the lock causes lost updates, never undefined behaviour.
 #[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: Element> {
     guard: LockGuard<'a>,
     cells: &'a [Atomic<T>],

@@ -36,12 +36,38 @@ const fn list_slot_words(size: usize) -> usize {
 const LIST_HEAD_WORDS: usize = 16;
 
 /// An append-only list in shared memory. See the [module docs](self).
+///
+/// `Send` and `Sync` when `T: Send`: a value pushed by one thread is read
+/// by another, so a list of a type that may not cross threads may not
+/// either.
+///
+/// ```compile_fail
+/// # use std::marker::PhantomData;
+/// // Plain bytes, but tied to its thread (like a `MutexGuard`'s data).
+/// #[derive(Clone, Copy)]
+/// #[repr(transparent)]
+/// struct ThreadBound(u64, PhantomData<*const u8>);
+/// unsafe impl bytemuck::Zeroable for ThreadBound {}
+/// unsafe impl bytemuck::Pod for ThreadBound {}
+/// fn shared_between_threads<S: Send + Sync>() {}
+/// shared_between_threads::<shmkit::list::SharedList<ThreadBound>>();
+/// ```
 #[derive(Debug)]
 pub struct SharedList<T> {
     words: Words,
     cap: usize,
-    _t: PhantomData<fn(T) -> T>,
+    /// Invariant in `T`, and neither `Send` nor `Sync` by itself: the
+    /// impls below say when the list is.
+    _t: PhantomData<*mut T>,
 }
+
+// SAFETY: the list owns no `T`, only atomic words (`Words` is Send + Sync);
+// items cross threads by copy, pushed by one and read by another, which
+// is sending a `T`, so `T: Send` is required, and enough.
+unsafe impl<T: Send> Send for SharedList<T> {}
+// SAFETY: as above: through `&SharedList` a `T` moves between threads by
+// copy; no `&T` into the list is ever handed out, so `T: Sync` is not needed.
+unsafe impl<T: Send> Sync for SharedList<T> {}
 
 /// `push` on a full list; hands the value back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

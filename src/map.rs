@@ -97,8 +97,10 @@ impl<const N: usize> std::fmt::Debug for FixedStr<N> {
     }
 }
 
-/// Why a map operation failed.
+/// Why a map operation failed. More reasons may be added, so a `match`
+/// needs a `_` arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MapError {
     /// No free slot is left in the key's probe chain (the map is full).
     Full,
@@ -192,13 +194,29 @@ const fn map_slot_words(key_size: usize) -> usize {
 }
 
 /// A fixed-capacity map in shared memory. See the [module docs](self).
+///
+/// `Send` and `Sync` when `K: Send` and `V: Send` (every [`Element`] is):
+/// a key inserted by one thread is copied out by another's
+/// [`entries`](Self::entries).
 #[derive(Debug)]
 pub struct SharedMap<K, V> {
     words: Words,
     cap: usize,
     kw: usize,
-    _types: PhantomData<fn() -> MapTypes<K, V>>,
+    /// Covariant in `K` and `V`, and neither `Send` nor `Sync` by itself:
+    /// the impls below say when the map is.
+    _types: PhantomData<*const MapTypes<K, V>>,
 }
+
+// SAFETY: the map owns no `K` or `V`, only atomic words (`Words` is Send +
+// Sync); keys and values cross threads by copy, inserted by one and read by
+// another, which is sending them, so `K: Send, V: Send` is required, and
+// enough.
+unsafe impl<K: Send, V: Send> Send for SharedMap<K, V> {}
+// SAFETY: as above: through `&SharedMap` keys and values move between
+// threads by copy; no reference into the map is ever handed out, so `Sync`
+// of `K` or `V` is not needed.
+unsafe impl<K: Send, V: Send> Sync for SharedMap<K, V> {}
 
 impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
     fn check_capacity(capacity: usize) -> Result<()> {
