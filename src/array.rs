@@ -6,6 +6,9 @@
 //! `fetch_add` and friends. The slice's length is the one validated at open,
 //! never re-read from shared memory.
 //!
+//! What does not live here: the cells' operations (`cell`), the lock
+//! inside every array (`lock`) and create/open (`object`, `segment`).
+//!
 //! ```
 //! use shmkit::{SharedArray, Ordering};
 //! let name = format!("shmkit-doc-array-{}", std::process::id());
@@ -35,7 +38,27 @@ pub(crate) fn array_body(h: &HeaderInfo) -> Option<u64> {
     align_body(LOCK_AREA.checked_add(h.len.checked_mul(u64::from(h.elem.size))?)?)
 }
 
-/// A fixed-length array of atomic `T` cells in shared memory.
+/// A fixed-length array of atomic `T` cells in shared memory: Python's
+/// `multiprocessing.Array` without the lock. It dereferences to
+/// `[Atomic<T>]`, so slice methods and indexing work; the length is fixed
+/// at create.
+///
+/// ```
+/// use shmkit::{Ordering, SharedArray};
+/// let name = format!("shmkit-doc-sharedarray-{}", std::process::id());
+/// let hist = SharedArray::<u32>::create_from(&name, &[0; 8])?;
+/// // Any process: SharedArray::<u32>::open(&name)? (or open_len to check
+/// // the length too).
+/// for x in [3, 5, 3] {
+///     hist[x].fetch_add(1, Ordering::Relaxed);
+/// }
+/// assert_eq!(hist.len(), 8);
+/// assert_eq!(hist[3].load(Ordering::Relaxed), 2);
+/// assert_eq!(hist.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u32>(), 3);
+/// // An index past the end panics, as for any slice; `get` does not.
+/// assert!(hist.get(8).is_none());
+/// # Ok::<(), shmkit::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SharedArray<T: Element> {
     seg: Segment,

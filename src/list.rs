@@ -37,6 +37,21 @@ const LIST_HEAD_WORDS: usize = 16;
 
 /// An append-only list in shared memory. See the [module docs](self).
 ///
+/// Items are any [`Pod`] type; `capacity` (1 to 2^30) is fixed at create.
+///
+/// ```
+/// use shmkit::list::{ListFull, SharedList};
+/// let name = format!("shmkit-doc-sharedlist-{}", std::process::id());
+/// let log = SharedList::<[u32; 2]>::create(&name, 2)?;
+/// // In any process: SharedList::<[u32; 2]>::open(&name)?
+/// assert_eq!(log.push([1, 10])?, 0);
+/// assert_eq!(log.push([2, 20])?, 1);
+/// // Full: the value comes back.
+/// assert_eq!(log.push([3, 30]), Err(ListFull([3, 30])));
+/// assert_eq!(log.to_vec(), [[1, 10], [2, 20]]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// `Send` and `Sync` when `T: Send`: a value pushed by one thread is read
 /// by another, so a list of a type that may not cross threads may not
 /// either.

@@ -66,7 +66,18 @@ use crate::sync::{AtomicU64, Ordering, spin_loop};
 use crate::words::Words;
 
 /// A fixed-width string key (UTF-8, at most `N` bytes, zero-padded), for
-/// string keys such as `"proc17_key3"`.
+/// string keys such as `"proc17_key3"`. Map keys must be plain bytes of a
+/// fixed size, which `String` is not; this is.
+///
+/// ```
+/// use shmkit::map::FixedStr;
+/// let key = FixedStr::<16>::new("proc17_key3")?;
+/// assert_eq!(key.as_string(), "proc17_key3");
+/// assert_eq!(key, FixedStr::new("proc17_key3")?);
+/// // Longer than 16 bytes (or holding a NUL): refused, not cut.
+/// assert!(FixedStr::<16>::new("a key of more than sixteen bytes").is_err());
+/// # Ok::<(), shmkit::Error>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Pod, Zeroable)]
 #[repr(transparent)]
 pub struct FixedStr<const N: usize>([u8; N]);
@@ -193,7 +204,30 @@ const fn map_slot_words(key_size: usize) -> usize {
     1 + words_for(key_size) + 1
 }
 
-/// A fixed-capacity map in shared memory. See the [module docs](self).
+/// A fixed-capacity map in shared memory. See the [module docs](self) for
+/// how it works and what survives a killed writer.
+///
+/// Keys are any [`Pod`] type (integers, [`FixedStr`], `#[repr(C)]`
+/// structs of them); values are [`Element`]s. `capacity` is a power of two
+/// and counts every distinct key ever inserted, removed ones included.
+///
+/// ```
+/// use shmkit::map::{MapError, SharedMap};
+/// let name = format!("shmkit-doc-sharedmap-{}", std::process::id());
+/// let seen = SharedMap::<u32, u64>::create(&name, 4)?;
+/// // In any process: SharedMap::<u32, u64>::open(&name)?
+/// assert_eq!(seen.insert(7, 1)?, None);
+/// assert_eq!(seen.insert(7, 2)?, Some(1)); // replaced
+/// assert_eq!(seen.fetch_add(&7, 10)?, 2);
+/// assert_eq!(seen.fetch_add(&8, 1), Err(MapError::NotFound));
+/// assert_eq!(seen.remove(&7), Some(12));
+/// for k in 0..3 {
+///     seen.insert(k, 0)?;
+/// }
+/// // Four distinct keys were inserted (7, 0, 1, 2): no room for a fifth.
+/// assert_eq!(seen.insert(3, 0), Err(MapError::Full));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// `Send` and `Sync` when `K: Send` and `V: Send` (every [`Element`] is):
 /// a key inserted by one thread is copied out by another's
