@@ -261,7 +261,8 @@ impl<T: Element> SharedArray<T> {
         bytemuck::cast_slice_mut(bytes)
     }
 
-    /// The segment underneath (name, header).
+    /// The segment underneath: its name and validated header copy
+    /// ([`Segment::info`]).
     pub fn segment(&self) -> &Segment {
         &self.seg
     }

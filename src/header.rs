@@ -162,22 +162,44 @@ impl ElemDesc {
 #[repr(C)]
 #[derive(Debug)]
 pub struct Header {
+    /// [`MAGIC`], written by the creator in `publish`; anything else (0
+    /// included, once `ready` is set) is a foreign or damaged file.
     magic: AtomicU64,
+    /// 0 while the creator builds the segment, `READY` once published (set
+    /// once, never cleared); openers sleep on it as a futex.
     ready: Futex,
+    /// The creator's [`LAYOUT_VERSION`].
     version: AtomicU32,
+    /// [`Kind`] as its `u32` value, 1 to 6.
     kind: AtomicU32,
+    /// `size_of` the element type, at least 1.
     elem_size: AtomicU32,
+    /// `align_of` the element type: a power of two, at most `BODY_ALIGN`.
     elem_align: AtomicU32,
-    /// Attachers that found every `attached` slot taken by a live process.
+    /// Attachers that found every `attached` slot taken by a live process;
+    /// only ever incremented (Relaxed), by any opener.
     attach_overflow: AtomicU32,
+    /// [`ElemDesc::fingerprint`] of the element type.
     elem_fingerprint: AtomicU64,
+    /// Elements, stripes or slots: the kind's length, in its valid range.
     len: AtomicU64,
+    /// Where the body starts: at least `HEADER_SIZE`, a multiple of
+    /// `BODY_ALIGN`.
     data_offset: AtomicU64,
+    /// Bytes of the whole segment: `data_offset` plus the kind's body size;
+    /// equals the file size.
     total_size: AtomicU64,
+    /// The creator's [`ProcToken`] word, never 0 for a real creator.
     creator: AtomicU64,
+    /// Creation time in milliseconds since the Unix epoch.
     created_unix_ms: AtomicU64,
+    /// The last 32 bytes of the element type's name, zero-padded.
     elem_name: [AtomicU8; NAME_BYTES],
+    /// [`ProcToken`] words of processes that have the segment open; 0 is a
+    /// free slot. Claimed by openers (CAS from 0 or from a dead token),
+    /// cleared by their drop.
     attached: [AtomicU64; ATTACH_SLOTS],
+    /// Zero; pads the header to `HEADER_SIZE` bytes.
     _reserved: [AtomicU64; 2],
 }
 
