@@ -144,7 +144,10 @@ pub use loom::cell::UnsafeCell;
 /// is the futex contract (the check and the sleep are atomic with respect to
 /// a wake), so an algorithm that can lose a wakeup deadlocks the model.
 /// loom has no clock: a timed wait is modelled as an untimed one, so a
-/// timeout can never be what rescues a model from a lost wakeup.
+/// timeout can never be what rescues a model from a lost wakeup; a model of
+/// a death path, where an expiring timeout is how a sleeper notices the
+/// death, turns on `liveness::model::timeouts_expire`, and then a timed
+/// wait returns after a yield (untimed waits still block).
 #[cfg_attr(not(shmkit_loom), repr(transparent))]
 #[derive(Debug)]
 pub struct Futex {
@@ -210,7 +213,12 @@ impl Futex {
         }
         #[cfg(shmkit_loom)]
         {
-            let _ = timeout;
+            if timeout.is_some() && liveness::model::timeouts_expire_now() {
+                // The model lets timeouts expire: the wait ends after letting
+                // others run, as a spurious wake-up or an expiry may.
+                loom::thread::yield_now();
+                return;
+            }
             let guard = self.lock.lock().unwrap();
             // SeqCst stands for the kernel's own check, which is ordered with
             // the waker's store by the futex hash-bucket lock.
@@ -432,7 +440,7 @@ pub mod liveness {
     /// whose memory effects stay behind.
     #[cfg(shmkit_loom)]
     pub mod model {
-        use loom::sync::atomic::{AtomicU64, Ordering};
+        use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::cell::Cell;
 
         loom::thread_local! {
@@ -441,6 +449,25 @@ pub mod liveness {
         loom::lazy_static! {
             /// Bit `p` set: process `p` is dead. Reset for each execution.
             static ref DEAD: AtomicU64 = AtomicU64::new(0);
+            /// Whether timed futex waits expire (see [`timeouts_expire`]).
+            /// Reset (off) for each execution.
+            static ref TIMEOUTS_EXPIRE: AtomicBool = AtomicBool::new(false);
+        }
+
+        /// From now on (in this execution), a timed [`Futex::wait`](crate::sync::Futex::wait)
+        /// returns after a yield instead of blocking, as an expiring timeout
+        /// would; untimed waits still block. Off by default, so that a
+        /// timeout cannot hide a lost wakeup; turn it on in models of a death
+        /// path, where a timeout is how a sleeper notices that a process died.
+        pub fn timeouts_expire(on: bool) {
+            TIMEOUTS_EXPIRE.store(on, Ordering::SeqCst);
+        }
+
+        /// Whether timed waits expire now (see [`timeouts_expire`]).
+        pub fn timeouts_expire_now() -> bool {
+            // Relaxed: a model switch, set before the threads it concerns
+            // are spawned.
+            TIMEOUTS_EXPIRE.load(Ordering::Relaxed)
         }
 
         /// Make the calling model thread the process `pid` (1..=63; every
