@@ -33,7 +33,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKIT\x00\x01");
 /// Value of `ready` once the header is complete.
 pub const READY: u32 = 0x5245_4459;
 /// Bumped whenever any shared layout changes.
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: the lock area holds shmkit's own lock (owner word + futex), not a
+/// glibc `pthread_mutex_t`.
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header; bodies start at or after it.
 pub const HEADER_SIZE: u64 = 256;
 /// Alignment of every body (fits `CachePadded`, which is 128 on x86-64).
