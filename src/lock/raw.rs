@@ -44,9 +44,13 @@ pub(crate) struct LockWords {
 /// runs: the bound on noticing a dead holder (plus one `/proc` read).
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
 
-/// Polls of the owner word before sleeping. Under loom each poll is a
-/// yield, and one is enough to explore "freed while spinning".
-const SPINS: u32 = if MODELLED { 1 } else { 100 };
+/// Polls of the owner word before sleeping. None under loom: each poll
+/// would be a yield, and loom runs a yielding thread again only once the
+/// others have blocked or yielded, so a spin before registering would hide
+/// exactly the interleavings (a release between the last look at the owner
+/// and the registration) that can lose a wakeup. A poll that sees 0 makes
+/// the same claim as the loop after it, which the models do explore.
+const SPINS: u32 = if MODELLED { 0 } else { 100 };
 
 /// How an acquirer may wait.
 #[derive(Clone, Copy, Debug)]
