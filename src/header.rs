@@ -34,7 +34,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMKIT\x00\x01");
 pub const READY: u32 = 0x5245_4459;
 /// Bumped whenever any shared layout changes.
 /// 2: the lock area holds shmkit's own lock (owner word + futex), not a
-/// glibc `pthread_mutex_t`.
+/// glibc robust mutex.
 pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header; bodies start at or after it.
 pub const HEADER_SIZE: u64 = 256;

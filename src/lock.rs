@@ -82,8 +82,8 @@ mod raw;
 use raw::{LockWords, Miss, Wait};
 
 /// The lock's shared state: 128 bytes, at the start of a lock segment or of
-/// an array's body. All of it is [`raw::LockWords`] (40 bytes; the rest is
-/// padding to keep neighbours off its cache line).
+/// an array's body. All of it is the lock's words (`raw::LockWords`, 40
+/// bytes; the rest is padding that keeps neighbours off its cache line).
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub struct LockArea {

@@ -213,7 +213,7 @@ fn fuzz_worker(arr: &SharedArray<u64>) {
     while arr[F_STOP].load(Ordering::Acquire) == 0 {
         n += 1;
         let t = Instant::now();
-        let (r, limit) = if n % 4 == 0 {
+        let (r, limit) = if n.is_multiple_of(4) {
             (arr.try_lock(), Duration::ZERO)
         } else {
             (arr.lock_timeout(FUZZ_TIMEOUT), FUZZ_TIMEOUT)
