@@ -36,16 +36,21 @@
 //!   beside it: the releaser makes a wake system call only when someone is
 //!   registered, and register-then-recheck against release-then-notify
 //!   (each with a SeqCst fence) cannot lose a wakeup. An acquirer polls a
-//!   little first, then sleeps in slices of 50 ms.
+//!   little first, then sleeps in slices of 50 ms. (A futex word has 32
+//!   bits and pid + start time need more, hence two words, not one word
+//!   with a waiters bit: the price is a fence and a load in every unlock.)
 //! - **A dead holder.** On entering the slow path, and after every sleep
 //!   through which the owner word did not change, the acquirer asks whether
 //!   the owner still runs (`/proc/PID/stat`: pid and start time, so a reused
 //!   pid does not count; a zombie is dead). If not, it takes the lock over
 //!   with a CAS `dead -> me` (of several takers one wins), sets `dirty`, and
-//!   gets [`LockError::OwnerDied`]. A holder killed with `-9` is noticed
-//!   within one slice (plus a `/proc` read) by a sleeper, at once by a new
-//!   acquirer. The dead holder's writes are visible to the taker: they
-//!   precede its death, which the taker observed.
+//!   gets [`LockError::OwnerDied`]. A "dead" verdict counts only if the
+//!   same check finds the acquirer itself alive, so an unreadable `/proc`
+//!   (no file descriptors left) never hands a live holder's lock to another
+//!   process. A holder killed with `-9` is noticed within one slice (plus
+//!   a `/proc` read) by a sleeper, at once by a new acquirer. The dead
+//!   holder's writes are visible to the taker: they precede its death,
+//!   which the taker observed.
 //! - **Repair duty.** Every acquirer that finds `dirty` set gets
 //!   `OwnerDied` until one calls [`LockGuard::mark_consistent`]; a repairer
 //!   that dies first hands the duty on.

@@ -93,7 +93,16 @@ macro_rules! step {
 /// Whether the process named by the owner word `v` runs. Garbage (pid 0, a
 /// pid no process has, a start time that does not match) is "not running".
 fn runs(v: u64) -> bool {
-    ProcToken::from_raw(v).is_some_and(ProcToken::is_alive)
+    match ProcToken::from_raw(v) {
+        None => false,
+        Some(owner) if owner.is_alive() => true,
+        // A liveness check that could not read /proc (no file descriptors
+        // left, /proc not mounted) also says "not running", and taking the
+        // lock from a live holder would break mutual exclusion. So a "dead"
+        // verdict counts only if the same check finds us alive; otherwise
+        // keep waiting (a timed lock then times out).
+        Some(_) => !ProcToken::current().is_alive(),
+    }
 }
 
 impl LockWords {
