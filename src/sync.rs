@@ -440,7 +440,7 @@ pub mod liveness {
     /// whose memory effects stay behind.
     #[cfg(shmkit_loom)]
     pub mod model {
-        use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use loom::sync::atomic::{AtomicU64, Ordering};
         use std::cell::Cell;
 
         loom::thread_local! {
@@ -450,8 +450,11 @@ pub mod liveness {
             /// Bit `p` set: process `p` is dead. Reset for each execution.
             static ref DEAD: AtomicU64 = AtomicU64::new(0);
             /// Whether timed futex waits expire (see [`timeouts_expire`]).
-            /// Reset (off) for each execution.
-            static ref TIMEOUTS_EXPIRE: AtomicBool = AtomicBool::new(false);
+            /// Reset (off) for each execution. A std atomic, not loom's: a
+            /// model switch is not state to explore, and a loom load in
+            /// every timed wait would enlarge every existing model.
+            static ref TIMEOUTS_EXPIRE: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
         }
 
         /// From now on (in this execution), a timed [`Futex::wait`](crate::sync::Futex::wait)
@@ -460,14 +463,14 @@ pub mod liveness {
         /// timeout cannot hide a lost wakeup; turn it on in models of a death
         /// path, where a timeout is how a sleeper notices that a process died.
         pub fn timeouts_expire(on: bool) {
-            TIMEOUTS_EXPIRE.store(on, Ordering::SeqCst);
+            TIMEOUTS_EXPIRE.store(on, std::sync::atomic::Ordering::SeqCst);
         }
 
         /// Whether timed waits expire now (see [`timeouts_expire`]).
         pub fn timeouts_expire_now() -> bool {
-            // Relaxed: a model switch, set before the threads it concerns
-            // are spawned.
-            TIMEOUTS_EXPIRE.load(Ordering::Relaxed)
+            // SeqCst, and outside the model: loom runs one thread at a
+            // time, so a switch set by the model is seen by every thread.
+            TIMEOUTS_EXPIRE.load(std::sync::atomic::Ordering::SeqCst)
         }
 
         /// Make the calling model thread the process `pid` (1..=63; every
