@@ -35,8 +35,9 @@
 //! - **Sleepers** register on an [`EventCount`](crate::sync::EventCount)
 //!   beside it: the releaser makes a wake system call only when someone is
 //!   registered, and register-then-recheck against release-then-notify
-//!   (each with a SeqCst fence) cannot lose a wakeup. An acquirer polls a
-//!   little first, then sleeps in slices of 50 ms. (A futex word has 32
+//!   (each with a SeqCst fence) cannot lose a wakeup. An acquirer that
+//!   finds the lock held sleeps at once (no spinning: measured slower, see
+//!   `raw.rs`), in slices of 50 ms. (A futex word has 32
 //!   bits and pid + start time need more, hence two words, not one word
 //!   with a waiters bit: the price is a fence and a load in every unlock.)
 //! - **A dead holder.** On entering the slow path, and after every sleep
@@ -81,6 +82,7 @@
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::process::ProcToken;
 
 mod raw;
 
@@ -125,10 +127,11 @@ impl LockArea {
         Ok(())
     }
 
-    fn result(&self, r: std::result::Result<bool, Miss>) -> LockResult<'_> {
+    fn result(&self, me: u64, r: std::result::Result<bool, Miss>) -> LockResult<'_> {
+        let guard = || LockGuard { area: self, me };
         match r {
-            Ok(false) => Ok(LockGuard { area: self }),
-            Ok(true) => Err(LockError::OwnerDied(LockGuard { area: self })),
+            Ok(false) => Ok(guard()),
+            Ok(true) => Err(LockError::OwnerDied(guard())),
             Err(Miss::WouldBlock) => Err(LockError::WouldBlock),
             Err(Miss::Timeout) => Err(LockError::Timeout),
             Err(Miss::Died { .. }) => unreachable!("only `lock_or_die` lets a process die"),
@@ -138,21 +141,27 @@ impl LockArea {
     /// Take the lock, waiting as long as it takes. A dead holder is taken
     /// over, as [`LockError::OwnerDied`] with the guard.
     pub fn lock(&self) -> LockResult<'_> {
-        self.result(self.words.acquire(Wait::Until(None), &mut || true))
+        let me = ProcToken::current().raw();
+        self.result(me, self.words.acquire(me, Wait::Until(None), &mut || true))
     }
 
     /// Take the lock if it is free now, or if its holder is dead. Never
     /// sleeps (a held lock costs one `/proc` read to tell a dead holder from
     /// a live one).
     pub fn try_lock(&self) -> LockResult<'_> {
-        self.result(self.words.acquire(Wait::Never, &mut || true))
+        let me = ProcToken::current().raw();
+        self.result(me, self.words.acquire(me, Wait::Never, &mut || true))
     }
 
     /// Take the lock, waiting at most `timeout` (give or take a scheduler
     /// tick and one `/proc` read).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
         let deadline = std::time::Instant::now().checked_add(timeout);
-        self.result(self.words.acquire(Wait::Until(deadline), &mut || true))
+        let me = ProcToken::current().raw();
+        self.result(
+            me,
+            self.words.acquire(me, Wait::Until(deadline), &mut || true),
+        )
     }
 
     /// `lock`, for loom models of a process that dies: `fate` is called
@@ -164,9 +173,10 @@ impl LockArea {
         &self,
         fate: &mut impl FnMut() -> bool,
     ) -> std::result::Result<LockResult<'_>, Died> {
-        match self.words.acquire(Wait::Until(None), fate) {
+        let me = ProcToken::current().raw();
+        match self.words.acquire(me, Wait::Until(None), fate) {
             Err(Miss::Died { holding }) => Err(Died { holding }),
-            r => Ok(self.result(r)),
+            r => Ok(self.result(me, r)),
         }
     }
 
@@ -174,7 +184,7 @@ impl LockArea {
     pub fn state(&self) -> LockState {
         let s = self.words.snapshot();
         LockState {
-            holder: crate::process::ProcToken::from_raw(s.owner).map(|t| t.pid()),
+            holder: ProcToken::from_raw(s.owner).map(|t| t.pid()),
             owner_died: s.dirty,
             acquisitions: s.acquisitions,
             handoffs: s.handoffs,
@@ -257,6 +267,8 @@ impl<G> std::error::Error for LockError<G> {}
 #[derive(Debug)]
 pub struct LockGuard<'a> {
     area: &'a LockArea,
+    /// The holder's raw token, as written into the owner word.
+    me: u64,
 }
 
 impl LockGuard<'_> {
@@ -275,10 +287,10 @@ impl LockGuard<'_> {
     /// [`LockArea::lock_or_die`]).
     #[doc(hidden)]
     pub fn unlock_or_die(self, fate: &mut impl FnMut() -> bool) -> std::result::Result<(), Died> {
-        let area = self.area;
+        let (area, me) = (self.area, self.me);
         // The release below is this guard's drop.
         std::mem::forget(self);
-        match area.words.release(fate) {
+        match area.words.release(me, fate) {
             Err(Miss::Died { holding }) => Err(Died { holding }),
             _ => Ok(()),
         }
@@ -287,7 +299,7 @@ impl LockGuard<'_> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.area.words.release(&mut || true);
+        let _ = self.area.words.release(self.me, &mut || true);
     }
 }
 
