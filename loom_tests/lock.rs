@@ -204,9 +204,9 @@ fn victim(g: &Guarded, k: usize) -> Victim {
 #[test]
 fn owner_death_at_every_step() {
     // Past the victim's path when it must sleep once (claim, register,
-    // re-check, sleep, look, claim, two bookkeeping steps, the critical
-    // section, release, wake) and into a second sleep.
-    for k in 0..16 {
+    // read the key, re-check, sleep, look, claim, two bookkeeping steps,
+    // the critical section, release, bump, wake) and into a second sleep.
+    for k in 0..20 {
         loom::model(move || {
             model::timeouts_expire(true);
             let g = Guarded::new();

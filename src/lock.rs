@@ -30,16 +30,18 @@
 //!   time). Acquiring is one CAS `0 -> me`, so taking the lock and recording
 //!   who holds it are one atomic step: there is no window in which a holder
 //!   that dies right after acquiring leaves a lock nobody can attribute.
-//!   Releasing is a CAS `me -> 0` with Release (a CAS rather than a store, so
-//!   a word that no longer names us is left alone), then a wake-up.
-//! - **Sleepers** register on an [`EventCount`](crate::sync::EventCount)
-//!   beside it: the releaser makes a wake system call only when someone is
-//!   registered, and register-then-recheck against release-then-notify
-//!   (each with a SeqCst fence) cannot lose a wakeup. An acquirer that
-//!   finds the lock held sleeps at once (no spinning: measured slower, see
-//!   `raw.rs`), in slices of 50 ms. (A futex word has 32
-//!   bits and pid + start time need more, hence two words, not one word
-//!   with a waiters bit: the price is a fence and a load in every unlock.)
+//! - **Sleepers** set a waiters bit in the same word (bit 63, which no
+//!   token uses) with a CAS, then sleep on a 32-bit futex word beside it (a
+//!   futex word has 32 bits; a token needs 64). Releasing is one CAS
+//!   `me -> 0` with Release; it fails only if the bit is set, and then the
+//!   releaser clears the word, bumps the futex word and wakes the sleepers.
+//!   Because registering and releasing are read-modify-writes of one word,
+//!   either the releaser sees the bit or the sleeper sees the lock free; and
+//!   a sleeper reads the futex key after registering, so a bump it missed
+//!   makes its sleep return at once. No fence, and no second word touched,
+//!   when nobody sleeps (glibc's mutex works the same way). An acquirer
+//!   that finds the lock held sleeps at once (no spinning: measured slower,
+//!   see `raw.rs`), in slices of 50 ms.
 //! - **A dead holder.** On entering the slow path, and after every sleep
 //!   through which the owner word did not change, the acquirer asks whether
 //!   the owner still runs (`/proc/PID/stat`: pid and start time, so a reused

@@ -12,32 +12,45 @@
 use std::time::{Duration, Instant};
 
 use crate::process::ProcToken;
-use crate::sync::{AtomicU32, AtomicU64, EventCount, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Futex, Ordering};
 
 /// The lock's words. Every bit pattern of every word is a valid state (see
 /// each field): an owner that is not a running process is a dead owner.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct LockWords {
-    /// The lock: 0 when free, else the raw [`ProcToken`] (pid + start time)
-    /// of the holding process. Taken by one CAS, so the lock and the
-    /// holder's identity change in one atomic step. Any other value (pid 0,
-    /// a pid that does not run, a start time that does not match) reads as
-    /// a dead holder and is taken over.
+    /// The lock, and whether anyone sleeps on it. Bits 0..63: 0 when free,
+    /// else the raw [`ProcToken`] (pid + start time) of the holding process,
+    /// so taking the lock and naming the holder are one CAS. Bit 63
+    /// ([`WAITERS`]): a sleeper registered since the lock was last freed, so
+    /// the release must wake. Any holder value that is not a running process
+    /// (pid 0, a pid no process has, a start time that does not match) reads
+    /// as a dead holder and is taken over.
     owner: AtomicU64,
     /// Times the lock was taken (wrapping). Written only by the holder.
     acquisitions: AtomicU64,
     /// Acquisitions by another pid than `last_holder` (wrapping). Written
     /// only by the holder.
     handoffs: AtomicU64,
-    /// Sleepers register here (sequence << 1 | waiting bit, any value valid:
-    /// a foreign value only makes a sleeper return early and re-check).
-    waiters: EventCount,
+    /// Bumped (wrapping) by every release that found [`WAITERS`]; sleepers
+    /// sleep on it. Any value is valid: a foreign one only makes a sleeper
+    /// return early and re-check.
+    wake: Futex,
     /// Nonzero while a dead holder's data awaits `mark_consistent` (any
     /// nonzero value counts). Read and written only by the holder.
     dirty: AtomicU32,
     /// pid of the previous holder, any value. Written only by the holder.
     last_holder: AtomicU32,
+}
+
+/// The waiters bit of the owner word. A token's top bit is the start
+/// time's bit 41, set only after 2^41 clock ticks (700 years at 100 Hz) of
+/// uptime, so it is free for this.
+pub(crate) const WAITERS: u64 = 1 << 63;
+
+/// The holder part of an owner word (0: free).
+fn holder(v: u64) -> u64 {
+    v & !WAITERS
 }
 
 /// How long a sleeper sleeps before it checks whether the holder still
@@ -98,8 +111,9 @@ fn runs(v: u64) -> bool {
 }
 
 impl LockWords {
-    /// Take the lock for `me` (the caller's raw [`ProcToken`]). `Ok(dirty)`:
-    /// acquired; `dirty` says a holder died and the data still awaits repair.
+    /// Take the lock for `me` (the caller's raw [`ProcToken`], never with
+    /// [`WAITERS`]). `Ok(dirty)`: acquired; `dirty` says a holder died and
+    /// the data still awaits repair.
     pub(crate) fn acquire(
         &self,
         me: u64,
@@ -125,31 +139,23 @@ impl LockWords {
         // about one slice, and a hand-off costs no /proc read.
         let mut suspect = true;
         loop {
-            if cur == 0 {
+            if holder(cur) == 0 || (suspect && !runs(holder(cur))) {
+                let took_over = holder(cur) != 0;
                 step!(fate, false);
-                match self.claim(0, me) {
-                    Ok(()) => return self.enter(me, false, fate),
+                // Keep the waiters bit: sleepers may still sleep, and our
+                // release must wake them.
+                match self.claim(cur, me | (cur & WAITERS)) {
+                    Ok(()) => return self.enter(me, took_over, fate),
                     Err(seen) => {
+                        // Freed, taken, or taken over by someone else (who
+                        // just acquired, so runs): look again.
+                        suspect = false;
                         cur = seen;
                         continue;
                     }
                 }
             }
-            if suspect {
-                suspect = false;
-                if !runs(cur) {
-                    step!(fate, false);
-                    match self.claim(cur, me) {
-                        Ok(()) => return self.enter(me, true, fate),
-                        Err(seen) => {
-                            // Someone else took it over (or it was released):
-                            // that one just acquired, so it runs.
-                            cur = seen;
-                            continue;
-                        }
-                    }
-                }
-            }
+            suspect = false;
             let slice = match wait {
                 Wait::Never => return Err(Miss::WouldBlock),
                 Wait::Until(None) => SLICE,
@@ -161,21 +167,40 @@ impl LockWords {
                     left.min(SLICE)
                 }
             };
+            if cur & WAITERS == 0 {
+                step!(fate, false);
+                // Register: a CAS on the owner word itself, so the holder's
+                // release CAS (`me -> 0`) fails and it wakes. Relaxed: this
+                // publishes nothing; the claim CAS acquires.
+                match self.owner.compare_exchange(
+                    cur,
+                    cur | WAITERS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => cur |= WAITERS,
+                    Err(seen) => {
+                        cur = seen;
+                        continue;
+                    }
+                }
+            }
             step!(fate, false);
-            // Register, then re-check: `prepare`'s SeqCst fence pairs with
-            // the one in `notify` after the releaser's CAS, so either the
-            // releaser sees our bit and wakes us, or we see its 0 here.
-            let key = self.waiters.prepare();
+            // Acquire: pairs with the Release bump in `release`. If the key
+            // includes the bump of the release that clears our bit, the load
+            // of the owner below sees that release; if not, the futex sees
+            // the word differ from the key, or the wake comes after we
+            // sleep. Either way no wakeup is lost.
+            let key = self.wake.word().load(Ordering::Acquire);
             step!(fate, false);
-            // Relaxed: a hint (the claim CAS acquires); the fence above
-            // orders it after our registration.
+            // Relaxed: a hint (the claim CAS acquires), to skip a sleep.
             let seen = self.owner.load(Ordering::Relaxed);
             if seen != cur {
                 cur = seen;
                 continue;
             }
             step!(fate, false);
-            self.waiters.wait(key, Some(slice));
+            self.wake.wait(key, Some(slice));
             step!(fate, false);
             let after = self.owner.load(Ordering::Relaxed);
             suspect = after == cur;
@@ -183,16 +208,16 @@ impl LockWords {
         }
     }
 
-    /// CAS the owner word from `from` (0, or a holder that does not run) to
-    /// `me`.
-    fn claim(&self, from: u64, me: u64) -> Result<(), u64> {
+    /// CAS the owner word from `from` (free, or a holder that does not run)
+    /// to `to` (`me`, with the waiters bit kept).
+    fn claim(&self, from: u64, to: u64) -> Result<(), u64> {
         // Acquire: pairs with the Release CAS in `release`, so the critical
         // section sees everything the previous holder wrote in its own. After
         // a takeover the dead holder released nothing: what it wrote is
         // ordered before its death, which we observed through liveness (the
         // kernel's exit; under loom a SeqCst death flag).
         self.owner
-            .compare_exchange(from, me, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(from, to, Ordering::Acquire, Ordering::Relaxed)
             .map(|_| ())
     }
 
@@ -229,17 +254,36 @@ impl LockWords {
     /// Give the lock back (called by the holder `me` only).
     pub(crate) fn release(&self, me: u64, fate: &mut impl FnMut() -> bool) -> Result<(), Miss> {
         step!(fate, true);
-        // Release: publishes the critical section; pairs with the Acquire of
-        // the next `claim`. A CAS, not a store: if the word no longer names
-        // us (scribbled on, and someone took it over), it is not ours to
-        // clear.
-        let _ = self
+        // Release (both CASes): publishes the critical section; pairs with
+        // the Acquire of the next `claim`. CASes, not a store: a word that
+        // no longer names us (scribbled on, then taken over) is not ours to
+        // clear. The common case is one CAS and no wake-up.
+        let with_waiters = me | WAITERS;
+        match self
             .owner
-            .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+            .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => return Ok(()),
+            Err(seen) if seen != with_waiters => return Ok(()),
+            Err(_) => {}
+        }
+        // Only sleepers add the bit, and only while we hold: this succeeds
+        // unless the word was scribbled on meanwhile.
+        if self
+            .owner
+            .compare_exchange(with_waiters, 0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(());
+        }
         step!(fate, false);
-        // Wakes sleepers only if one registered; its SeqCst fence pairs with
-        // the one in `prepare` (see `acquire`).
-        self.waiters.notify();
+        // Release: a sleeper whose key includes this bump sees the owner
+        // word freed (pairs with the Acquire load of the key in `acquire`).
+        self.wake.word().fetch_add(1, Ordering::Release);
+        step!(fate, false);
+        // One bit cannot count sleepers: wake them all; the losers register
+        // again.
+        self.wake.wake(u32::MAX);
         Ok(())
     }
 
@@ -257,7 +301,7 @@ impl LockWords {
     /// A racy snapshot for tools (Relaxed: no one relies on it).
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
-            owner: self.owner.load(Ordering::Relaxed),
+            owner: holder(self.owner.load(Ordering::Relaxed)),
             dirty: self.dirty(),
             acquisitions: self.acquisitions.load(Ordering::Relaxed),
             handoffs: self.handoffs.load(Ordering::Relaxed),
