@@ -41,7 +41,9 @@ pub(crate) const READY: u32 = 0x5245_4459;
 /// The version of every shared layout (header and bodies) this shmkit reads
 /// and writes; bumped whenever any of them changes. Opening a segment of
 /// another version fails with [`Error::WrongVersion`].
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: the lock area holds shmkit's own lock (owner word + futex), not a
+/// glibc robust mutex.
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header; bodies start at or after it.
 pub(crate) const HEADER_SIZE: u64 = 256;
 /// Alignment of every body (fits `CachePadded`, which is 128 on x86-64).

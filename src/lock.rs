@@ -20,177 +20,176 @@
 //!
 //! # Mechanism, and why
 //!
-//! The lock is glibc's **robust, process-shared pthread mutex**. Each thread
-//! that holds a robust mutex is on a list the kernel walks when the thread
-//! exits for any reason, `kill -9` included: the kernel marks the mutex
-//! "owner died" and wakes a waiter, which then acquires it with
-//! `EOWNERDEAD`. So an acquirer learns of the death at once, with no polling
-//! and no window in which a holder that died just after acquiring leaves a
-//! lock nobody can take (glibc registers the mutex as "pending" before it
-//! takes it). A futex lock of our own with an owner pid + start-time word
-//! would have to poll `/proc` to learn of a death (delay) and close that
-//! window by hand; the kernel already does both. The fast path is glibc's
-//! (one CAS to lock, one to unlock). The cost: the mutex layout is glibc's, so
-//! every process must use glibc (a musl build would read garbage); and the
-//! algorithm is glibc's and the kernel's, so it is not a loom model of ours.
+//! The lock is shmkit's own, on the [`crate::sync`] facade only, so loom
+//! checks the very code that runs (`loom_tests/lock.rs`). Its state lives in
+//! memory other processes may scribble on, so every bit pattern of every
+//! word means something harmless (see [`LockArea`]).
 //!
-//! On top, a `dirty` word (read and written only while holding the mutex)
-//! records "a holder died and nobody has marked the data consistent yet".
-//! The acquirer that gets `EOWNERDEAD` makes the mutex consistent at once
-//! (so it stays usable even if this acquirer dies too) and sets `dirty`;
-//! every acquirer that finds `dirty` set gets [`LockError::OwnerDied`] until
-//! one calls [`LockGuard::mark_consistent`]. A repairer that dies mid-repair
-//! therefore hands the duty to the next acquirer.
+//! - **The lock is the owner word.** 0 is free; otherwise it holds the
+//!   holder's [`ProcToken`](crate::process::ProcToken) (pid + process start
+//!   time). Acquiring is one CAS `0 -> me`, so taking the lock and recording
+//!   who holds it are one atomic step: there is no window in which a holder
+//!   that dies right after acquiring leaves a lock nobody can attribute.
+//! - **Sleepers** set a waiters bit in the same word (bit 63, which no
+//!   token uses) with a CAS, then sleep on a 32-bit futex word beside it (a
+//!   futex word has 32 bits; a token needs 64). Releasing is one CAS
+//!   `me -> 0` with Release; it fails only if the bit is set, and then the
+//!   releaser clears the word, bumps the futex word and wakes the sleepers.
+//!   Because registering and releasing are read-modify-writes of one word,
+//!   either the releaser sees the bit or the sleeper sees the lock free; and
+//!   a sleeper reads the futex key after registering, so a bump it missed
+//!   makes its sleep return at once. No fence, and no second word touched,
+//!   when nobody sleeps (glibc's mutex works the same way). An acquirer
+//!   that finds the lock held sleeps at once (no spinning: measured slower,
+//!   see `raw.rs`), in slices of 50 ms.
+//! - **A dead holder.** On entering the slow path, and after every sleep
+//!   through which the owner word did not change, the acquirer asks whether
+//!   the owner still runs (`/proc/PID/stat`: pid and start time, so a reused
+//!   pid does not count; a zombie is dead). If not, it takes the lock over
+//!   with a CAS `dead -> me` (of several takers one wins), sets `dirty`, and
+//!   gets [`LockError::OwnerDied`]. A "dead" verdict counts only if the
+//!   same check finds the acquirer itself alive, so an unreadable `/proc`
+//!   (no file descriptors left) never hands a live holder's lock to another
+//!   process. A holder killed with `-9` is noticed within one slice (plus
+//!   a `/proc` read) by a sleeper, at once by a new acquirer. The dead
+//!   holder's writes are visible to the taker: they precede its death,
+//!   which the taker observed.
+//! - **Repair duty.** Every acquirer that finds `dirty` set gets
+//!   `OwnerDied` until one calls [`LockGuard::mark_consistent`]; a repairer
+//!   that dies first hands the duty on.
+//! - **Garbage.** An owner word that names no running process (pid 0, a
+//!   pid beyond `pid_max`, a wrong start time, all-ones) is a dead holder:
+//!   taken over, `OwnerDied`. Counters wrap; any nonzero `dirty` is dirty; a
+//!   foreign futex word only makes a sleeper return early and re-check. An
+//!   owner word that names a process that *does* run (say init, pid 1, with
+//!   its true start time) looks held by that process for as long as it runs,
+//!   and is treated exactly like a live holder that never unlocks: `lock`
+//!   waits, `lock_timeout` returns `Timeout`, `try_lock` `WouldBlock`. No
+//!   lock can tell the two apart, and a process able to write the segment
+//!   can hold the lock forever anyway; use `lock_timeout` where that matters.
+//!
+//! Not supported: re-locking from the thread that holds the lock. As with
+//! a non-recursive mutex, `lock` then waits forever and `lock_timeout`
+//! times out. Threads of one process share its identity; they exclude each
+//! other all the same (the CAS does that), but a thread of a live process
+//! is never taken for dead.
+//!
+//! Why not glibc's robust pthread mutex (the previous mechanism): its kind
+//! and list pointers live in the shared memory and glibc trusts them, so
+//! scribbled bytes made other processes abort, segfault or wait forever,
+//! and loom cannot model it. What it did better: the kernel reports a
+//! holder's death at once. Here a sleeper learns of it within a slice, which
+//! is the price of a lock whose every word is untrusted.
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::process::ProcToken;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+mod raw;
+
+use raw::{LockWords, Miss, Wait};
 
 /// The lock's shared state: 128 bytes, at the start of a lock segment or of
-/// an array's body.
+/// an array's body. All of it is the lock's words (`raw::LockWords`, 40
+/// bytes; the rest is padding that keeps neighbours off its cache line).
 #[repr(C, align(128))]
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct LockArea {
-    /// Storage of the `pthread_mutex_t` (40 bytes on x86-64 glibc), touched
-    /// only through pthread calls.
-    mutex: [AtomicU64; 8],
-    /// 1 while a dead holder's data awaits `mark_consistent` (guarded by the
-    /// mutex).
-    dirty: AtomicU32,
-    /// pid of the current holder, 0 when free (written by the holder; read by
-    /// tools).
-    holder: AtomicU32,
-    /// Times the lock was taken, and times it was taken by another process
-    /// than the previous holder (hand-offs); guarded by the mutex.
-    acquisitions: AtomicU64,
-    handoffs: AtomicU64,
-    /// pid of the previous holder (guarded by the mutex).
-    last_holder: AtomicU32,
-    _pad: [AtomicU32; 7],
+    words: LockWords,
 }
 
-const _: () = assert!(size_of::<libc::pthread_mutex_t>() <= 64);
 const _: () = assert!(crate::sync::MODELLED || size_of::<LockArea>() == 128);
 
 /// Bytes a lock takes in a segment.
 pub const LOCK_AREA: u64 = size_of::<LockArea>() as u64;
 
+type LockResult<'a> = std::result::Result<LockGuard<'a>, LockError<LockGuard<'a>>>;
+
+/// A model's process died inside a lock call (see [`LockArea::lock_or_die`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Died {
+    /// Whether it held the lock when it died.
+    pub holding: bool,
+}
+
 impl LockArea {
-    fn mutex(&self) -> *mut libc::pthread_mutex_t {
-        self.mutex.as_ptr() as *mut libc::pthread_mutex_t
+    /// A free lock on the heap, for one process's threads and for loom
+    /// models (which cannot map segments). In a segment, zeroed memory is
+    /// a free lock.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Initialise the mutex as robust and process-shared. Only the creator
-    /// calls this, on fresh (zeroed) memory, before publishing the segment.
+    /// Prepare a lock in fresh (zeroed) memory: zero is a free, consistent
+    /// lock, so there is nothing to do. Kept so that every segment kind
+    /// initialises its body the same way.
     pub(crate) fn init(&self) -> Result<()> {
-        let fail = |what: &str, rc: i32| Error::Os {
-            op: "pthread_mutex_init",
-            name: what.to_owned(),
-            source: std::io::Error::from_raw_os_error(rc),
-        };
-        // SAFETY: the attribute object is initialised before use and
-        // destroyed after; the mutex storage is 64 bytes (>= its size),
-        // 8-aligned, in memory no other process uses yet.
-        unsafe {
-            let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-            let rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
-            if rc != 0 {
-                return Err(fail("attr", rc));
-            }
-            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
-            let rc = libc::pthread_mutex_init(self.mutex(), attr.as_ptr());
-            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
-            if rc != 0 {
-                return Err(fail("mutex", rc));
-            }
-        }
         Ok(())
     }
 
-    /// Take the lock, however `acquire` does (lock, trylock, timedlock).
-    fn take<'a>(
-        &'a self,
-        acquire: impl FnOnce(*mut libc::pthread_mutex_t) -> i32,
-    ) -> std::result::Result<LockGuard<'a>, LockError<LockGuard<'a>>> {
-        let rc = acquire(self.mutex());
-        let died = match rc {
-            0 => false,
-            libc::EOWNERDEAD => {
-                // Make the mutex usable again at once (if we die too, the
-                // next acquirer gets EOWNERDEAD again); remember that the data
-                // still needs repair.
-                // SAFETY: we hold the mutex (EOWNERDEAD means acquired).
-                unsafe { libc::pthread_mutex_consistent(self.mutex()) };
-                // Relaxed: guarded by the mutex.
-                self.dirty.store(1, Ordering::Relaxed);
-                true
-            }
-            libc::EBUSY => return Err(LockError::WouldBlock),
-            libc::ETIMEDOUT => return Err(LockError::Timeout),
-            libc::ENOTRECOVERABLE => return Err(LockError::Unrecoverable),
-            libc::EDEADLK => return Err(LockError::Deadlock),
-            other => return Err(LockError::Os(other)),
-        };
-        let me = ProcToken::current().pid();
-        // Relaxed loads and stores, not read-modify-writes: only the holder
-        // writes these, and the mutex orders holders. (Locked RMWs here made
-        // the critical section, and so the contended lock, measurably slower.)
-        if self.last_holder.load(Ordering::Relaxed) != me {
-            self.last_holder.store(me, Ordering::Relaxed);
-            let h = self.handoffs.load(Ordering::Relaxed);
-            self.handoffs.store(h + 1, Ordering::Relaxed);
-        }
-        let a = self.acquisitions.load(Ordering::Relaxed);
-        self.acquisitions.store(a + 1, Ordering::Relaxed);
-        self.holder.store(me, Ordering::Relaxed);
-        let guard = LockGuard { area: self };
-        if died || self.dirty.load(Ordering::Relaxed) != 0 {
-            Err(LockError::OwnerDied(guard))
-        } else {
-            Ok(guard)
+    fn result(&self, me: u64, r: std::result::Result<bool, Miss>) -> LockResult<'_> {
+        let guard = || LockGuard { area: self, me };
+        match r {
+            Ok(false) => Ok(guard()),
+            Ok(true) => Err(LockError::OwnerDied(guard())),
+            Err(Miss::WouldBlock) => Err(LockError::WouldBlock),
+            Err(Miss::Timeout) => Err(LockError::Timeout),
+            Err(Miss::Died { .. }) => unreachable!("only `lock_or_die` lets a process die"),
         }
     }
 
-    pub(crate) fn lock(&self) -> std::result::Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        // SAFETY: the mutex was initialised by the segment's creator.
-        self.take(|m| unsafe { libc::pthread_mutex_lock(m) })
+    /// Take the lock, waiting as long as it takes. A dead holder is taken
+    /// over, as [`LockError::OwnerDied`] with the guard.
+    pub fn lock(&self) -> LockResult<'_> {
+        let me = ProcToken::current().raw();
+        self.result(me, self.words.acquire(me, Wait::Until(None), &mut || true))
     }
 
-    pub(crate) fn try_lock(&self) -> std::result::Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        // SAFETY: as in `lock`.
-        self.take(|m| unsafe { libc::pthread_mutex_trylock(m) })
+    /// Take the lock if it is free now, or if its holder is dead. Never
+    /// sleeps (a held lock costs one `/proc` read to tell a dead holder from
+    /// a live one).
+    pub fn try_lock(&self) -> LockResult<'_> {
+        let me = ProcToken::current().raw();
+        self.result(me, self.words.acquire(me, Wait::Never, &mut || true))
     }
 
-    pub(crate) fn lock_timeout(
+    /// Take the lock, waiting at most `timeout` (give or take a scheduler
+    /// tick and one `/proc` read).
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let me = ProcToken::current().raw();
+        self.result(
+            me,
+            self.words.acquire(me, Wait::Until(deadline), &mut || true),
+        )
+    }
+
+    /// `lock`, for loom models of a process that dies: `fate` is called
+    /// before each step that touches the lock's words; when it returns
+    /// `false` (having declared the process dead), the call stops there and
+    /// leaves everything as a killed process would.
+    #[doc(hidden)]
+    pub fn lock_or_die(
         &self,
-        timeout: Duration,
-    ) -> std::result::Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME deadline.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let at = now + timeout;
-        let ts = libc::timespec {
-            tv_sec: at.as_secs() as libc::time_t,
-            tv_nsec: at.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: as in `lock`; `ts` outlives the call.
-        self.take(|m| unsafe { libc::pthread_mutex_timedlock(m, &ts) })
+        fate: &mut impl FnMut() -> bool,
+    ) -> std::result::Result<LockResult<'_>, Died> {
+        let me = ProcToken::current().raw();
+        match self.words.acquire(me, Wait::Until(None), fate) {
+            Err(Miss::Died { holding }) => Err(Died { holding }),
+            r => Ok(self.result(me, r)),
+        }
     }
 
     /// A snapshot for tools.
     pub fn state(&self) -> LockState {
+        let s = self.words.snapshot();
         LockState {
-            holder: match self.holder.load(Ordering::Relaxed) {
-                0 => None,
-                pid => Some(pid),
-            },
-            owner_died: self.dirty.load(Ordering::Relaxed) != 0,
-            acquisitions: self.acquisitions.load(Ordering::Relaxed),
-            handoffs: self.handoffs.load(Ordering::Relaxed),
+            holder: ProcToken::from_raw(s.owner).map(|t| t.pid()),
+            owner_died: s.dirty,
+            acquisitions: s.acquisitions,
+            handoffs: s.handoffs,
         }
     }
 }
@@ -198,12 +197,14 @@ impl LockArea {
 /// What tools show of a lock (read without taking it: a racy snapshot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockState {
-    /// pid of the holder, if held (it may have died holding it).
+    /// pid of the holder, if held (it may have died holding it; garbage in
+    /// the owner word shows as whatever pid it names).
     pub holder: Option<u32>,
     /// A holder died and nobody has marked the data consistent yet.
     pub owner_died: bool,
+    /// Times the lock was taken (wrapping).
     pub acquisitions: u64,
-    /// Acquisitions by another process than the previous holder.
+    /// Acquisitions by another process than the previous holder (wrapping).
     pub handoffs: u64,
 }
 
@@ -214,17 +215,10 @@ pub enum LockError<G> {
     /// be half-updated. Repair it, then [`LockGuard::mark_consistent`]. The
     /// guard holds the lock either way.
     OwnerDied(G),
-    /// `try_lock`: someone else holds it.
+    /// `try_lock`: a running process holds it.
     WouldBlock,
     /// `lock_timeout`: not acquired in time.
     Timeout,
-    /// This process already holds it (a relock would deadlock).
-    Deadlock,
-    /// The mutex was unlocked without being made consistent by a non-shmkit
-    /// user; it can never be locked again. Recreate the segment.
-    Unrecoverable,
-    /// Another error from the pthread call (errno).
-    Os(i32),
 }
 
 impl<G> LockError<G> {
@@ -234,9 +228,6 @@ impl<G> LockError<G> {
             LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
             LockError::WouldBlock => LockError::WouldBlock,
             LockError::Timeout => LockError::Timeout,
-            LockError::Deadlock => LockError::Deadlock,
-            LockError::Unrecoverable => LockError::Unrecoverable,
-            LockError::Os(e) => LockError::Os(e),
         }
     }
 
@@ -255,9 +246,6 @@ impl<G> std::fmt::Debug for LockError<G> {
             LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
             LockError::WouldBlock => f.write_str("WouldBlock"),
             LockError::Timeout => f.write_str("Timeout"),
-            LockError::Deadlock => f.write_str("Deadlock"),
-            LockError::Unrecoverable => f.write_str("Unrecoverable"),
-            LockError::Os(e) => write!(f, "Os({e})"),
         }
     }
 }
@@ -271,16 +259,6 @@ impl<G> std::fmt::Display for LockError<G> {
             ),
             LockError::WouldBlock => f.write_str("the lock is held by someone else"),
             LockError::Timeout => f.write_str("timed out waiting for the lock"),
-            LockError::Deadlock => f.write_str("this process already holds the lock"),
-            LockError::Unrecoverable => f.write_str(
-                "the lock is unrecoverable (unlocked inconsistent by a non-shmkit user): \
-                 recreate the segment",
-            ),
-            LockError::Os(e) => write!(
-                f,
-                "locking failed: {}",
-                std::io::Error::from_raw_os_error(*e)
-            ),
         }
     }
 }
@@ -291,28 +269,39 @@ impl<G> std::error::Error for LockError<G> {}
 #[derive(Debug)]
 pub struct LockGuard<'a> {
     area: &'a LockArea,
+    /// The holder's raw token, as written into the owner word.
+    me: u64,
 }
 
 impl LockGuard<'_> {
     /// Say the guarded data is consistent again after a holder died; later
     /// acquirers get plain guards.
     pub fn mark_consistent(&mut self) {
-        // Relaxed: guarded by the mutex we hold.
-        self.area.dirty.store(0, Ordering::Relaxed);
+        self.area.words.mark_consistent();
     }
 
     /// Whether the data still awaits repair after a holder died.
     pub fn owner_died(&self) -> bool {
-        self.area.dirty.load(Ordering::Relaxed) != 0
+        self.area.words.dirty()
+    }
+
+    /// Unlock, for loom models of a process that dies (see
+    /// [`LockArea::lock_or_die`]).
+    #[doc(hidden)]
+    pub fn unlock_or_die(self, fate: &mut impl FnMut() -> bool) -> std::result::Result<(), Died> {
+        let (area, me) = (self.area, self.me);
+        // The release below is this guard's drop.
+        std::mem::forget(self);
+        match area.words.release(me, fate) {
+            Err(Miss::Died { holding }) => Err(Died { holding }),
+            _ => Ok(()),
+        }
     }
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        // Relaxed: ordered before the unlock, which releases.
-        self.area.holder.store(0, Ordering::Relaxed);
-        // SAFETY: we hold the mutex (the guard exists only while held).
-        unsafe { libc::pthread_mutex_unlock(self.area.mutex()) };
+        let _ = self.area.words.release(self.me, &mut || true);
     }
 }
 

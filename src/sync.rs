@@ -144,7 +144,10 @@ pub use loom::cell::UnsafeCell;
 /// is the futex contract (the check and the sleep are atomic with respect to
 /// a wake), so an algorithm that can lose a wakeup deadlocks the model.
 /// loom has no clock: a timed wait is modelled as an untimed one, so a
-/// timeout can never be what rescues a model from a lost wakeup.
+/// timeout can never be what rescues a model from a lost wakeup; a model of
+/// a death path, where an expiring timeout is how a sleeper notices the
+/// death, turns on `liveness::model::timeouts_expire`, and then a timed
+/// wait returns after a yield (untimed waits still block).
 #[cfg_attr(not(shmkit_loom), repr(transparent))]
 #[derive(Debug)]
 pub struct Futex {
@@ -210,7 +213,12 @@ impl Futex {
         }
         #[cfg(shmkit_loom)]
         {
-            let _ = timeout;
+            if timeout.is_some() && liveness::model::timeouts_expire_now() {
+                // The model lets timeouts expire: the wait ends after letting
+                // others run, as a spurious wake-up or an expiry may.
+                loom::thread::yield_now();
+                return;
+            }
             let guard = self.lock.lock().unwrap();
             // mutate: skip (the model of the kernel, not our code).
             // SeqCst stands for the kernel's own check, which is ordered with
@@ -443,6 +451,28 @@ pub mod liveness {
         loom::lazy_static! {
             /// Bit `p` set: process `p` is dead. Reset for each execution.
             static ref DEAD: AtomicU64 = AtomicU64::new(0);
+            /// Whether timed futex waits expire (see [`timeouts_expire`]).
+            /// Reset (off) for each execution. A std atomic, not loom's: a
+            /// model switch is not state to explore, and a loom load in
+            /// every timed wait would enlarge every existing model.
+            static ref TIMEOUTS_EXPIRE: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+        }
+
+        /// From now on (in this execution), a timed [`Futex::wait`](crate::sync::Futex::wait)
+        /// returns after a yield instead of blocking, as an expiring timeout
+        /// would; untimed waits still block. Off by default, so that a
+        /// timeout cannot hide a lost wakeup; turn it on in models of a death
+        /// path, where a timeout is how a sleeper notices that a process died.
+        pub fn timeouts_expire(on: bool) {
+            TIMEOUTS_EXPIRE.store(on, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        /// Whether timed waits expire now (see [`timeouts_expire`]).
+        pub fn timeouts_expire_now() -> bool {
+            // SeqCst, and outside the model: loom runs one thread at a
+            // time, so a switch set by the model is seen by every thread.
+            TIMEOUTS_EXPIRE.load(std::sync::atomic::Ordering::SeqCst)
         }
 
         /// Make the calling model thread the process `pid` (1..=63; every
