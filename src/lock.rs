@@ -301,6 +301,11 @@ impl LockGuard<'_> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
+        // A killed holder does not unlock (only a model's dying thread gets
+        // here): the next acquirer takes over and gets `OwnerDied`.
+        if crate::sync::liveness::current_is_dead() {
+            return;
+        }
         let _ = self.area.words.release(self.me, &mut || true);
     }
 }

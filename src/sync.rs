@@ -21,7 +21,23 @@ use std::sync::atomic as imp;
 #[cfg(shmkit_loom)]
 use loom::sync::atomic as imp;
 
-pub use imp::{Ordering, fence};
+pub use imp::Ordering;
+
+/// A memory fence (`std::sync::atomic::fence`, or loom's).
+#[inline]
+pub fn fence(order: Ordering) {
+    step();
+    imp::fence(order)
+}
+
+/// One operation on shared memory is about to happen. In model builds this
+/// is where a process the model kills at its k-th step dies (see
+/// [`liveness::model::run_killed_after`]); in normal builds it is nothing.
+#[inline(always)]
+fn step() {
+    #[cfg(shmkit_loom)]
+    liveness::model::step();
+}
 
 /// Whether this build runs the algorithms under the loom model checker.
 /// Code that needs the real OS (mapping a segment) checks this and fails
@@ -41,29 +57,29 @@ macro_rules! facade_atomic {
             #[inline]
             pub fn new(v: $int) -> Self { Self(imp::$name::new(v)) }
             #[inline]
-            pub fn load(&self, o: Ordering) -> $int { self.0.load(o) }
+            pub fn load(&self, o: Ordering) -> $int { step(); self.0.load(o) }
             #[inline]
-            pub fn store(&self, v: $int, o: Ordering) { self.0.store(v, o) }
+            pub fn store(&self, v: $int, o: Ordering) { step(); self.0.store(v, o) }
             #[inline]
-            pub fn swap(&self, v: $int, o: Ordering) -> $int { self.0.swap(v, o) }
+            pub fn swap(&self, v: $int, o: Ordering) -> $int { step(); self.0.swap(v, o) }
             #[inline]
             pub fn compare_exchange(&self, c: $int, n: $int, s: Ordering, f: Ordering)
-                -> Result<$int, $int> { self.0.compare_exchange(c, n, s, f) }
+                -> Result<$int, $int> { step(); self.0.compare_exchange(c, n, s, f) }
             #[inline]
             pub fn compare_exchange_weak(&self, c: $int, n: $int, s: Ordering, f: Ordering)
-                -> Result<$int, $int> { self.0.compare_exchange_weak(c, n, s, f) }
+                -> Result<$int, $int> { step(); self.0.compare_exchange_weak(c, n, s, f) }
             #[inline]
-            pub fn fetch_add(&self, v: $int, o: Ordering) -> $int { self.0.fetch_add(v, o) }
+            pub fn fetch_add(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_add(v, o) }
             #[inline]
-            pub fn fetch_sub(&self, v: $int, o: Ordering) -> $int { self.0.fetch_sub(v, o) }
+            pub fn fetch_sub(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_sub(v, o) }
             #[inline]
-            pub fn fetch_or(&self, v: $int, o: Ordering) -> $int { self.0.fetch_or(v, o) }
+            pub fn fetch_or(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_or(v, o) }
             #[inline]
-            pub fn fetch_and(&self, v: $int, o: Ordering) -> $int { self.0.fetch_and(v, o) }
+            pub fn fetch_and(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_and(v, o) }
             #[inline]
-            pub fn fetch_max(&self, v: $int, o: Ordering) -> $int { self.0.fetch_max(v, o) }
+            pub fn fetch_max(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_max(v, o) }
             #[inline]
-            pub fn fetch_min(&self, v: $int, o: Ordering) -> $int { self.0.fetch_min(v, o) }
+            pub fn fetch_min(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_min(v, o) }
         }
     )*};
 }
@@ -186,6 +202,7 @@ impl Futex {
     /// May return early for any reason (a wake, a signal, a value change, a
     /// timeout): callers re-check their condition in a loop.
     pub fn wait(&self, expected: u32, timeout: Option<Duration>) {
+        step();
         #[cfg(not(shmkit_loom))]
         {
             let ts = timeout.map(|d| libc::timespec {
@@ -232,6 +249,7 @@ impl Futex {
 
     /// Wake up to `count` sleepers (use `u32::MAX` for all).
     pub fn wake(&self, count: u32) {
+        step();
         #[cfg(not(shmkit_loom))]
         {
             let n = count.min(i32::MAX as u32) as i32;
@@ -346,10 +364,11 @@ impl EventCount {
 /// field 22 of `/proc/PID/stat`), so a pid that the kernel reused for a newer
 /// process does not count as the old one.
 ///
-/// Under loom every model thread is a process (pid 1 unless it calls
-/// [`model::become_process`]), all with start time 1, and a process is dead
-/// once the model says so ([`model::die`]): the recovery paths then run under
-/// the model checker like everything else.
+/// Under loom every model thread is a process (pid 1 unless it says
+/// otherwise), all with start time 1, and a process is dead once the model
+/// says so (`model::die`, or killed at a chosen step by
+/// `model::run_killed_after`): the recovery paths then run under the model
+/// checker like everything else.
 pub mod liveness {
     /// The calling process: `(pid, start ticks)`.
     pub fn current() -> (u32, u64) {
@@ -360,6 +379,19 @@ pub mod liveness {
     /// zombie); `None` otherwise.
     pub fn start_ticks(pid: u32) -> Option<u64> {
         imp::start_ticks(pid)
+    }
+
+    /// Whether the calling process has died. Never in a real process (one
+    /// that runs is alive); in a model, once the model killed the calling
+    /// thread's process. A killed process runs no destructors, but a model
+    /// thread that dies unwinds: every `Drop` that writes shared memory asks
+    /// this first and does nothing for a dead process.
+    #[inline(always)]
+    pub fn current_is_dead() -> bool {
+        #[cfg(not(shmkit_loom))]
+        return false;
+        #[cfg(shmkit_loom)]
+        return model::is_dead(model::current_pid());
     }
 
     /// Clock ticks per second (`_SC_CLK_TCK`), to turn a start time into
@@ -436,10 +468,10 @@ pub mod liveness {
     /// The liveness oracle of a loom model (only in `shmkit_loom` builds).
     ///
     /// The idiom for a death path: run the model once for each step `k` at
-    /// which the victim stops; the victim thread calls [`become_process`],
-    /// does `k` steps of its work, then calls [`die`] and returns. From then
-    /// on every liveness check reports it dead, exactly as a killed process
-    /// whose memory effects stay behind.
+    /// which the victim stops ([`run_killed_after`] kills it before its
+    /// k-th shared-memory operation, wherever in the production code that
+    /// is); from then on every liveness check reports it dead, exactly as a
+    /// killed process whose memory effects stay behind.
     #[cfg(shmkit_loom)]
     pub mod model {
         use loom::sync::atomic::{AtomicU64, Ordering};
@@ -447,6 +479,63 @@ pub mod liveness {
 
         loom::thread_local! {
             static PID: Cell<u32> = Cell::new(1);
+            /// Shared-memory operations the calling thread may still make
+            /// before its process dies; `None`: no limit.
+            static BUDGET: Cell<Option<usize>> = Cell::new(None);
+        }
+
+        /// What a model thread unwinds with when its process is killed.
+        struct Killed;
+
+        /// Count one shared-memory operation of the calling thread (every
+        /// facade atomic operation, fence and futex call is one); when the
+        /// budget set by [`run_killed_after`] is spent, the process dies
+        /// *before* the operation and the thread unwinds.
+        pub(crate) fn step() {
+            let spent = BUDGET.with(|b| match b.get() {
+                Some(0) => {
+                    b.set(None);
+                    true
+                }
+                Some(n) => {
+                    b.set(Some(n - 1));
+                    false
+                }
+                None => false,
+            });
+            if spent {
+                die();
+                // resume_unwind: no panic hook, so no noise in the output.
+                std::panic::resume_unwind(Box::new(Killed));
+            }
+        }
+
+        /// Run `f` as process `pid`, killed just before its `steps`-th
+        /// shared-memory operation (counting from 0), or never if `steps` is
+        /// `None`. Returns `f`'s result if it finished, `None` if the
+        /// process was killed. A killed process leaves every shared write it
+        /// made behind, runs no destructor that writes shared memory (see
+        /// [`current_is_dead`](super::current_is_dead)), and is reported
+        /// dead to every liveness check from then on.
+        ///
+        /// The idiom: for k in 0.. { loom::model(|| ... a thread runs
+        /// `run_killed_after(2, Some(k), victim)` ...) } until a k at which
+        /// the victim finished in every execution, so that the victim dies
+        /// at each of its steps in turn.
+        pub fn run_killed_after<R>(
+            pid: u32,
+            steps: Option<usize>,
+            f: impl FnOnce() -> R,
+        ) -> Option<R> {
+            become_process(pid);
+            BUDGET.with(|b| b.set(steps));
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            BUDGET.with(|b| b.set(None));
+            match out {
+                Ok(v) => Some(v),
+                Err(p) if p.is::<Killed>() => None,
+                Err(p) => std::panic::resume_unwind(p),
+            }
         }
         loom::lazy_static! {
             /// Bit `p` set: process `p` is dead. Reset for each execution.

@@ -289,6 +289,11 @@ impl<T: Pod> Consumer<T> {
 
 impl<T: Pod> Drop for Consumer<T> {
     fn drop(&mut self) {
+        // A killed process runs no destructor (only a model's dying thread
+        // gets here); its registry slot stays until a liveness check frees it.
+        if crate::sync::liveness::current_is_dead() {
+            return;
+        }
         self.mem.unregister_consumer(self.slot, self.me);
     }
 }

@@ -342,6 +342,11 @@ impl<T: Pod> Producer<T> {
 
 impl<T: Pod> Drop for Producer<T> {
     fn drop(&mut self) {
+        // A killed process neither closes nor gives the role back (only a
+        // model's dying thread gets here): consumers learn of its death.
+        if crate::sync::liveness::current_is_dead() {
+            return;
+        }
         self.close();
         // Give the role back (only if it is still ours).
         self.mem.release_producer(self.me);

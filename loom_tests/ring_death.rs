@@ -1,0 +1,239 @@
+//! loom models of the ring's death paths: a process is killed before its
+//! k-th shared-memory operation, for every k in turn, wherever in the
+//! production code that falls (`sync::liveness::model::run_killed_after`).
+//! Timed waits expire in these models (`timeouts_expire`), because a timeout
+//! is how a sleeper learns that its peer died.
+//!
+//! Each model asserts what a kill may cost and what it may never do: no item
+//! twice, no torn item, nothing lost but the items the dead process held,
+//! and every survivor finishes (a hang is a loom deadlock or branch-limit
+//! failure).
+#![cfg(shmkit_loom)]
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
+
+use loom::thread;
+use shmkit::ring::{PopError, PushError, Ring};
+use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
+
+/// Run `model(k)` under loom for k = 0, 1, ... until a k at which the victim
+/// was never killed in any execution (it finished before its k-th step).
+/// `model` returns whether the victim was killed in that execution.
+fn for_every_kill_step(max: usize, model: impl Fn(usize) -> bool + Sync + Send + Copy + 'static) {
+    for k in 0..max {
+        let killed_somewhere = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = killed_somewhere.clone();
+        loom::model(move || {
+            if model(k) {
+                flag.store(true, StdOrdering::Relaxed);
+            }
+        });
+        if !killed_somewhere.load(StdOrdering::Relaxed) {
+            return;
+        }
+    }
+    panic!("the victim was still being killed at step {max}: raise the bound");
+}
+
+/// Take from `pop` until Disconnected, returning what it got in order.
+fn drain(mut pop: impl FnMut() -> Result<u64, PopError>) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        match pop() {
+            Ok(v) => got.push(v),
+            Err(PopError::Disconnected) => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The producer is killed at every step of pushing 1, 2 (and of closing).
+/// The one consumer gets a prefix of 1, 2 in order (nothing torn, nothing
+/// twice, nothing published lost) and then Disconnected: it is never left
+/// waiting on a dead producer.
+#[test]
+fn producer_killed_at_every_step_of_a_push() {
+    for_every_kill_step(64, |k| {
+        timeouts_expire(true);
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let rx = ring.consumer().unwrap();
+        let r = ring.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let mut tx = r.producer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                tx.push(1).unwrap();
+                tx.push(2).unwrap();
+                drop(tx); // closes
+            })
+            .is_none()
+        });
+        let got = drain(|| rx.pop());
+        let killed = victim.join().unwrap();
+        assert!(
+            got.iter().copied().eq(1..=got.len() as u64),
+            "not a prefix: {got:?}"
+        );
+        if !killed {
+            assert_eq!(got, [1, 2]);
+        }
+        killed
+    });
+}
+
+/// The producer is killed mid-push; a new producer takes the role over,
+/// pushes 10 and closes. The consumer gets a prefix of the dead producer's
+/// 1, 2 and then 10: the dead one's half-written slot is never delivered.
+#[test]
+fn a_new_producer_takes_over_from_a_killed_one() {
+    for_every_kill_step(64, |k| {
+        timeouts_expire(true);
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let rx = ring.consumer().unwrap();
+        // The consumer may see the dead producer and stop before the
+        // takeover (a dead producer disconnects); it then drains again.
+        let consumer = thread::spawn(move || (drain(|| rx.pop()), rx));
+        let r = ring.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let mut tx = r.producer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                tx.push(1).unwrap();
+                tx.push(2).unwrap();
+                std::mem::forget(tx); // leaves without closing
+            })
+            .is_none()
+        });
+        let killed = victim.join().unwrap();
+        if !killed {
+            // A producer that left without closing is not dead; say so.
+            shmkit::sync::liveness::model::kill(2);
+        }
+        let mut tx = ring
+            .producer()
+            .expect("the dead producer's role is taken over");
+        tx.push(10).unwrap();
+        drop(tx);
+        let (mut got, rx) = consumer.join().unwrap();
+        got.extend(drain(|| rx.pop()));
+        assert!(!got.is_empty(), "10 was lost");
+        let (old, new) = got.split_at(got.len() - 1);
+        assert_eq!(new, [10], "{got:?}");
+        assert!(old.iter().copied().eq(1..=old.len() as u64), "{got:?}");
+        if !killed {
+            assert_eq!(old, [1, 2]);
+        }
+        killed
+    });
+}
+
+/// One of two consumers is killed at every step of its pops (the single pop
+/// and the batch pop). No item reaches both; the items lost are at most the
+/// ones the dead consumer had claimed (one pop, or one batch of 2); the
+/// survivor drains the rest and sees Disconnected.
+fn consumer_killed(batch: bool) {
+    for_every_kill_step(96, move |k| {
+        timeouts_expire(true);
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        // What the victim received, kept outside the shared memory as a
+        // process's own output would be.
+        let victim_got = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let vg = victim_got.clone();
+        let r = ring.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let victim_rx = r.consumer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                let mut buf = [0u64; 2];
+                loop {
+                    let r = if batch {
+                        victim_rx.pop_into(&mut buf).map(|n| buf[..n].to_vec())
+                    } else {
+                        victim_rx.pop().map(|v| vec![v])
+                    };
+                    match r {
+                        Ok(vs) => vg.lock().unwrap().extend(vs),
+                        Err(PopError::Disconnected) => return,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+            .is_none()
+        });
+        // The survivor registers as process 1 (the producer's, alive
+        // throughout), so the ring always has a live consumer.
+        let survivor_rx = ring.consumer().unwrap();
+        let survivor = thread::spawn(move || drain(|| survivor_rx.pop()));
+        for v in 1..=3 {
+            match tx.push(v) {
+                Ok(()) => {}
+                Err(e) => panic!("push {v}: {e}"),
+            }
+        }
+        drop(tx);
+        let killed = victim.join().unwrap();
+        let mut all = survivor.join().unwrap();
+        all.extend(victim_got.lock().unwrap().iter().copied());
+        all.sort();
+        let before = all.len();
+        all.dedup();
+        assert_eq!(before, all.len(), "an item was delivered twice: {all:?}");
+        assert!(
+            all.iter().all(|v| (1..=3).contains(v)),
+            "torn item: {all:?}"
+        );
+        let lost = 3 - all.len();
+        let may_lose = if !killed {
+            0
+        } else if batch {
+            2
+        } else {
+            1
+        };
+        assert!(lost <= may_lose, "lost {lost} (killed: {killed}): {all:?}");
+        killed
+    });
+}
+
+#[test]
+fn consumer_killed_at_every_step_of_a_pop() {
+    consumer_killed(false);
+}
+
+#[test]
+fn consumer_killed_at_every_step_of_a_batch_pop() {
+    consumer_killed(true);
+}
+
+/// The producer sleeps on a full ring whose only consumer is killed at
+/// every step of taking the one item: the push returns (the consumer's pop
+/// made room, or Disconnected), never waits forever on a dead consumer.
+#[test]
+fn a_producer_blocked_on_a_full_ring_learns_its_consumer_died() {
+    for_every_kill_step(64, |k| {
+        timeouts_expire(true);
+        let ring = Ring::<u64>::new_in_process(1).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.push(1).unwrap(); // full
+        let r = ring.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let rx = r.consumer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                assert_eq!(rx.pop(), Ok(1));
+            })
+            .is_none()
+        });
+        let r = tx.push(2);
+        let killed = victim.join().unwrap();
+        match r {
+            Ok(()) => {}
+            Err(PushError::Disconnected(2)) => assert!(killed, "Disconnected with a live consumer"),
+            Err(e) => panic!("{e}"),
+        }
+        drop(tx);
+        killed
+    });
+}
