@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
 use shmkit::pipe::Pipe;
 use shmkit::ring::message::{FRAME_DATA, Frame};
-use shmkit::ring::{PopError, PushError, Ring};
+use shmkit::ring::{PopError, Ring, SendError};
 use shmkit::{Ordering, SharedArray};
 
 const ENTRY: &str = "child_entry";
@@ -140,7 +140,10 @@ fn boundary_sizes_round_trip_through_another_process() {
     // One byte over the maximum: refused whole, nothing sent.
     assert_eq!(
         a.send_bytes(&vec![1; max + 1]),
-        Err(PushError::TooLarge(()))
+        Err(SendError::TooLarge {
+            len: max + 1,
+            max
+        })
     );
     // Values: any Pod type, sizes checked.
     a.send(&[1.5f64, -2.0]).unwrap();
