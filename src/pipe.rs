@@ -145,7 +145,8 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_timeout<T: Pod>(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
-        self.tx.push_bytes_timeout(bytemuck::bytes_of(value), timeout)
+        self.tx
+            .push_bytes_timeout(bytemuck::bytes_of(value), timeout)
     }
 
     /// Send a value if the other end's buffer has room now, never waiting

@@ -307,9 +307,7 @@ impl<T: Pod> Consumer<T> {
             // done was loaded first, and head only grows, so done <= head
             // in a correct ring.
             if d > h {
-                return Err(TaskDoneError::Corrupt(format!(
-                    "done {d} is past head {h}"
-                )));
+                return Err(TaskDoneError::Corrupt(format!("done {d} is past head {h}")));
             }
             if d == h {
                 return Err(TaskDoneError::TooMany);

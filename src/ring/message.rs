@@ -68,9 +68,7 @@ pub fn frames_for(len: usize) -> usize {
 
 /// The longest message a ring of `capacity` frames carries.
 pub fn max_message_len(capacity: usize) -> usize {
-    capacity
-        .saturating_mul(FRAME_DATA)
-        .min(u32::MAX as usize)
+    capacity.saturating_mul(FRAME_DATA).min(u32::MAX as usize)
 }
 
 impl Producer<Frame> {

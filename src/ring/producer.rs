@@ -378,15 +378,13 @@ impl<T: Pod> Producer<T> {
                         },
                     )
                 }
-                Ok(false) => {
-                    match sleep_slice(deadline) {
-                        None => Some(Err(JoinError::Timeout)),
-                        slice => {
-                            cold.all_done.wait(key, slice);
-                            None
-                        }
+                Ok(false) => match sleep_slice(deadline) {
+                    None => Some(Err(JoinError::Timeout)),
+                    slice => {
+                        cold.all_done.wait(key, slice);
+                        None
                     }
-                }
+                },
             };
             cold.joiners.fetch_sub(1, Ordering::Relaxed);
             if let Some(r) = outcome {
