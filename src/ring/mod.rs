@@ -58,7 +58,7 @@
 //! # Where things live
 //!
 //! This file holds the shared handle [`Ring`], the checks on what may be
-//! created, and the ring's [`SegmentObject`] implementation (its layout and
+//! created, and the ring's `SegmentObject` implementation (its layout and
 //! how a validated segment becomes ring memory; create, open and share are
 //! the trait's, written once for every kind). The rest, one concern a file:
 //! `control` (the shared control block and the memory it lives in),
