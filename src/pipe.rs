@@ -42,6 +42,7 @@ use crate::ring::{Consumer, PopError, Producer, Ring, SendError};
 /// Both directions of a duplex connection: two rings of [`Frame`]s. Make
 /// the two ends from it (see the [module docs](self) for an example).
 #[derive(Debug, Clone)]
+#[must_use = "dropping the creating process's last handle on a pipe removes its names"]
 pub struct Pipe {
     a_to_b: Ring<Frame>,
     b_to_a: Ring<Frame>,

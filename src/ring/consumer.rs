@@ -299,13 +299,14 @@ impl<T: Pod> Consumer<T> {
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
         let ctrl = self.mem.ctrl();
         loop {
-            // Relaxed: the CAS below orders what matters.
-            let d = ctrl.done.load(Ordering::Relaxed);
-            // Relaxed; Acquire is not needed: head only bounds the count.
+            // Acquire: pairs with the Release CAS of done below (another
+            // consumer's task_done), which that consumer made after loading
+            // head >= d; so our head load below sees at least that, and
+            // `d > h` can only be corruption, never a stale head.
+            let d = ctrl.done.load(Ordering::Acquire);
+            // Relaxed: head only bounds the count (ordered by the load above).
             let h = ctrl.head.load(Ordering::Relaxed);
             check_seq("head", h).map_err(TaskDoneError::Corrupt)?;
-            // done was loaded first, and head only grows, so done <= head
-            // in a correct ring.
             if d > h {
                 return Err(TaskDoneError::Corrupt(format!("done {d} is past head {h}")));
             }

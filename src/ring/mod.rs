@@ -116,6 +116,7 @@ pub const MAX_CAPACITY: u64 = 1 << 30;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the creating process's last handle on a ring removes its name"]
 pub struct Ring<T: Pod> {
     mem: Arc<RingMem>,
     /// Neither `Send` nor `Sync` by itself: the impls below say when.
