@@ -53,7 +53,11 @@
 //!
 //! Shared memory is untrusted: `head`, `tail` and `done` are checked against
 //! each other and the capacity held in the local handle (validated at open),
-//! every slot index is masked, and an impossible state is an error.
+//! every slot index is masked, and an impossible state is an error naming
+//! the field (`Corrupt`), never a panic: a sequence at or past 2^63 (292
+//! years at 10^9 items a second) is refused when the producer role is
+//! claimed and whenever a consumer re-reads `tail`, so no `sequence + n`
+//! can overflow, and every difference is checked before it is taken.
 //!
 //! # Where things live
 //!
