@@ -137,6 +137,38 @@ fn join_waits_for_task_done() {
     });
 }
 
+/// task_done from a consumer that took nothing, racing one that took an
+/// item and marked it done: each sees `TooMany` or succeeds, exactly one
+/// counts the item, and neither reports `Corrupt` ("done past head").
+///
+/// A weak test for one ordering: with task_done's load of done weakened to
+/// Relaxed it still passes (tried; the taker's head CAS is followed by the
+/// producer wake-up's fence, and loom finds no stale head after it). The
+/// Acquire rests on the argument written beside it in `Consumer::task_done`.
+#[test]
+fn task_done_from_another_consumer_never_looks_corrupt() {
+    use shmkit::ring::TaskDoneError;
+    loom::model(|| {
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.push(1).unwrap();
+        let taker = ring.consumer().unwrap();
+        let other = ring.consumer().unwrap();
+        let t = thread::spawn(move || {
+            assert_eq!(taker.pop(), Ok(1));
+            taker.task_done()
+        });
+        let mine = other.task_done();
+        let theirs = t.join().unwrap();
+        for r in [&mine, &theirs] {
+            assert!(matches!(r, Ok(()) | Err(TaskDoneError::TooMany)), "{r:?}");
+        }
+        // One item, so exactly one of the two counted it.
+        assert!(mine.is_ok() != theirs.is_ok(), "{mine:?} {theirs:?}");
+        tx.join().unwrap();
+    });
+}
+
 /// Byte messages (`src/ring/message.rs`): a 2-frame and a 1-frame message, two
 /// consumers. Each message arrives whole, at exactly one consumer (a split
 /// message would fail the content check or the count).

@@ -92,7 +92,7 @@ fn expect_for(kind: Kind) -> Option<Expect> {
     let body_size = match kind {
         Kind::Array => crate::array::array_body,
         Kind::Accumulator => crate::array::accumulator_body,
-        Kind::Ring => crate::ring::body_size,
+        Kind::Ring => <crate::ring::Ring<u8> as crate::object::SegmentObject>::body_size,
         Kind::Lock => crate::lock::body_size,
         Kind::Map => crate::map::map_body,
         Kind::List => crate::list::list_body,

@@ -7,10 +7,12 @@
 //! (`send_bytes`/`recv_bytes`) travel as whole messages (see
 //! [`crate::ring::message`]): up to [`Connection::max_message_len`] bytes, fixed by
 //! the capacity chosen at creation; a longer message is refused with
-//! `PushError::TooLarge`, never truncated. When the other end closes, is
+//! `SendError::TooLarge`, never truncated. When the other end closes, is
 //! dropped or dies, `recv` returns what was already sent and then
 //! `PopError::Disconnected`; a `send` that finds the ring full and the other
-//! end gone returns `PushError::Disconnected`.
+//! end gone returns `SendError::Disconnected`. `send` waits while the other
+//! end's buffer is full; `send_timeout` waits at most a given time, and
+//! `try_send` never waits.
 //!
 //! Each direction is a single-producer, single-consumer use of the SPMC ring,
 //! with no separate algorithm, so the ring's loom models cover it.
@@ -35,59 +37,58 @@ use bytemuck::Pod;
 
 use crate::error::Result;
 use crate::ring::message::{Frame, max_message_len};
-use crate::ring::{Consumer, PopError, Producer, PushError, Ring};
+use crate::ring::{Consumer, PopError, Producer, Ring, SendError};
 
-/// Both directions of a duplex connection. Make the two ends from it.
+/// Both directions of a duplex connection: two rings of [`Frame`]s. Make
+/// the two ends from it (see the [module docs](self) for an example).
 #[derive(Debug, Clone)]
+#[must_use = "dropping the creating process's last handle on a pipe removes its names"]
 pub struct Pipe {
     a_to_b: Ring<Frame>,
     b_to_a: Ring<Frame>,
 }
 
-fn names(name: &str) -> (String, String) {
-    (format!("{name}.a2b"), format!("{name}.b2a"))
+/// The two rings' names (or environment variables) for pipe `name`.
+fn names(name: &str) -> [String; 2] {
+    [format!("{name}.a2b"), format!("{name}.b2a")]
 }
 
 impl Pipe {
+    /// A pipe of the rings `ring` makes for each of `names` (a2b, then b2a).
+    fn of(names: [String; 2], ring: impl Fn(&str) -> Result<Ring<Frame>>) -> Result<Self> {
+        Ok(Pipe {
+            a_to_b: ring(&names[0])?,
+            b_to_a: ring(&names[1])?,
+        })
+    }
+
     /// Create a named pipe: two segments, `NAME.a2b` and `NAME.b2a`, each of
     /// `capacity` frames (a power of two; 56 bytes of message per frame).
     pub fn create(name: &str, capacity: usize) -> Result<Self> {
-        let (ab, ba) = names(name);
-        let a_to_b = Ring::create(&ab, capacity)?;
-        let b_to_a = Ring::create(&ba, capacity)?;
-        Ok(Pipe { a_to_b, b_to_a })
+        Self::of(names(name), |n| Ring::create(n, capacity))
     }
 
     /// Open a named pipe made by [`Pipe::create`].
     pub fn open(name: &str) -> Result<Self> {
-        let (ab, ba) = names(name);
-        Ok(Pipe {
-            a_to_b: Ring::open(&ab)?,
-            b_to_a: Ring::open(&ba)?,
-        })
+        Self::of(names(name), Ring::open)
     }
 
     /// An anonymous pipe, to hand to a child with [`share_with`](Self::share_with).
     pub fn create_anonymous(capacity: usize) -> Result<Self> {
-        Ok(Pipe {
-            a_to_b: Ring::create_anonymous(capacity)?,
-            b_to_a: Ring::create_anonymous(capacity)?,
-        })
+        Self::of(Default::default(), |_| Ring::create_anonymous(capacity))
     }
 
     /// Let the child `cmd` spawns open this pipe with `open_inherited(var)`
     /// (it uses environment variables `VAR_A2B` and `VAR_B2A`).
     pub fn share_with(&self, cmd: &mut Command, var: &str) {
-        self.a_to_b.share_with(cmd, &format!("{var}_A2B"));
-        self.b_to_a.share_with(cmd, &format!("{var}_B2A"));
+        let [ab, ba] = vars(var);
+        self.a_to_b.share_with(cmd, &ab);
+        self.b_to_a.share_with(cmd, &ba);
     }
 
     /// In a child: open the pipe the parent passed with `share_with`.
     pub fn open_inherited(var: &str) -> Result<Self> {
-        Ok(Pipe {
-            a_to_b: Ring::open_inherited(&format!("{var}_A2B"))?,
-            b_to_a: Ring::open_inherited(&format!("{var}_B2A"))?,
-        })
+        Self::of(vars(var), Ring::open_inherited)
     }
 
     /// End A: sends on `a2b`, receives on `b2a`.
@@ -101,8 +102,14 @@ impl Pipe {
     }
 }
 
+/// The environment variables `share_with(cmd, var)` passes the rings in.
+fn vars(var: &str) -> [String; 2] {
+    [format!("{var}_A2B"), format!("{var}_B2A")]
+}
+
 /// One end of a [`Pipe`].
 #[derive(Debug)]
+#[must_use = "dropping a connection closes its sending direction"]
 pub struct Connection {
     tx: Producer<Frame>,
     rx: Consumer<Frame>,
@@ -119,8 +126,35 @@ impl Connection {
     }
 
     /// Send a value, waiting while the other end's buffer is full.
-    pub fn send<T: Pod>(&mut self, value: &T) -> Result<(), PushError<()>> {
+    pub fn send<T: Pod>(&mut self, value: &T) -> Result<(), SendError> {
         self.tx.push_bytes(bytemuck::bytes_of(value))
+    }
+
+    /// [`send`](Self::send), waiting at most `timeout` for room
+    /// (`SendError::Timeout` then; nothing was sent).
+    ///
+    /// ```
+    /// use shmkit::pipe::Pipe;
+    /// use shmkit::ring::SendError;
+    /// use std::time::Duration;
+    /// let pipe = Pipe::create_anonymous(1)?;   // room for one small message
+    /// let (mut a, _b) = (pipe.end_a()?, pipe.end_b()?);
+    /// a.send_timeout(&1u64, Duration::from_millis(10))?;
+    /// // Nobody receives: the second one finds no room.
+    /// assert_eq!(a.send_timeout(&2u64, Duration::from_millis(10)), Err(SendError::Timeout));
+    /// assert_eq!(a.try_send(&2u64), Err(SendError::Full));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_timeout<T: Pod>(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
+        self.tx
+            .push_bytes_timeout(bytemuck::bytes_of(value), timeout)
+    }
+
+    /// Send a value if the other end's buffer has room now, never waiting
+    /// (`SendError::Full` if not; nothing was sent).
+    #[must_use = "the value may not have been sent (Full)"]
+    pub fn try_send<T: Pod>(&mut self, value: &T) -> Result<(), SendError> {
+        self.tx.try_push_bytes(bytemuck::bytes_of(value))
     }
 
     /// Receive a value sent with `send::<T>` (waits). A message of another
@@ -138,9 +172,23 @@ impl Connection {
         value_of(&self.buf)
     }
 
-    /// Send a byte message of up to [`max_message_len`](Self::max_message_len) bytes.
-    pub fn send_bytes(&mut self, msg: &[u8]) -> Result<(), PushError<()>> {
+    /// Send a byte message of up to [`max_message_len`](Self::max_message_len)
+    /// bytes, waiting while the other end's buffer is full.
+    pub fn send_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
         self.tx.push_bytes(msg)
+    }
+
+    /// [`send_bytes`](Self::send_bytes), waiting at most `timeout` for room
+    /// (`SendError::Timeout` then; nothing was sent).
+    pub fn send_bytes_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.tx.push_bytes_timeout(msg, timeout)
+    }
+
+    /// Send a byte message if the other end's buffer has room for all of it
+    /// now, never waiting (`SendError::Full` if not; nothing was sent).
+    #[must_use = "the message may not have been sent (Full)"]
+    pub fn try_send_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        self.tx.try_push_bytes(msg)
     }
 
     /// Receive one whole byte message (waits).

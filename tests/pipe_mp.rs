@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
 use shmkit::pipe::Pipe;
 use shmkit::ring::message::{FRAME_DATA, Frame};
-use shmkit::ring::{PopError, PushError, Ring};
+use shmkit::ring::{PopError, Ring, SendError};
 use shmkit::{Ordering, SharedArray};
 
 const ENTRY: &str = "child_entry";
@@ -140,7 +140,7 @@ fn boundary_sizes_round_trip_through_another_process() {
     // One byte over the maximum: refused whole, nothing sent.
     assert_eq!(
         a.send_bytes(&vec![1; max + 1]),
-        Err(PushError::TooLarge(()))
+        Err(SendError::TooLarge { len: max + 1, max })
     );
     // Values: any Pod type, sizes checked.
     a.send(&[1.5f64, -2.0]).unwrap();
@@ -249,4 +249,64 @@ fn corrupt_frames_are_errors() {
     // Claim the message is 10,000 bytes: more frames than the ring holds.
     f.write_all_at(&10_000u32.to_le_bytes(), at as u64).unwrap();
     assert!(matches!(rx.try_pop_bytes(), Err(PopError::Corrupt(_))));
+}
+
+#[test]
+fn send_with_a_timeout_and_without_waiting() {
+    let names = PipeNames::new("pipesendtimeout");
+    // Two frames each way: one 100-byte message fills a direction.
+    let pipe = Pipe::create(&names.base, 2).unwrap();
+    let mut a = pipe.end_a().unwrap();
+    let mut b = pipe.end_b().unwrap();
+    let wait = Duration::from_millis(100);
+
+    a.try_send_bytes(&[1; 100]).unwrap();
+    // Full: try_ never waits, _timeout waits about its timeout, and nothing
+    // is sent by either.
+    assert_eq!(a.try_send_bytes(b"x"), Err(SendError::Full));
+    assert_eq!(a.try_send(&7u64), Err(SendError::Full));
+    let t = Instant::now();
+    assert_eq!(a.send_bytes_timeout(b"x", wait), Err(SendError::Timeout));
+    assert_eq!(a.send_timeout(&7u64, wait), Err(SendError::Timeout));
+    let took = t.elapsed();
+    assert!(
+        took >= 2 * wait && took < 2 * wait + CHILD_LIMIT,
+        "{took:?}"
+    );
+    // Too large is refused at once, by every flavour.
+    let big = vec![0; a.max_message_len() + 1];
+    let too_large = Err(SendError::TooLarge {
+        len: big.len(),
+        max: a.max_message_len(),
+    });
+    assert_eq!(a.try_send_bytes(&big), too_large);
+    assert_eq!(a.send_bytes_timeout(&big, wait), too_large);
+
+    // Room again once the other end receives: both flavours send.
+    assert_eq!(b.recv_bytes().unwrap(), [1; 100]);
+    a.try_send(&7u64).unwrap();
+    a.send_timeout(&8u64, wait).unwrap();
+    assert_eq!(b.recv::<u64>(), Ok(7));
+    assert_eq!(b.recv::<u64>(), Ok(8));
+
+    // A sender waiting on a full pipe is woken by the receiver.
+    a.send_bytes(&[2; 100]).unwrap();
+    let receiver = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        let first = b.recv_bytes().unwrap();
+        (first, b.recv_bytes().unwrap(), b)
+    });
+    a.send_bytes_timeout(&[3; 100], CHILD_LIMIT).unwrap();
+    let (first, second, b) = receiver.join().unwrap();
+    assert_eq!((first, second), (vec![2; 100], vec![3; 100]));
+
+    // The other end gone: a full pipe gives Disconnected, not a timeout.
+    a.send_bytes(&[4; 100]).unwrap();
+    drop(b);
+    let t = Instant::now();
+    assert_eq!(
+        a.send_bytes_timeout(b"x", CHILD_LIMIT),
+        Err(SendError::Disconnected)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }

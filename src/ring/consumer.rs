@@ -15,13 +15,36 @@ use crate::process::ProcToken;
 use crate::slot::read_slot;
 use crate::sync::{AtomicU64, Ordering, spin_loop};
 
-use super::control::RingMem;
+use super::control::{RingMem, check_seq};
 use super::error::{PopError, TaskDoneError};
 use super::wait::{Waiting, sleep_slice};
 
 /// A consumer of a ring. Any number may exist; each item goes to exactly one.
 /// Methods take `&self`, so one consumer may be shared by threads.
+///
+/// `task_done` and the producer's `join` make it Python's `JoinableQueue`:
+///
+/// ```
+/// use shmkit::ring::Ring;
+/// let ring = Ring::<u64>::new_in_process(16)?;
+/// let mut tx = ring.producer()?;
+/// let rx = ring.consumer()?;
+/// let worker = std::thread::spawn(move || {
+///     while let Ok(job) = rx.pop() {     // Disconnected once closed and drained
+///         let _ = job * 2;                // the work
+///         rx.task_done().unwrap();
+///     }
+/// });
+/// for job in 0..10 {
+///     tx.push(job)?;
+/// }
+/// tx.join()?;   // every job pushed so far is done
+/// drop(tx);     // closes: the worker's pop returns Disconnected
+/// worker.join().unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping the consumer unregisters it"]
 pub struct Consumer<T: Pod> {
     mem: Arc<RingMem>,
     /// Our entry in the consumer registry.
@@ -34,8 +57,17 @@ pub struct Consumer<T: Pod> {
     /// needs no load of the producer's cache line. (An atomic only because
     /// the handle may be shared by threads; it lives in process memory.)
     tail_cache: AtomicU64,
-    _elem: PhantomData<fn() -> T>,
+    /// Neither `Send` nor `Sync` by itself: the impls below say when.
+    _elem: PhantomData<*const T>,
 }
+
+// SAFETY: the consumer owns no `T`; it hands out `T`s copied from shared
+// memory that other threads wrote, so moving it needs `T: Send`. The rest is
+// atomics and ring memory (Send + Sync).
+unsafe impl<T: Pod + Send> Send for Consumer<T> {}
+// SAFETY: pops take `&self`, so a shared consumer moves `T`s to whichever
+// thread pops: `T: Send` again; its own state is atomics.
+unsafe impl<T: Pod + Send> Sync for Consumer<T> {}
 
 impl<T: Pod> Consumer<T> {
     /// A consumer holding registry entry `slot` under token `me`.
@@ -85,6 +117,11 @@ impl<T: Pod> Consumer<T> {
                 // in `Producer::publish` (producer.rs), so the slot words
                 // below `t` are visible.
                 t = ctrl.tail.load(Ordering::Acquire);
+                // Never a possible sequence, whatever head does: no retry.
+                // (Below SEQ_LIMIT, `h + n <= t` below cannot wrap.)
+                check_seq("tail", t)
+                    .and_then(|_| check_seq("head", h))
+                    .map_err(PopError::Corrupt)?;
                 self.tail_cache.store(t, Ordering::Relaxed);
             }
             if t == h {
@@ -101,10 +138,15 @@ impl<T: Pod> Consumer<T> {
             if t < h || t - h > mem.cap() {
                 // Legitimate only if head moved between our two loads.
                 if ctrl.head.load(Ordering::Relaxed) == h {
-                    return Err(PopError::Corrupt(format!(
-                        "head {h}, tail {t}, capacity {}",
-                        mem.cap()
-                    )));
+                    return Err(PopError::Corrupt(if t < h {
+                        format!("head {h} is past tail {t}")
+                    } else {
+                        format!(
+                            "tail {t} is {} past head {h}, more than the capacity {}",
+                            t - h,
+                            mem.cap()
+                        )
+                    }));
                 }
                 continue;
             }
@@ -144,6 +186,7 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Take one item if there is one, without waiting.
+    #[must_use = "an item taken and dropped is lost to every consumer"]
     pub fn try_pop(&self) -> Result<T, PopError> {
         let mut out = T::zeroed();
         self.claim(|_, _| Ok(1), |_, slot| out = read_slot(slot))?;
@@ -151,6 +194,7 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Take up to `buf.len()` items with one claim; returns how many.
+    #[must_use = "only the first n items of `buf` were filled"]
     pub fn try_pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
         if buf.is_empty() {
             return Ok(0);
@@ -161,6 +205,18 @@ impl<T: Pod> Consumer<T> {
 
     /// Take one item, waiting while the ring is empty. `Disconnected` once
     /// the ring is drained and closed (or its producer died).
+    ///
+    /// ```
+    /// use shmkit::ring::{PopError, Ring};
+    /// let ring = Ring::<u32>::new_in_process(4)?;
+    /// let mut tx = ring.producer()?;
+    /// let rx = ring.consumer()?;
+    /// tx.push(1)?;
+    /// tx.close();
+    /// assert_eq!(rx.pop(), Ok(1));                     // what was sent first
+    /// assert_eq!(rx.pop(), Err(PopError::Disconnected)); // then the end
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pop(&self) -> Result<T, PopError> {
         self.wait_for(None, || self.try_pop())
     }
@@ -188,6 +244,8 @@ impl<T: Pod> Consumer<T> {
         })
     }
 
+    /// Retry `attempt` while it reports `Empty`: spin, then sleep until the
+    /// producer pushes, the deadline passes, or the producer is dead.
     pub(super) fn wait_for<R>(
         &self,
         deadline: Option<std::time::Instant>,
@@ -235,15 +293,25 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Mark one taken item as done (Python's `JoinableQueue.task_done`).
-    /// Fails if called more often than items were taken from the ring.
+    /// `TooMany` if called more often than items were taken from the ring;
+    /// `Corrupt` if the shared counters are impossible. See [`Consumer`]
+    /// for an example with `join`.
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
         let ctrl = self.mem.ctrl();
         loop {
-            let d = ctrl.done.load(Ordering::Relaxed);
-            // Acquire is not needed: head only bounds the count.
+            // Acquire: pairs with the Release CAS of done below (another
+            // consumer's task_done), which that consumer made after loading
+            // head >= d; so our head load below sees at least that, and
+            // `d > h` can only be corruption, never a stale head.
+            let d = ctrl.done.load(Ordering::Acquire);
+            // Relaxed: head only bounds the count (ordered by the load above).
             let h = ctrl.head.load(Ordering::Relaxed);
-            if d >= h {
-                return Err(TaskDoneError);
+            check_seq("head", h).map_err(TaskDoneError::Corrupt)?;
+            if d > h {
+                return Err(TaskDoneError::Corrupt(format!("done {d} is past head {h}")));
+            }
+            if d == h {
+                return Err(TaskDoneError::TooMany);
             }
             // Release: our work on the item happens before a joiner's
             // Acquire load of done (`Producer::join_until`, producer.rs).

@@ -19,13 +19,30 @@ use crate::sync::{AtomicU32, AtomicU64, EventCount, Ordering};
 /// loom: 4, since every registry scan is one modelled load per entry.
 pub const MAX_CONSUMERS: usize = if crate::sync::MODELLED { 4 } else { 64 };
 
+/// Shared sequences (`tail`, `head`, `done`) at or past this are impossible:
+/// 2^63 items at 10^9 a second take 292 years. A counter read there is
+/// corruption; and with every sequence below it, `sequence + capacity`
+/// cannot overflow.
+pub(super) const SEQ_LIMIT: u64 = 1 << 63;
+
+/// `value` of shared counter `field`, if it is a possible sequence; else the
+/// detail of a `Corrupt` error naming the field.
+pub(super) fn check_seq(field: &str, value: u64) -> Result<u64, String> {
+    if value >= SEQ_LIMIT {
+        return Err(format!("{field} {value} is beyond any possible sequence"));
+    }
+    Ok(value)
+}
+
 /// The ring's shared control block. Fields written on every operation sit on
-/// cache lines of their own.
+/// cache lines of their own. Every value in it is untrusted: whoever reads
+/// one checks it against the capacity in its local handle and the others.
 #[repr(C)]
 #[derive(Debug)]
-pub struct RingControl {
+pub(crate) struct RingControl {
     /// Next sequence the producer writes; stored only by the producer
-    /// (Release, publishing the slots below it). Range `head ..= head + cap`.
+    /// (Release, publishing the slots below it). Range `head ..= head + cap`,
+    /// below [`SEQ_LIMIT`].
     pub(super) tail: CachePadded<AtomicU64>,
     /// Next sequence to claim; advanced only by a consumer's CAS (Release,
     /// handing the slot back to the producer). Range `done ..= tail`.
@@ -230,18 +247,29 @@ impl RingMem {
 
 /// A snapshot of a ring's shared state, for tools (`shmkit inspect`). Read
 /// field by field with Relaxed loads: not one atomic picture.
+/// The counters are shown as read, unchecked: a corrupt ring shows its
+/// impossible values here rather than an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RingState {
+    /// Slots in the ring (from the local handle, validated at open).
     pub capacity: u64,
+    /// Next sequence to claim.
     pub head: u64,
+    /// Next sequence the producer writes.
     pub tail: u64,
+    /// Items marked done with `task_done`.
     pub done: u64,
+    /// Whether the producer closed the ring.
     pub closed: bool,
     /// Producer's pid, and whether it is alive.
     pub producer: Option<(u32, bool)>,
     /// Live registered consumers' pids.
     pub consumers: Vec<u32>,
+    /// Consumers asleep on an empty ring (a statistic: a consumer killed
+    /// asleep leaves it one too high).
     pub consumers_sleeping: u32,
+    /// Whether the producer sleeps on a full ring.
     pub producer_sleeping: bool,
 }
 

@@ -1,10 +1,12 @@
-//! Why a ring operation failed: [`PushError`] (hands the item back),
+//! Why a ring operation failed: [`PushError`] (an item push; hands the item
+//! back), [`SendError`] (a byte-message push, which can also be too large),
 //! [`PopError`], [`JoinError`] and [`TaskDoneError`], each with `Display`
 //! and `std::error::Error`. Errors about segments themselves (open, create,
 //! a corrupt header) are [`crate::Error`], not here.
 
-/// Why a push failed. Each variant hands the item back.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Why an item push failed. Each variant hands the item back.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PushError<T> {
     /// The ring is full (only from `try_push`).
     Full(T),
@@ -16,10 +18,12 @@ pub enum PushError<T> {
     /// The timeout passed while the ring stayed full.
     Timeout(T),
     /// The shared state is impossible (someone scribbled on the segment).
-    Corrupt(T),
-    /// A byte message longer than the ring can ever hold (see
-    /// `max_message_len`): refused whole, never truncated.
-    TooLarge(T),
+    Corrupt {
+        /// The item that was not pushed.
+        item: T,
+        /// What was seen, naming the field.
+        detail: String,
+    },
 }
 
 impl<T> PushError<T> {
@@ -30,8 +34,10 @@ impl<T> PushError<T> {
             PushError::Closed(t) => PushError::Closed(f(t)),
             PushError::Disconnected(t) => PushError::Disconnected(f(t)),
             PushError::Timeout(t) => PushError::Timeout(f(t)),
-            PushError::Corrupt(t) => PushError::Corrupt(f(t)),
-            PushError::TooLarge(t) => PushError::TooLarge(f(t)),
+            PushError::Corrupt { item, detail } => PushError::Corrupt {
+                item: f(item),
+                detail,
+            },
         }
     }
 
@@ -42,44 +48,99 @@ impl<T> PushError<T> {
             | PushError::Closed(t)
             | PushError::Disconnected(t)
             | PushError::Timeout(t)
-            | PushError::Corrupt(t)
-            | PushError::TooLarge(t) => t,
+            | PushError::Corrupt { item: t, .. } => t,
         }
     }
 }
 
 impl<T> std::fmt::Debug for PushError<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PushError::Full(_) => "Full(..)",
-            PushError::Closed(_) => "Closed(..)",
-            PushError::Disconnected(_) => "Disconnected(..)",
-            PushError::Timeout(_) => "Timeout(..)",
-            PushError::Corrupt(_) => "Corrupt(..)",
-            PushError::TooLarge(_) => "TooLarge(..)",
-        })
+        match self {
+            PushError::Full(_) => f.write_str("Full(..)"),
+            PushError::Closed(_) => f.write_str("Closed(..)"),
+            PushError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            PushError::Timeout(_) => f.write_str("Timeout(..)"),
+            PushError::Corrupt { detail, .. } => write!(f, "Corrupt({detail:?})"),
+        }
     }
 }
 
 impl<T> std::fmt::Display for PushError<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PushError::Full(_) => "the ring is full",
-            PushError::Closed(_) => "the ring is closed",
-            PushError::Disconnected(_) => "every consumer of the ring has died",
-            PushError::Timeout(_) => "timed out waiting for room in the ring",
-            PushError::Corrupt(_) => "the ring's shared state is corrupt (head past tail)",
-            PushError::TooLarge(_) => {
-                "the message is longer than the ring can hold (see max_message_len)"
+        match self {
+            PushError::Full(_) => f.write_str("the ring is full"),
+            PushError::Closed(_) => f.write_str("the ring is closed"),
+            PushError::Disconnected(_) => f.write_str("every consumer of the ring has died"),
+            PushError::Timeout(_) => f.write_str("timed out waiting for room in the ring"),
+            PushError::Corrupt { detail, .. } => {
+                write!(f, "the ring's shared state is corrupt: {detail}")
             }
-        })
+        }
     }
 }
 
 impl<T> std::error::Error for PushError<T> {}
 
+/// Why a byte message was not sent (`Producer::push_bytes`,
+/// `Connection::send_bytes`, ...). Unlike an item, a message can be too
+/// large for the ring; nothing is handed back (the caller still has it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The ring lacks room for the whole message now (only from `try_`
+    /// sends).
+    Full,
+    /// The ring was closed.
+    Closed,
+    /// Consumers existed and every one of them is dead.
+    Disconnected,
+    /// The timeout passed while the ring lacked room.
+    Timeout,
+    /// The shared state is impossible; the detail names the field.
+    Corrupt(String),
+    /// The message is longer than the ring can ever hold: refused whole,
+    /// never truncated.
+    TooLarge {
+        /// The message's length in bytes.
+        len: usize,
+        /// The longest message the ring carries (`max_message_len`).
+        max: usize,
+    },
+}
+
+impl From<PushError<()>> for SendError {
+    fn from(e: PushError<()>) -> Self {
+        match e {
+            PushError::Full(()) => SendError::Full,
+            PushError::Closed(()) => SendError::Closed,
+            PushError::Disconnected(()) => SendError::Disconnected,
+            PushError::Timeout(()) => SendError::Timeout,
+            PushError::Corrupt { detail, .. } => SendError::Corrupt(detail),
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Full => f.write_str("the ring has no room for the message"),
+            SendError::Closed => f.write_str("the ring is closed"),
+            SendError::Disconnected => f.write_str("every consumer of the ring has died"),
+            SendError::Timeout => f.write_str("timed out waiting for room in the ring"),
+            SendError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
+            SendError::TooLarge { len, max } => write!(
+                f,
+                "a message of {len} bytes is longer than the ring can hold ({max} bytes)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
 /// Why a pop returned no item.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PopError {
     /// Nothing to take right now (only from `try_pop`).
     Empty,
@@ -91,7 +152,12 @@ pub enum PopError {
     /// The shared state is impossible; the detail says what was seen.
     Corrupt(String),
     /// A typed receive got a message of another size than its type.
-    WrongSize { got: usize, expected: usize },
+    WrongSize {
+        /// The message's length in bytes.
+        got: usize,
+        /// The size of the type asked for.
+        expected: usize,
+    },
 }
 
 impl std::fmt::Display for PopError {
@@ -116,30 +182,50 @@ impl std::error::Error for PopError {}
 
 /// Why `join` returned before every item was done.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JoinError {
+    /// The timeout passed with items still not done.
     Timeout,
     /// Consumers existed, all died, and items are still not done.
     Disconnected,
+    /// The shared `done` counter is impossible; the detail says what was
+    /// seen.
+    Corrupt(String),
 }
 
 impl std::fmt::Display for JoinError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            JoinError::Timeout => "timed out waiting for every item to be done",
-            JoinError::Disconnected => "every consumer died before all items were done",
-        })
+        match self {
+            JoinError::Timeout => f.write_str("timed out waiting for every item to be done"),
+            JoinError::Disconnected => {
+                f.write_str("every consumer died before all items were done")
+            }
+            JoinError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
+        }
     }
 }
 
 impl std::error::Error for JoinError {}
 
-/// `task_done` was called more times than items were taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TaskDoneError;
+/// Why `task_done` failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskDoneError {
+    /// Called more times than items were taken from the ring.
+    TooMany,
+    /// The shared `done` or `head` counter is impossible; the detail says
+    /// what was seen.
+    Corrupt(String),
+}
 
 impl std::fmt::Display for TaskDoneError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("task_done() called more times than items were taken")
+        match self {
+            TaskDoneError::TooMany => {
+                f.write_str("task_done() called more times than items were taken")
+            }
+            TaskDoneError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
+        }
     }
 }
 

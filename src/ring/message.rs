@@ -15,7 +15,7 @@
 //! consumer killed mid-copy loses at most the message it had claimed.
 //!
 //! A message longer than the ring (`capacity * 56` bytes, see
-//! [`max_message_len`]) is refused with [`PushError::TooLarge`]: never
+//! [`max_message_len`]) is refused with [`SendError::TooLarge`]: never
 //! split over several publishes, never truncated. Lengths read back are
 //! checked against what was published: an impossible frame is
 //! [`PopError::Corrupt`], never an out-of-bounds copy.
@@ -42,13 +42,15 @@ use bytemuck::{Pod, Zeroable};
 use crate::slot::read_slot;
 
 use super::consumer::Consumer;
-use super::error::{PopError, PushError};
+use super::error::{PopError, SendError};
 use super::producer::Producer;
 
 /// Data bytes per frame.
 pub const FRAME_DATA: usize = 56;
 
-/// One slot of a byte-message ring.
+/// One slot of a byte-message ring. Its fields are private: a producer
+/// fills frames through `push_bytes`, a consumer reads them through
+/// `pop_bytes`.
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
 pub struct Frame {
@@ -66,19 +68,37 @@ pub fn frames_for(len: usize) -> usize {
 
 /// The longest message a ring of `capacity` frames carries.
 pub fn max_message_len(capacity: usize) -> usize {
-    (capacity * FRAME_DATA).min(u32::MAX as usize)
+    capacity.saturating_mul(FRAME_DATA).min(u32::MAX as usize)
 }
 
 impl Producer<Frame> {
-    /// Push one message if the ring has room for all of its frames now.
-    pub fn try_push_bytes(&mut self, msg: &[u8]) -> Result<(), PushError<()>> {
+    /// Push one message if the ring has room for all of its frames now
+    /// (`SendError::Full` if not).
+    #[must_use = "the message may not have been sent (Full)"]
+    pub fn try_push_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        self.check_len(msg)?;
+        self.try_push_checked(msg).map_err(SendError::from)
+    }
+
+    /// `TooLarge` if `msg` can never fit in this ring.
+    fn check_len(&self, msg: &[u8]) -> Result<(), SendError> {
+        let max = self.max_message_len();
+        if msg.len() > max {
+            return Err(SendError::TooLarge {
+                len: msg.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Push one message that passed [`check_len`](Self::check_len) (so its
+    /// length fits in a frame's `u32` and its frames in the ring).
+    fn try_push_checked(&mut self, msg: &[u8]) -> Result<(), super::PushError<()>> {
         if self.has_closed() {
-            return Err(PushError::Closed(()));
+            return Err(super::PushError::Closed(()));
         }
         let k = frames_for(msg.len());
-        if msg.len() > max_message_len(self.capacity()) {
-            return Err(PushError::TooLarge(()));
-        }
         self.reserve(k as u64)?;
         let mut chunks = msg.chunks(FRAME_DATA);
         for i in 0..k {
@@ -99,17 +119,20 @@ impl Producer<Frame> {
     }
 
     /// Push one message, waiting while the ring lacks room for it.
-    pub fn push_bytes(&mut self, msg: &[u8]) -> Result<(), PushError<()>> {
-        self.push_with(None, |p| p.try_push_bytes(msg))
+    pub fn push_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        self.push_bytes_until(msg, None)
     }
 
     /// [`push_bytes`](Self::push_bytes), waiting at most `timeout`.
-    pub fn push_bytes_timeout(
-        &mut self,
-        msg: &[u8],
-        timeout: Duration,
-    ) -> Result<(), PushError<()>> {
-        self.push_with(Some(Instant::now() + timeout), |p| p.try_push_bytes(msg))
+    pub fn push_bytes_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.push_bytes_until(msg, Some(Instant::now() + timeout))
+    }
+
+    /// Push one message, waiting for room until `deadline` if any.
+    fn push_bytes_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+        self.check_len(msg)?;
+        self.push_with(deadline, |p| p.try_push_checked(msg))
+            .map_err(SendError::from)
     }
 
     /// The longest message this ring carries.
@@ -120,6 +143,7 @@ impl Producer<Frame> {
 
 impl Consumer<Frame> {
     /// Take one whole message into `out` (cleared first) if one is there.
+    #[must_use = "a message taken and dropped is lost to every consumer"]
     pub fn try_pop_bytes_into(&self, out: &mut Vec<u8>) -> Result<(), PopError> {
         let cap = self.capacity();
         let total = Cell::new(0usize);
@@ -127,18 +151,30 @@ impl Consumer<Frame> {
         self.claim(
             |first, available| {
                 let f: Frame = read_slot(first);
+                // A u32: frames_for cannot overflow, nor can `i * FRAME_DATA`
+                // below (i < k <= cap).
                 let len = f.len as usize;
                 let k = frames_for(len);
-                if f.index != 0 || k > cap {
+                if f.index != 0 {
                     return Err(format!(
                         "a message starts with frame {} of a {len}-byte message",
                         f.index
                     ));
                 }
+                if k > cap {
+                    return Err(format!(
+                        "frame length {len} needs {k} frames, more than the capacity {cap}"
+                    ));
+                }
                 total.set(len);
                 // More frames than published means a scribbled length (the
                 // producer publishes whole messages); `claim` reports it.
-                Ok(if k <= available { k } else { usize::MAX })
+                if k > available {
+                    return Err(format!(
+                        "frame length {len} needs {k} frames, only {available} published"
+                    ));
+                }
+                Ok(k)
             },
             |i, slot| {
                 if i == 0 {
@@ -167,6 +203,7 @@ impl Consumer<Frame> {
     }
 
     /// Take one whole message if one is there.
+    #[must_use = "a message taken and dropped is lost to every consumer"]
     pub fn try_pop_bytes(&self) -> Result<Vec<u8>, PopError> {
         let mut v = Vec::new();
         self.try_pop_bytes_into(&mut v)?;

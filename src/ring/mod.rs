@@ -53,26 +53,37 @@
 //!
 //! Shared memory is untrusted: `head`, `tail` and `done` are checked against
 //! each other and the capacity held in the local handle (validated at open),
-//! every slot index is masked, and an impossible state is an error.
+//! every slot index is masked, and an impossible state is an error naming
+//! the field (`Corrupt`), never a panic: a sequence at or past 2^63 (292
+//! years at 10^9 items a second) is refused when the producer role is
+//! claimed and whenever a consumer re-reads `tail`, so no `sequence + n`
+//! can overflow, and every difference is checked before it is taken.
 //!
 //! # Where things live
 //!
 //! This file holds the shared handle [`Ring`], the checks on what may be
-//! created, and (for now) the segment plumbing: create, open, share. The
-//! rest, one concern a file: `control` (the shared control block and the
-//! memory it lives in), `producer`, `consumer`, `registry` (who holds the
-//! producer role, which consumers are registered, who is dead), `wait`
-//! (spin, then sleep in liveness slices), `error`, and [`message`] (byte
-//! messages framed on a ring of [`message::Frame`]s, built on the
-//! producer's and consumer's own methods).
+//! created, and the ring's `SegmentObject` implementation (its layout and
+//! how a validated segment becomes ring memory; create, open and share are
+//! the trait's, written once for every kind). The rest, one concern a file:
+//! `control` (the shared control block and the memory it lives in),
+//! `producer`, `consumer`, `registry` (who holds the producer role, which
+//! consumers are registered, who is dead), `wait` (spin, then sleep in
+//! liveness slices), `error`, and [`message`] (byte messages framed on a
+//! ring of [`message::Frame`]s, built on the producer's and consumer's own
+//! methods).
 
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bytemuck::Pod;
 
 use crate::error::{Error, Result};
+use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
+use crate::object::{SegmentObject, object_api};
+use crate::segment::Segment;
 use crate::slot::words_for;
+use crate::sync::AtomicU64;
 
 mod consumer;
 mod control;
@@ -83,22 +94,44 @@ mod registry;
 mod wait;
 
 pub use consumer::Consumer;
-pub use control::{MAX_CONSUMERS, RingControl, RingState};
-pub use error::{JoinError, PopError, PushError, TaskDoneError};
+pub use control::{MAX_CONSUMERS, RingState};
+pub use error::{JoinError, PopError, PushError, SendError, TaskDoneError};
 pub use producer::Producer;
 pub use wait::LIVENESS_SLICE;
 
-use control::RingMem;
+use control::{Backing, RingControl, RingMem};
 
 /// Largest capacity accepted.
 pub const MAX_CAPACITY: u64 = 1 << 30;
 
-/// A handle on a ring: make producers and consumers from it.
+/// A handle on a ring of `T`s: make producers and consumers from it. Clones
+/// share the ring; the segment's name goes when the last handle (ring,
+/// producer or consumer) of the creating process is dropped.
+///
+/// ```
+/// use shmkit::ring::Ring;
+/// let name = format!("shmkit-doc-ring-handle-{}", std::process::id());
+/// let ring = Ring::<[f32; 4]>::create(&name, 16)?; // a power of two
+/// let mut tx = ring.producer()?;                   // one producer at a time
+/// let rx = ring.consumer()?;                       // any number, any process
+/// tx.push([1.0, 2.0, 3.0, 4.0])?;
+/// assert_eq!(ring.len(), 1);
+/// assert_eq!(rx.pop()?, [1.0, 2.0, 3.0, 4.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping the creating process's last handle on a ring removes its name"]
 pub struct Ring<T: Pod> {
     mem: Arc<RingMem>,
-    _elem: PhantomData<fn() -> T>,
+    /// Neither `Send` nor `Sync` by itself: the impls below say when.
+    _elem: PhantomData<*const T>,
 }
+
+// SAFETY: a Ring holds no `T`, only shared ring memory (Send + Sync); its
+// producers and consumers move `T`s between threads, so `T: Send`.
+unsafe impl<T: Pod + Send> Send for Ring<T> {}
+// SAFETY: as above; `&Ring` only makes handles and reads atomics.
+unsafe impl<T: Pod + Send> Sync for Ring<T> {}
 
 impl<T: Pod> Clone for Ring<T> {
     fn clone(&self) -> Self {
@@ -188,19 +221,27 @@ impl<T: Pod> Ring<T> {
     }
 }
 
-mod shared {
-    //! Rings on segments: create, open, share with children.
-    use super::*;
-    use crate::header::{ElemDesc, Expect, HeaderInfo, Kind, align_body};
-    use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
-    use crate::sync::AtomicU64;
-    use control::Backing;
-    use std::process::Command;
-    use std::ptr::NonNull;
+/// Bytes of the control block before the slots.
+const CTRL: u64 = size_of::<RingControl>() as u64;
 
-    const CTRL: u64 = size_of::<RingControl>() as u64;
+impl<T: Pod> SegmentObject for Ring<T> {
+    const KIND: Kind = Kind::Ring;
+    type Params = usize;
 
-    pub(crate) fn body_size(h: &HeaderInfo) -> Option<u64> {
+    fn elem() -> ElemDesc {
+        ElemDesc::of::<T>()
+    }
+
+    fn len_of(&capacity: &usize) -> Result<u64> {
+        check_elem::<T>()?;
+        check_capacity(capacity)
+    }
+
+    /// The control block, then `capacity` slots of whole words; `None` for
+    /// a capacity that is zero, not a power of two or over [`MAX_CAPACITY`].
+    /// (The same for every `T`: admin validates rings of any item type with
+    /// `Ring::<u8>`'s.)
+    fn body_size(h: &HeaderInfo) -> Option<u64> {
         if h.len == 0 || h.len > MAX_CAPACITY || !h.len.is_power_of_two() {
             return None;
         }
@@ -208,119 +249,54 @@ mod shared {
         align_body(CTRL.checked_add(h.len.checked_mul(words)?.checked_mul(8)?)?)
     }
 
-    fn expect<T: Pod>() -> Expect {
-        Expect {
-            kind: Kind::Ring,
-            elem: Some(ElemDesc::of::<T>()),
-            len: None,
-            body_size,
+    // `init` stays the default: a fresh mapping is zero-filled, and all-zero
+    // is a valid empty, open control block (every field is an atomic
+    // integer).
+
+    fn from_segment(seg: Segment) -> Self {
+        Ring {
+            mem: Arc::new(mem_of(seg)),
+            _elem: PhantomData,
         }
     }
 
-    fn layout<T: Pod>(capacity: usize) -> Result<Layout> {
-        check_elem::<T>()?;
-        let cap = check_capacity(capacity)?;
-        let elem = ElemDesc::of::<T>();
-        let words = words_for(size_of::<T>()) as u64;
-        Ok(Layout {
-            kind: Kind::Ring,
-            elem,
-            len: cap,
-            body_size: align_body(CTRL + cap * words * 8).expect("bounded by MAX_CAPACITY"),
-        })
-    }
-
-    fn init(seg: &Segment) -> Result<()> {
-        // A fresh mapping is zero-filled, and all-zero is a valid empty,
-        // open control block (every field is an atomic integer).
-        let _ = seg;
-        Ok(())
-    }
-
-    impl<T: Pod> Ring<T> {
-        /// Create a named ring with `capacity` slots (a power of two; other
-        /// values are rejected with the next power of two in the message).
-        pub fn create(name: &str, capacity: usize) -> Result<Self> {
-            Self::create_with(name, capacity, &CreateOptions::default())
-        }
-
-        /// Create with explicit options.
-        pub fn create_with(name: &str, capacity: usize, opts: &CreateOptions) -> Result<Self> {
-            let seg = Segment::create(name, opts, layout::<T>(capacity)?, init)?;
-            Ok(Self::wrap(seg))
-        }
-
-        /// Create an anonymous ring, to hand to children with `share_with`.
-        pub fn create_anonymous(capacity: usize) -> Result<Self> {
-            let seg = Segment::create_anonymous(layout::<T>(capacity)?, init)?;
-            Ok(Self::wrap(seg))
-        }
-
-        /// Open a named ring; the item type must match.
-        pub fn open(name: &str) -> Result<Self> {
-            Self::open_with(name, &OpenOptions::default())
-        }
-
-        /// Open with explicit options.
-        pub fn open_with(name: &str, opts: &OpenOptions) -> Result<Self> {
-            Ok(Self::wrap(Segment::open(name, &expect::<T>(), opts)?))
-        }
-
-        /// Open the ring a parent passed with [`share_with`](Self::share_with).
-        pub fn open_inherited(var: &str) -> Result<Self> {
-            Ok(Self::wrap(Segment::open_inherited(
-                var,
-                &expect::<T>(),
-                &OpenOptions::default(),
-            )?))
-        }
-
-        /// Let the child `cmd` spawns open this ring with `open_inherited(var)`.
-        pub fn share_with(&self, cmd: &mut Command, var: &str) {
-            if let Some(seg) = self.mem.segment() {
-                seg.share_with(cmd, var);
-            }
-        }
-
-        /// The segment underneath (`None` for an in-process ring). The name
-        /// of a ring made by `create` is removed when the creating process's
-        /// last handle on it (ring, producer or consumer) is dropped; use
-        /// `create_with` and `CreateOptions { keep: true, .. }` to keep it.
-        pub fn segment(&self) -> Option<&Segment> {
-            self.mem.segment()
-        }
-
-        fn wrap(seg: Segment) -> Self {
-            Ring {
-                mem: Arc::new(mem_of(seg)),
-                _elem: PhantomData,
-            }
-        }
-    }
-
-    /// The state of a ring segment opened without knowing its item type
-    /// (for `shmkit inspect`); the segment must have been validated as a ring.
-    pub fn state_of(seg: Segment) -> RingState {
-        mem_of(seg).state()
-    }
-
-    fn mem_of(seg: Segment) -> RingMem {
-        let cap = seg.info().len;
-        let words = words_for(seg.info().elem.size as usize);
-        let body = seg.body_ptr();
-        let label = seg.name().unwrap_or("<anonymous>").to_owned();
-        // SAFETY: the body is at least CTRL + cap*words*8 bytes (validated
-        // by body_size at open, sized so at create), 128-byte aligned.
-        let (ctrl, slots) = unsafe { (body as *mut RingControl, body.add(CTRL as usize)) };
-        let ctrl = NonNull::new(ctrl).expect("mapping is not null");
-        let slots = NonNull::new(slots as *mut AtomicU64).expect("mapping is not null");
-        // SAFETY: `ctrl` and `slots` point into the body `seg` maps (sized as
-        // above, so a RingControl then cap*words atomics), aligned, and the
-        // mapping lives and stays put as long as the Backing that owns `seg`;
-        // cap is a power of two (body_size or check_capacity).
-        unsafe { RingMem::from_parts(ctrl, slots, cap, words, label, Backing::Shared(seg)) }
+    fn backing(&self) -> Option<&Segment> {
+        self.mem.segment()
     }
 }
 
-pub(crate) use shared::body_size;
-pub use shared::state_of;
+object_api!(impl [T: Pod] Ring<T>, "ring", (capacity: usize), open_with);
+
+impl<T: Pod> Ring<T> {
+    /// The segment underneath (`None` for an in-process ring). The name
+    /// of a ring made by `create` is removed when the creating process's
+    /// last handle on it (ring, producer or consumer) is dropped; use
+    /// `create_with` and `CreateOptions { keep: true, .. }` to keep it.
+    pub fn segment(&self) -> Option<&Segment> {
+        self.mem.segment()
+    }
+}
+
+/// The state of a ring segment opened without knowing its item type
+/// (for `shmkit inspect`); the segment must have been validated as a ring.
+pub fn state_of(seg: Segment) -> RingState {
+    mem_of(seg).state()
+}
+
+/// Ring memory over a segment validated (or sized) by `body_size`.
+fn mem_of(seg: Segment) -> RingMem {
+    let cap = seg.info().len;
+    let words = words_for(seg.info().elem.size as usize);
+    let body = seg.body_ptr();
+    let label = seg.name().unwrap_or("<anonymous>").to_owned();
+    // SAFETY: the body is at least CTRL + cap*words*8 bytes (validated
+    // by body_size at open, sized so at create), 128-byte aligned.
+    let (ctrl, slots) = unsafe { (body as *mut RingControl, body.add(CTRL as usize)) };
+    let ctrl = NonNull::new(ctrl).expect("mapping is not null");
+    let slots = NonNull::new(slots as *mut AtomicU64).expect("mapping is not null");
+    // SAFETY: `ctrl` and `slots` point into the body `seg` maps (sized as
+    // above, so a RingControl then cap*words atomics), aligned, and the
+    // mapping lives and stays put as long as the Backing that owns `seg`;
+    // cap is a power of two (body_size or check_capacity).
+    unsafe { RingMem::from_parts(ctrl, slots, cap, words, label, Backing::Shared(seg)) }
+}

@@ -15,13 +15,26 @@ use crate::process::ProcToken;
 use crate::slot::write_slot;
 use crate::sync::Ordering;
 
-use super::control::RingMem;
+use super::control::{RingMem, check_seq};
 use super::error::{JoinError, PushError};
 use super::registry::ProducerClaim;
 use super::wait::{Waiting, sleep_slice};
 
 /// The one producer of a ring. Dropping it closes the ring.
+///
+/// ```
+/// use shmkit::ring::{PushError, Ring};
+/// let ring = Ring::<u32>::new_in_process(4)?;
+/// let mut tx = ring.producer()?;
+/// let rx = ring.consumer()?;
+/// tx.push_slice(&[1, 2, 3])?;                     // one publish for the run
+/// assert_eq!(tx.try_push_slice(&[4, 5, 6])?, 1);  // only one slot was left
+/// assert!(matches!(tx.try_push(7), Err(PushError::Full(7))));
+/// assert_eq!(rx.pop()?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping the producer closes the ring"]
 pub struct Producer<T: Pod> {
     mem: Arc<RingMem>,
     /// Our copy of `tail`: only we store it.
@@ -33,8 +46,17 @@ pub struct Producer<T: Pod> {
     /// Futex system calls this handle made (wakes and waits): local, so
     /// counting costs no shared write.
     futex_calls: u64,
-    _elem: PhantomData<fn(T)>,
+    /// Neither `Send` nor `Sync` by itself: the impls below say when.
+    _elem: PhantomData<*const T>,
 }
+
+// SAFETY: the producer owns no `T`; it copies `T`s into shared memory that
+// other threads read, so moving it to another thread needs `T: Send`. The
+// rest is local integers and ring memory (Send + Sync).
+unsafe impl<T: Pod + Send> Send for Producer<T> {}
+// SAFETY: every method that moves a `T` takes `&mut self`; `&Producer`
+// reads atomics and local integers only.
+unsafe impl<T: Pod + Send> Sync for Producer<T> {}
 
 impl<T: Pod> Producer<T> {
     /// A producer holding the role `claim` describes.
@@ -60,7 +82,7 @@ impl<T: Pod> Producer<T> {
     /// not check `closed` (see [`has_closed`](Self::has_closed)).
     pub(super) fn reserve(&mut self, n: u64) -> Result<(), PushError<()>> {
         match self.room(n) {
-            Err(()) => Err(PushError::Corrupt(())),
+            Err(detail) => Err(PushError::Corrupt { item: (), detail }),
             Ok(r) if r < n => Err(PushError::Full(())),
             Ok(_) => Ok(()),
         }
@@ -79,21 +101,42 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Room for at least `want` more items? Re-reads `head` only when the
-    /// cached copy says no. `Err` if the shared head is impossible.
-    fn room(&mut self, want: u64) -> Result<u64, ()> {
+    /// cached copy says no. `Err(detail)` if the shared head is impossible.
+    ///
+    /// Overflow: `head_cache <= tail <= head_cache + cap` always holds here
+    /// (checked at claim and on every re-read), and `tail` stays below
+    /// `SEQ_LIMIT` (checked at claim and here, at most `cap` pushes apart),
+    /// so neither the subtractions nor `tail + cap` can wrap.
+    fn room(&mut self, want: u64) -> Result<u64, String> {
         let cap = self.mem.cap();
-        if self.tail - self.head_cache + want <= cap {
-            return Ok(cap - (self.tail - self.head_cache));
+        let used = self.tail - self.head_cache;
+        if used.saturating_add(want) <= cap {
+            return Ok(cap - used);
         }
+        check_seq("tail", self.tail)?;
         // Acquire: pairs with the Release CAS of head in `Consumer::claim`
         // (consumer.rs);
         // the consumers' reads of the slots we are about to reuse are done.
         let head = self.mem.ctrl().head.load(Ordering::Acquire);
-        if head > self.tail || head < self.head_cache {
-            return Err(());
+        if head > self.tail {
+            return Err(format!("head {head} is past tail {}", self.tail));
+        }
+        if head < self.head_cache {
+            return Err(format!(
+                "head {head} went back (it was {})",
+                self.head_cache
+            ));
+        }
+        let used = self.tail - head;
+        if used > cap {
+            // Unreachable while head only grows; kept so no subtraction wraps.
+            return Err(format!(
+                "head {head} is {used} behind tail {}, past capacity {cap}",
+                self.tail
+            ));
         }
         self.head_cache = head;
-        Ok(cap - (self.tail - head))
+        Ok(cap - used)
     }
 
     /// Store the new tail and wake sleeping consumers if any.
@@ -117,12 +160,13 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Push one item if there is room, without waiting.
+    #[must_use = "the item comes back in the error when the ring is full"]
     pub fn try_push(&mut self, item: T) -> Result<(), PushError<T>> {
         if self.closed {
             return Err(PushError::Closed(item));
         }
         match self.room(1) {
-            Err(()) => return Err(PushError::Corrupt(item)),
+            Err(detail) => return Err(PushError::Corrupt { item, detail }),
             Ok(0) => return Err(PushError::Full(item)),
             Ok(_) => {}
         }
@@ -133,12 +177,13 @@ impl<T: Pod> Producer<T> {
 
     /// Push as many of `items` as fit now, publishing them with one store.
     /// Returns how many were pushed (0 when full).
+    #[must_use = "fewer items than given may have been pushed"]
     pub fn try_push_slice(&mut self, items: &[T]) -> Result<usize, PushError<()>> {
         if self.closed {
             return Err(PushError::Closed(()));
         }
         let room = match self.room(items.len() as u64) {
-            Err(()) => return Err(PushError::Corrupt(())),
+            Err(detail) => return Err(PushError::Corrupt { item: (), detail }),
             Ok(r) => r,
         };
         let n = (room as usize).min(items.len());
@@ -164,6 +209,26 @@ impl<T: Pod> Producer<T> {
     /// Push every item, waiting for room as needed; each chunk that fits is
     /// published with one store. On error the variant carries how many items
     /// were pushed before it (`Closed(n)`, `Disconnected(n)`, ...).
+    ///
+    /// ```
+    /// use shmkit::ring::Ring;
+    /// let ring = Ring::<u64>::new_in_process(8)?;
+    /// let mut tx = ring.producer()?;
+    /// let rx = ring.consumer()?;
+    /// let reader = std::thread::spawn(move || {
+    ///     let mut buf = [0u64; 8];
+    ///     let mut sum = 0;
+    ///     while let Ok(n) = rx.pop_into(&mut buf) {  // Disconnected ends it
+    ///         sum += buf[..n].iter().sum::<u64>();
+    ///     }
+    ///     sum
+    /// });
+    /// let items: Vec<u64> = (1..=100).collect();
+    /// tx.push_slice(&items)?;  // waits for room as the reader drains
+    /// drop(tx);                // closes the ring
+    /// assert_eq!(reader.join().unwrap(), 5050);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn push_slice(&mut self, items: &[T]) -> Result<(), PushError<usize>> {
         let mut sent = 0;
         while sent < items.len() {
@@ -292,35 +357,52 @@ impl<T: Pod> Producer<T> {
             // Acquire: pairs with the Release increment in
             // `Consumer::task_done` (consumer.rs), so the consumers' work on
             // the items happened before we return.
-            if ctrl.done.load(Ordering::Acquire) >= target {
-                return Ok(());
+            match self.done_covers(ctrl.done.load(Ordering::Acquire), target) {
+                Ok(false) => {}
+                other => return other.map(|_| ()),
             }
             cold.joiners.fetch_add(1, Ordering::Relaxed);
             let key = cold.all_done.prepare();
             // Acquire: as above, pairs with `task_done`'s Release increment.
-            let outcome = if ctrl.done.load(Ordering::Acquire) >= target {
-                Some(Ok(()))
-            } else if self.mem.consumers_gone() {
-                // The last consumer may have finished just before leaving.
-                Some(if ctrl.done.load(Ordering::Acquire) >= target {
-                    Ok(())
-                } else {
-                    Err(JoinError::Disconnected)
-                })
-            } else {
-                match sleep_slice(deadline) {
+            let outcome = match self.done_covers(ctrl.done.load(Ordering::Acquire), target) {
+                Ok(true) => Some(Ok(())),
+                Err(e) => Some(Err(e)),
+                Ok(false) if self.mem.consumers_gone() => {
+                    // The last consumer may have finished just before leaving.
+                    // Acquire: as above.
+                    Some(
+                        match self.done_covers(ctrl.done.load(Ordering::Acquire), target) {
+                            Ok(true) => Ok(()),
+                            Ok(false) => Err(JoinError::Disconnected),
+                            Err(e) => Err(e),
+                        },
+                    )
+                }
+                Ok(false) => match sleep_slice(deadline) {
                     None => Some(Err(JoinError::Timeout)),
                     slice => {
                         cold.all_done.wait(key, slice);
                         None
                     }
-                }
+                },
             };
             cold.joiners.fetch_sub(1, Ordering::Relaxed);
             if let Some(r) = outcome {
                 return r;
             }
         }
+    }
+
+    /// Whether `done` (as read from shared memory) covers `target`, our own
+    /// tail. `done <= head <= tail` in a correct ring, and only this
+    /// producer stores `tail`, so `done` past it is corruption.
+    fn done_covers(&self, done: u64, target: u64) -> Result<bool, JoinError> {
+        if done > target {
+            return Err(JoinError::Corrupt(format!(
+                "done {done} is past tail {target}"
+            )));
+        }
+        Ok(done == target)
     }
 
     /// Items pushed and not yet taken (a snapshot).

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::process::ProcToken;
 use crate::sync::Ordering;
 
-use super::control::{MAX_CONSUMERS, RingMem};
+use super::control::{MAX_CONSUMERS, RingMem, check_seq};
 
 /// What a new producer starts from: its token, and the `tail` and `head` it
 /// found (checked against each other and the capacity).
@@ -16,6 +16,24 @@ pub(super) struct ProducerClaim {
     pub(super) me: ProcToken,
     pub(super) tail: u64,
     pub(super) head: u64,
+}
+
+/// Whether a new producer may start from `head` and `tail`: both possible
+/// sequences, `head <= tail <= head + cap`. So every later `tail + n` (n at
+/// most `cap`) is far from overflowing; `Producer::room` keeps it so.
+fn check_claim(head: u64, tail: u64, cap: u64) -> Result<(), String> {
+    check_seq("tail", tail)?;
+    check_seq("head", head)?;
+    if head > tail {
+        return Err(format!("head {head} is past tail {tail}"));
+    }
+    if tail - head > cap {
+        return Err(format!(
+            "tail {tail} is {} past head {head}, more than the capacity {cap}",
+            tail - head
+        ));
+    }
+    Ok(())
 }
 
 impl RingMem {
@@ -61,14 +79,14 @@ impl RingMem {
         // head are done before we overwrite them.
         let head = ctrl.head.load(Ordering::Acquire);
         let tail = ctrl.tail.load(Ordering::Relaxed);
-        if head > tail || tail - head > self.cap() {
-            cold.producer.store(0, Ordering::Release);
-            return Err(self.corrupt(format!(
-                "head {head} / tail {tail} / capacity {}",
-                self.cap()
-            )));
+        match check_claim(head, tail, self.cap()) {
+            Ok(()) => Ok(ProducerClaim { me, tail, head }),
+            Err(detail) => {
+                // Release: as in `release_producer`.
+                cold.producer.store(0, Ordering::Release);
+                Err(self.corrupt(detail))
+            }
         }
-        Ok(ProducerClaim { me, tail, head })
     }
 
     /// Give the producer role back, only if it is still `me`'s.
