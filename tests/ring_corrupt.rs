@@ -67,7 +67,7 @@ impl Scribbler {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(shmkit::segment::path_of(name))
+            .open(std::path::Path::new(shmkit::segment::SHM_DIR).join(name))
             .unwrap();
         Scribbler {
             file,
