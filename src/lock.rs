@@ -129,6 +129,7 @@ impl LockArea {
         Ok(())
     }
 
+    #[inline]
     fn result(&self, me: u64, r: std::result::Result<bool, Miss>) -> LockResult<'_> {
         let guard = || LockGuard { area: self, me };
         match r {
@@ -142,6 +143,7 @@ impl LockArea {
 
     /// Take the lock, waiting as long as it takes. A dead holder is taken
     /// over, as [`LockError::OwnerDied`] with the guard.
+    #[inline]
     pub fn lock(&self) -> LockResult<'_> {
         let me = ProcToken::current().raw();
         self.result(me, self.words.acquire(me, Wait::Until(None), &mut || true))
@@ -150,6 +152,7 @@ impl LockArea {
     /// Take the lock if it is free now, or if its holder is dead. Never
     /// sleeps (a held lock costs one `/proc` read to tell a dead holder from
     /// a live one).
+    #[inline]
     pub fn try_lock(&self) -> LockResult<'_> {
         let me = ProcToken::current().raw();
         self.result(me, self.words.acquire(me, Wait::Never, &mut || true))
@@ -157,6 +160,7 @@ impl LockArea {
 
     /// Take the lock, waiting at most `timeout` (give or take a scheduler
     /// tick and one `/proc` read).
+    #[inline]
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
         let deadline = std::time::Instant::now().checked_add(timeout);
         let me = ProcToken::current().raw();
@@ -300,6 +304,7 @@ impl LockGuard<'_> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.area.words.release(self.me, &mut || true);
     }
@@ -315,6 +320,7 @@ mod segment_lock {
         (h.len == 1).then(|| align_body(LOCK_AREA)).flatten()
     }
 
+    #[inline]
     fn area_of(seg: &Segment) -> &LockArea {
         // SAFETY: a lock segment's body is LOCK_AREA bytes (validated),
         // 128-aligned, alive as long as `seg`; LockArea is all atomics.
@@ -355,12 +361,14 @@ mod segment_lock {
     object_api!(impl [] ShmLock, "lock", (), open_with);
 
     impl ShmLock {
+        #[inline]
         fn area(&self) -> &LockArea {
             area_of(&self.seg)
         }
 
         /// Take the lock, waiting as long as it takes. A holder's death is
         /// reported at once, as [`LockError::OwnerDied`] with the guard.
+        #[inline]
         pub fn lock(&self) -> std::result::Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
             self.area().lock()
         }
