@@ -41,7 +41,9 @@
 //!   makes its sleep return at once. No fence, and no second word touched,
 //!   when nobody sleeps (glibc's mutex works the same way). An acquirer
 //!   that finds the lock held sleeps at once (no spinning: measured slower,
-//!   see `raw.rs`), in slices of 50 ms.
+//!   then no faster, see `raw.rs`), in slices of 50 ms. The uncontended
+//!   path (a CAS, the statistics on the same cache line, a CAS) is inlined
+//!   into the caller; sleeping and waking stay out of line.
 //! - **A dead holder.** On entering the slow path, and after every sleep
 //!   through which the owner word did not change, the acquirer asks whether
 //!   the owner still runs (`/proc/PID/stat`: pid and start time, so a reused
