@@ -1,12 +1,14 @@
 //! Micro-benchmarks, one group per question: what does one increment of a
 //! shared counter cost without contention, lock-free against locked?
+//! And what does one uncontended lock + increment + unlock cost, shmkit's
+//! lock against the pthread mutexes it replaced?
 //! (Contended, cross-process figures: `shmkit bench --only counter`.)
 
 use std::hint::black_box;
 use std::sync::Mutex;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shmkit::{Ordering, SharedAccumulator, SharedValue};
+use shmkit::{Ordering, SharedAccumulator, SharedArray, SharedValue};
 use shmkit_bench::baseline::PthreadShared;
 
 const OPS: u64 = 1_000;
@@ -79,5 +81,33 @@ fn float_add(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, counter, float_add);
+fn lock_uncontended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lock-uncontended");
+    g.throughput(Throughput::Elements(OPS));
+    let arr = SharedArray::<u64>::create_anonymous(1).unwrap();
+    g.bench_function(BenchmarkId::new("shmkit-lock", "shared-memory"), |b| {
+        b.iter(|| {
+            for _ in 0..OPS {
+                let g = arr.lock().unwrap();
+                g[0].store(g[0].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+        })
+    });
+    for (name, p) in [
+        ("pthread-robust", PthreadShared::create_robust(1).unwrap()),
+        ("pthread-mutex", PthreadShared::create(1, 0).unwrap()),
+    ] {
+        g.bench_function(BenchmarkId::new(name, "shared-memory"), |b| {
+            b.iter(|| {
+                for _ in 0..OPS {
+                    // SAFETY: the word is only touched with the mutex held.
+                    p.with_lock(|| unsafe { *p.data(0, 0) += 1 });
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, counter, float_add, lock_uncontended);
 criterion_main!(benches);

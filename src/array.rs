@@ -146,6 +146,7 @@ impl<T: Element> SharedArray<T> {
     /// assert_eq!(balances.to_vec(), [70, 30]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
         self.guard(self.lock_area().lock())
     }
@@ -168,12 +169,14 @@ impl<T: Element> SharedArray<T> {
         self.lock_area().state()
     }
 
+    #[inline]
     fn lock_area(&self) -> &LockArea {
         // SAFETY: the body starts with LOCK_AREA bytes of lock (validated),
         // 128-aligned, alive as long as `self.seg`; LockArea is all atomics.
         unsafe { &*(self.seg.body_ptr() as *const LockArea) }
     }
 
+    #[inline]
     fn guard<'a>(
         &'a self,
         r: Result<LockGuard<'a>, LockError<LockGuard<'a>>>,

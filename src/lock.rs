@@ -41,7 +41,9 @@
 //!   makes its sleep return at once. No fence, and no second word touched,
 //!   when nobody sleeps (glibc's mutex works the same way). An acquirer
 //!   that finds the lock held sleeps at once (no spinning: measured slower,
-//!   see `raw.rs`), in slices of 50 ms.
+//!   then no faster, see `raw.rs`), in slices of 50 ms. The uncontended
+//!   path (a CAS, the statistics on the same cache line, a CAS) is inlined
+//!   into the caller; sleeping and waking stay out of line.
 //! - **A dead holder.** On entering the slow path, and after every sleep
 //!   through which the owner word did not change, the acquirer asks whether
 //!   the owner still runs (`/proc/PID/stat`: pid and start time, so a reused
@@ -129,6 +131,7 @@ impl LockArea {
         Ok(())
     }
 
+    #[inline]
     fn result(&self, me: u64, r: std::result::Result<bool, Miss>) -> LockResult<'_> {
         let guard = || LockGuard { area: self, me };
         match r {
@@ -142,6 +145,7 @@ impl LockArea {
 
     /// Take the lock, waiting as long as it takes. A dead holder is taken
     /// over, as [`LockError::OwnerDied`] with the guard.
+    #[inline]
     pub fn lock(&self) -> LockResult<'_> {
         let me = ProcToken::current().raw();
         self.result(me, self.words.acquire(me, Wait::Until(None), &mut || true))
@@ -150,6 +154,7 @@ impl LockArea {
     /// Take the lock if it is free now, or if its holder is dead. Never
     /// sleeps (a held lock costs one `/proc` read to tell a dead holder from
     /// a live one).
+    #[inline]
     pub fn try_lock(&self) -> LockResult<'_> {
         let me = ProcToken::current().raw();
         self.result(me, self.words.acquire(me, Wait::Never, &mut || true))
@@ -157,6 +162,7 @@ impl LockArea {
 
     /// Take the lock, waiting at most `timeout` (give or take a scheduler
     /// tick and one `/proc` read).
+    #[inline]
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
         let deadline = std::time::Instant::now().checked_add(timeout);
         let me = ProcToken::current().raw();
@@ -300,6 +306,7 @@ impl LockGuard<'_> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // A killed holder does not unlock (only a model's dying thread gets
         // here): the next acquirer takes over and gets `OwnerDied`.
@@ -320,6 +327,7 @@ mod segment_lock {
         (h.len == 1).then(|| align_body(LOCK_AREA)).flatten()
     }
 
+    #[inline]
     fn area_of(seg: &Segment) -> &LockArea {
         // SAFETY: a lock segment's body is LOCK_AREA bytes (validated),
         // 128-aligned, alive as long as `seg`; LockArea is all atomics.
@@ -360,12 +368,14 @@ mod segment_lock {
     object_api!(impl [] ShmLock, "lock", (), open_with);
 
     impl ShmLock {
+        #[inline]
         fn area(&self) -> &LockArea {
             area_of(&self.seg)
         }
 
         /// Take the lock, waiting as long as it takes. A holder's death is
         /// reported at once, as [`LockError::OwnerDied`] with the guard.
+        #[inline]
         pub fn lock(&self) -> std::result::Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
             self.area().lock()
         }

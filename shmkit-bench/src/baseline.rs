@@ -1,6 +1,7 @@
 //! The lock-based ways of doing shmkit's jobs, in shared memory, for the
-//! side-by-side benchmarks: a process-shared pthread mutex guarding a counter,
-//! and a bounded ring guarded by a process-shared mutex and two condvars.
+//! side-by-side benchmarks: a process-shared pthread mutex (plain, or robust
+//! like the one shmkit's lock replaced) guarding a counter, and a bounded
+//! ring guarded by a process-shared mutex and two condvars.
 
 use std::mem::MaybeUninit;
 
@@ -23,6 +24,18 @@ const COND_WORDS: usize = 8;
 impl PthreadShared {
     /// A mutex plus `data_words` guarded words; with `conds` condvars.
     pub fn create(data_words: usize, conds: usize) -> Result<Self> {
+        Self::create_with(data_words, conds, false)
+    }
+
+    /// A process-shared *robust* mutex (`PTHREAD_MUTEX_ROBUST`, what
+    /// shmkit's lock replaced) plus `data_words` guarded words.
+    /// [`with_lock`](Self::with_lock) repairs a dead owner's mutex with
+    /// `pthread_mutex_consistent`.
+    pub fn create_robust(data_words: usize) -> Result<Self> {
+        Self::create_with(data_words, 0, true)
+    }
+
+    fn create_with(data_words: usize, conds: usize, robust: bool) -> Result<Self> {
         let mem =
             SharedArray::<u64>::create_anonymous(MUTEX_WORDS + conds * COND_WORDS + data_words)?;
         let me = PthreadShared { mem };
@@ -32,6 +45,9 @@ impl PthreadShared {
             let mut ma = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
             libc::pthread_mutexattr_init(ma.as_mut_ptr());
             libc::pthread_mutexattr_setpshared(ma.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            if robust {
+                libc::pthread_mutexattr_setrobust(ma.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+            }
             let rc = libc::pthread_mutex_init(me.mutex(), ma.as_ptr());
             libc::pthread_mutexattr_destroy(ma.as_mut_ptr());
             if rc != 0 {
@@ -89,10 +105,16 @@ impl PthreadShared {
         self.mem.len() - MUTEX_WORDS - conds * COND_WORDS
     }
 
-    /// Run `f` with the mutex held.
+    /// Run `f` with the mutex held. A robust mutex whose owner died is
+    /// marked consistent first (the benchmarks' data needs no repair); a
+    /// plain mutex never reports that.
     pub fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         // SAFETY: the mutex was initialised process-shared by `create`.
-        unsafe { libc::pthread_mutex_lock(self.mutex()) };
+        let rc = unsafe { libc::pthread_mutex_lock(self.mutex()) };
+        if rc == libc::EOWNERDEAD {
+            // SAFETY: we hold it (EOWNERDEAD returns with the mutex held).
+            unsafe { libc::pthread_mutex_consistent(self.mutex()) };
+        }
         let r = f();
         // SAFETY: we hold it.
         unsafe { libc::pthread_mutex_unlock(self.mutex()) };

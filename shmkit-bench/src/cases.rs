@@ -101,7 +101,18 @@ fn counter_atomic(w: usize, iters: u64) -> Res<f64> {
 
 /// Returns (ops/s, hand-offs per op).
 fn counter_pthread(w: usize, iters: u64, float: bool) -> Res<(f64, f64)> {
-    let p = PthreadShared::create(3, 0).map_err(e)?;
+    counter_mutex(PthreadShared::create(3, 0).map_err(e)?, w, iters, float)
+}
+
+/// The same counter on a process-shared *robust* pthread mutex, the one
+/// shmkit's lock replaced. Returns (ops/s, hand-offs per op).
+fn counter_pthread_robust(w: usize, iters: u64) -> Res<(f64, f64)> {
+    counter_mutex(PthreadShared::create_robust(3).map_err(e)?, w, iters, false)
+}
+
+/// `w` processes increment a counter guarded by the mutex of `p` (3 data
+/// words: count, last holder, hand-offs).
+fn counter_mutex(p: PthreadShared, w: usize, iters: u64, float: bool) -> Res<(f64, f64)> {
     let case = if float {
         "float-pthread"
     } else {
@@ -135,6 +146,23 @@ fn counter_shmlock(w: usize, iters: u64) -> Res<(f64, f64)> {
     }
     let st = arr.lock_state();
     Ok((want as f64 / wall, st.handoffs as f64 / want as f64))
+}
+
+/// shmkit's lock guarding the same three words as the pthread cases (count,
+/// last holder, hand-offs), so that hand-offs are counted the same way for
+/// every lock, not by the lock's own statistics. Returns (ops/s, hand-offs
+/// per op).
+fn lock_shmkit(w: usize, iters: u64) -> Res<(f64, f64)> {
+    let arr = shmkit::SharedArray::<u64>::create_anonymous(3).map_err(e)?;
+    let (wall, _) = procs("lock-shmkit", w, iters, &|c| arr.share_with(c, "B_DATA"))?;
+    let want = w as u64 * iters;
+    if arr[0].load(Ordering::SeqCst) != want {
+        return Err("shmkit lock counter ended wrong".into());
+    }
+    Ok((
+        want as f64 / wall,
+        arr[2].load(Ordering::SeqCst) as f64 / want as f64,
+    ))
 }
 
 fn counter_std_mutex(w: usize, iters: u64) -> Res<f64> {
@@ -266,6 +294,58 @@ pub(super) fn counter(o: &Options) -> Res<Vec<Record>> {
             s,
             placement(w, "threads"),
         ));
+    }
+    out.extend(lock_cases(o)?);
+    Ok(out)
+}
+
+/// The lock against the mutexes it replaces: 1 process (uncontended) and 2
+/// processes on the two cores (contended), lock + increment + unlock, with
+/// the share of acquisitions that changed process.
+fn lock_cases(o: &Options) -> Res<Vec<Record>> {
+    let iters: u64 = if o.full { 3_000_000 } else { 400_000 };
+    let mut out = Vec::new();
+    for (w, label) in [(1usize, "lock-uncontended"), (2, "lock-2p")] {
+        // Hand-off shares, one per sample, per implementation.
+        let (mut hs, mut hr, mut hp) = (Vec::new(), Vec::new(), Vec::new());
+        let keep = |hands: &mut Vec<f64>, (ops, h): (f64, f64)| {
+            hands.push(h);
+            ops
+        };
+        let [s, r, p] = alternate(
+            reps(o),
+            [
+                &mut || lock_shmkit(w, iters).map(|x| keep(&mut hs, x)),
+                &mut || counter_pthread_robust(w, iters).map(|x| keep(&mut hr, x)),
+                &mut || counter_pthread(w, iters, false).map(|x| keep(&mut hp, x)),
+            ],
+        )?;
+        let hand = [hs, hr, hp];
+        let place = placement(w, "processes");
+        for ((impl_, what), (xs, hs)) in [
+            ("shmkit", "shmkit's lock (SharedArray::lock)"),
+            ("pthread-robust", "process-shared robust pthread mutex"),
+            ("pthread", "process-shared pthread mutex, not robust"),
+        ]
+        .into_iter()
+        .zip([s, r, p].into_iter().zip(hand))
+        {
+            let (h, hmin, hmax) = summary(hs);
+            out.push(record(
+                "counter",
+                format!("{label}/{impl_}"),
+                "throughput",
+                "ops/s",
+                xs,
+                format!(
+                    "{place}; {what}; lock changed process on {:.2}% of acquisitions \
+                     [{:.2}–{:.2}]",
+                    h * 100.0,
+                    hmin * 100.0,
+                    hmax * 100.0
+                ),
+            ));
+        }
     }
     Ok(out)
 }
@@ -1052,6 +1132,21 @@ fn worker_inner(args: &[String]) -> Res<()> {
                 // A read-then-write, made safe by the lock.
                 let v = g[0].load(Ordering::Relaxed);
                 g[0].store(v + 1, Ordering::Relaxed);
+            }
+            ctl.finish(idx);
+        }
+        "lock-shmkit" => {
+            let arr = shmkit::SharedArray::<u64>::open_inherited("B_DATA").map_err(e)?;
+            let me = idx as u64 + 1;
+            ctl.start(idx);
+            for _ in 0..n {
+                let g = arr.lock().map_err(e)?;
+                // The same read-then-writes as the pthread worker.
+                g[0].store(g[0].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                if g[1].load(Ordering::Relaxed) != me {
+                    g[1].store(me, Ordering::Relaxed);
+                    g[2].store(g[2].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                }
             }
             ctl.finish(idx);
         }

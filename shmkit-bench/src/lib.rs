@@ -323,6 +323,18 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("counter", "shmkit-fetch_add/2p", "std-mutex/2t"),
     ("counter", "shmkit-fetch_add/2p", "shmkit-lock/2p"),
     ("counter", "shmkit-lock/2p", "pthread-mutex/2p"),
+    (
+        "counter",
+        "lock-uncontended/shmkit",
+        "lock-uncontended/pthread-robust",
+    ),
+    (
+        "counter",
+        "lock-uncontended/shmkit",
+        "lock-uncontended/pthread",
+    ),
+    ("counter", "lock-2p/shmkit", "lock-2p/pthread-robust"),
+    ("counter", "lock-2p/shmkit", "lock-2p/pthread"),
     ("float-add", "shmkit-cas-f64/2p", "pthread-mutex-f64/2p"),
     ("float-add", "shmkit-striped/2p", "pthread-mutex-f64/2p"),
     ("float-add", "shmkit-striped/2p", "shmkit-cas-f64/2p"),
