@@ -30,6 +30,8 @@ fn for_every_kill_step(max: usize, model: impl Fn(usize) -> bool + Sync + Send +
             }
         });
         if !killed_somewhere.load(StdOrdering::Relaxed) {
+            assert!(k > 0, "the victim was never killed: steps are not counted");
+            eprintln!("the victim died at each of its first {k} steps");
             return;
         }
     }
@@ -129,14 +131,20 @@ fn a_new_producer_takes_over_from_a_killed_one() {
 }
 
 /// One of two consumers is killed at every step of its pops (the single pop
-/// and the batch pop). No item reaches both; the items lost are at most the
-/// ones the dead consumer had claimed (one pop, or one batch of 2); the
-/// survivor drains the rest and sees Disconnected.
+/// and the batch pop) of a ring holding 1, 2, closed. No item reaches both;
+/// the items lost are at most the ones the dead consumer had claimed (one
+/// pop, or one batch of 2); the survivor drains the rest and sees
+/// Disconnected. (The ring is filled and closed first: a producer waiting
+/// beside two consumers made the model take minutes without adding a death
+/// path; the producer's side has its own models above.)
 fn consumer_killed(batch: bool) {
     for_every_kill_step(96, move |k| {
         timeouts_expire(true);
         let ring = Ring::<u64>::new_in_process(2).unwrap();
         let mut tx = ring.producer().unwrap();
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        drop(tx); // closed: the consumers drain, then see Disconnected
         // What the victim received, kept outside the shared memory as a
         // process's own output would be.
         let victim_got = std::sync::Arc::new(Mutex::new(Vec::new()));
@@ -162,36 +170,17 @@ fn consumer_killed(batch: bool) {
             })
             .is_none()
         });
-        // The survivor registers as process 1 (the producer's, alive
-        // throughout), so the ring always has a live consumer.
         let survivor_rx = ring.consumer().unwrap();
-        let survivor = thread::spawn(move || drain(|| survivor_rx.pop()));
-        for v in 1..=3 {
-            match tx.push(v) {
-                Ok(()) => {}
-                Err(e) => panic!("push {v}: {e}"),
-            }
-        }
-        drop(tx);
+        let mut all = drain(|| survivor_rx.pop());
         let killed = victim.join().unwrap();
-        let mut all = survivor.join().unwrap();
         all.extend(victim_got.lock().unwrap().iter().copied());
         all.sort();
         let before = all.len();
         all.dedup();
         assert_eq!(before, all.len(), "an item was delivered twice: {all:?}");
-        assert!(
-            all.iter().all(|v| (1..=3).contains(v)),
-            "torn item: {all:?}"
-        );
-        let lost = 3 - all.len();
-        let may_lose = if !killed {
-            0
-        } else if batch {
-            2
-        } else {
-            1
-        };
+        assert!(all.iter().all(|v| (1..=2).contains(v)), "torn item: {all:?}");
+        let lost = 2 - all.len();
+        let may_lose = if !killed { 0 } else if batch { 2 } else { 1 };
         assert!(lost <= may_lose, "lost {lost} (killed: {killed}): {all:?}");
         killed
     });
