@@ -3,6 +3,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations)]
+#![warn(missing_docs)]
 
 pub mod sync;
 

@@ -26,7 +26,7 @@
 //! word means something harmless (see [`LockArea`]).
 //!
 //! - **The lock is the owner word.** 0 is free; otherwise it holds the
-//!   holder's [`ProcToken`](crate::process::ProcToken) (pid + process start
+//!   holder's [`ProcToken`] (pid + process start
 //!   time). Acquiring is one CAS `0 -> me`, so taking the lock and recording
 //!   who holds it are one atomic step: there is no window in which a holder
 //!   that dies right after acquiring leaves a lock nobody can attribute.

@@ -49,35 +49,48 @@ pub const MODELLED: bool = cfg!(shmkit_loom);
 /// types lets `clippy.toml` forbid std's everywhere else.
 macro_rules! facade_atomic {
     ($($name:ident($int:ty);)*) => {$(
+        #[doc = concat!("An atomic `", stringify!($int), "`: the std type's layout, the std or loom operations.")]
         #[repr(transparent)]
         #[derive(Debug, Default)]
         pub struct $name(imp::$name);
 
         impl $name {
+            /// A new atomic holding `v`.
             #[inline]
             pub fn new(v: $int) -> Self { Self(imp::$name::new(v)) }
+            /// Load the value.
             #[inline]
             pub fn load(&self, o: Ordering) -> $int { step(); self.0.load(o) }
+            /// Store `v`.
             #[inline]
             pub fn store(&self, v: $int, o: Ordering) { step(); self.0.store(v, o) }
+            /// Store `v`, returning the previous value.
             #[inline]
             pub fn swap(&self, v: $int, o: Ordering) -> $int { step(); self.0.swap(v, o) }
+            /// Store `n` if the value is `c`; `Ok(previous)` or `Err(actual)`.
             #[inline]
             pub fn compare_exchange(&self, c: $int, n: $int, s: Ordering, f: Ordering)
                 -> Result<$int, $int> { step(); self.0.compare_exchange(c, n, s, f) }
+            /// As [`compare_exchange`](Self::compare_exchange), but may fail spuriously.
             #[inline]
             pub fn compare_exchange_weak(&self, c: $int, n: $int, s: Ordering, f: Ordering)
                 -> Result<$int, $int> { step(); self.0.compare_exchange_weak(c, n, s, f) }
+            /// Add `v` (wrapping), returning the previous value.
             #[inline]
             pub fn fetch_add(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_add(v, o) }
+            /// Subtract `v` (wrapping), returning the previous value.
             #[inline]
             pub fn fetch_sub(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_sub(v, o) }
+            /// Bitwise or with `v`, returning the previous value.
             #[inline]
             pub fn fetch_or(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_or(v, o) }
+            /// Bitwise and with `v`, returning the previous value.
             #[inline]
             pub fn fetch_and(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_and(v, o) }
+            /// Store the maximum of the value and `v`, returning the previous value.
             #[inline]
             pub fn fetch_max(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_max(v, o) }
+            /// Store the minimum of the value and `v`, returning the previous value.
             #[inline]
             pub fn fetch_min(&self, v: $int, o: Ordering) -> $int { step(); self.0.fetch_min(v, o) }
         }
@@ -129,6 +142,7 @@ pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(shmkit_loom))]
 impl<T> UnsafeCell<T> {
+    /// A cell holding `value`.
     pub const fn new(value: T) -> Self {
         Self(std::cell::UnsafeCell::new(value))
     }
@@ -181,6 +195,8 @@ impl Default for Futex {
 }
 
 impl Futex {
+    /// A futex word holding `value` (on the heap: models and tests; a
+    /// segment's futexes are its zeroed bytes).
     pub fn new(value: u32) -> Self {
         Self {
             word: AtomicU32::new(value),
@@ -294,6 +310,7 @@ pub struct EventCount {
 }
 
 impl EventCount {
+    /// An event count with no sleeper.
     pub fn new() -> Self {
         Self::default()
     }

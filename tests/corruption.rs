@@ -59,7 +59,8 @@ fn child_entry() {
                 }
                 let _ = a.to_vec();
                 match a.lock_timeout(t) {
-                    Ok(g) => g.update(|s| s.iter_mut().for_each(|v| *v += 1)),
+                    // Wrapping: the cells hold whatever was scribbled there.
+                    Ok(g) => g.update(|s| s.iter_mut().for_each(|v| *v = v.wrapping_add(1))),
                     Err(LockError::OwnerDied(mut g)) => g.mark_consistent(),
                     Err(_) => {}
                 }
