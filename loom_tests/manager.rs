@@ -67,7 +67,7 @@ fn insert_remove_race() {
         let map = Arc::new(SharedMap::<u64, u64>::new_in_process(2).unwrap());
         map.insert(1, 10).unwrap();
         let m = map.clone();
-        let remover = thread::spawn(move || m.remove(&1));
+        let remover = thread::spawn(move || m.remove(&1).unwrap());
         let prev = map.insert(1, 20).unwrap();
         let removed = remover.join().unwrap();
         assert!(matches!(removed, Some(10) | Some(20)), "{removed:?}");
@@ -114,7 +114,7 @@ fn fetch_add_remove_race() {
         map.insert(1, 10).unwrap();
         let m = map.clone();
         let adder = thread::spawn(move || m.fetch_add(&1, 5));
-        let removed = map.remove(&1);
+        let removed = map.remove(&1).unwrap();
         let added = adder.join().unwrap();
         match added {
             Ok(prev) => assert_eq!((prev, removed), (10, Some(15)), "add, then remove"),

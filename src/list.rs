@@ -129,11 +129,21 @@ impl<T: Pod> SharedList<T> {
 
     /// Append `v`; returns its index. `ListFull(v)` once capacity is used.
     pub fn push(&self, v: T) -> std::result::Result<usize, ListFull<T>> {
-        // Relaxed: the counter only hands out indices; the slot's own
-        // state word publishes the value.
-        let i = self.claimed().fetch_add(1, Ordering::Relaxed);
-        if i >= self.cap as u64 {
-            return Err(ListFull(v));
+        // Claim the next index, never counting past the capacity: a
+        // fetch_add would keep counting on a full list and, from a counter
+        // that garbage set near u64::MAX, wrap to 0 and overwrite entry 0.
+        // Relaxed: the counter only hands out indices; the slot's own state
+        // word publishes the value.
+        let claimed = self.claimed();
+        let mut i = claimed.load(Ordering::Relaxed);
+        loop {
+            if i >= self.cap as u64 {
+                return Err(ListFull(v));
+            }
+            match claimed.compare_exchange_weak(i, i + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => i = now,
+            }
         }
         let slot = self.slot(i as usize);
         write_slot(&slot[1..], &v);

@@ -220,7 +220,7 @@ const fn map_slot_words(key_size: usize) -> usize {
 /// assert_eq!(seen.insert(7, 2)?, Some(1)); // replaced
 /// assert_eq!(seen.fetch_add(&7, 10)?, 2);
 /// assert_eq!(seen.fetch_add(&8, 1), Err(MapError::NotFound));
-/// assert_eq!(seen.remove(&7), Some(12));
+/// assert_eq!(seen.remove(&7)?, Some(12));
 /// for k in 0..3 {
 ///     seen.insert(k, 0)?;
 /// }
@@ -487,13 +487,18 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
             .map(|slot| V::from_word(self.value_cell(slot).load(Ordering::Acquire)))
     }
 
-    /// Remove `k`; returns its value if it was present.
-    pub fn remove(&self, k: &K) -> Option<V> {
+    /// Remove `k`; returns its value if it was present (`Ok(None)`: absent).
+    /// `Err(MapError::Busy)` when another live process has held the key's
+    /// slot mid-update for over a second: the key may well be present, so
+    /// this is not reported as absent.
+    pub fn remove(&self, k: &K) -> std::result::Result<Option<V>, MapError> {
         let (_, h16) = Self::hash(k);
         loop {
-            let slot = self.find(k)?;
+            let Some(slot) = self.find(k) else {
+                return Ok(None);
+            };
             // Acquire: pairs with the Release store of FULL.
-            let s = self.settle(slot, slot[0].load(Ordering::Acquire)).ok()?;
+            let s = self.settle(slot, slot[0].load(Ordering::Acquire))?;
             if tag_of(s) != FULL {
                 continue;
             }
@@ -515,7 +520,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
                 )
                 .is_ok()
             {
-                return Some(V::from_word(v));
+                return Ok(Some(V::from_word(v)));
             }
         }
     }

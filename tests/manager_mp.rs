@@ -53,7 +53,7 @@ fn child_entry() {
                 let k = (me << 40) | (i % 3000);
                 let _ = map.insert(k, k.wrapping_mul(3));
                 if i.is_multiple_of(7) {
-                    map.remove(&k);
+                    let _ = map.remove(&k);
                 }
                 i += 1;
             }
@@ -222,9 +222,9 @@ fn remove_revive_and_full() {
     let map = SharedMap::<u32, f64>::new_in_process(4).unwrap();
     assert_eq!(map.insert(1, 1.5), Ok(None));
     assert_eq!(map.insert(1, 2.5), Ok(Some(1.5)));
-    assert_eq!(map.remove(&1), Some(2.5));
+    assert_eq!(map.remove(&1), Ok(Some(2.5)));
     assert_eq!(map.get(&1), None);
-    assert_eq!(map.remove(&1), None);
+    assert_eq!(map.remove(&1), Ok(None));
     assert_eq!(map.insert(1, 3.0), Ok(None)); // revives its own slot
     assert_eq!(map.fetch_add(&1, 0.5), Ok(3.0));
     assert_eq!(map.get(&1), Some(3.5));
@@ -274,4 +274,66 @@ fn hostile_slot_words_never_panic_or_hang() {
         let _ = map.fetch_add(&k, 1);
         let _ = map.entries();
     }
+}
+
+/// A list whose claim counter was set near `u64::MAX` (garbage) refuses
+/// every push and never wraps around onto its first entries.
+#[test]
+fn list_counter_near_the_end_never_wraps() {
+    use std::os::unix::fs::FileExt;
+    let c = Cleanup::new("listwrap");
+    let list = SharedList::<[u64; 2]>::create(c.name(), 4).unwrap();
+    list.push([1, 1]).unwrap();
+    list.push([2, 2]).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(c.path())
+        .unwrap();
+    // The body starts at 256; its first word is the claim counter.
+    f.write_all_at(&(u64::MAX - 1).to_le_bytes(), 256).unwrap();
+    for i in 0..5 {
+        assert!(list.push([9, i]).is_err(), "push {i} was accepted");
+    }
+    assert_eq!(list.get(0), Some([1, 1]));
+    assert_eq!(list.get(1), Some([2, 2]));
+    assert!(list.len() <= 4);
+}
+
+/// `remove` of a key whose slot a live process holds mid-update (here: the
+/// slot word says so, naming this very process) is `Busy` after the wait,
+/// not "absent": the key is there.
+#[test]
+fn remove_of_a_slot_held_mid_update_is_busy_not_absent() {
+    use std::os::unix::fs::FileExt;
+    let c = Cleanup::new("mapbusy");
+    let map = SharedMap::<u64, u64>::create(c.name(), 4).unwrap();
+    map.insert(1, 10).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(c.path())
+        .unwrap();
+    // Slots of 3 words (state, key, value) from offset 256. The state word:
+    // tag in bits 0-1 (BUSY = 1), hash in 2-17, owner in 18-62 (pid in 22
+    // bits, then 23 bits of start time), "updating" in bit 63.
+    let slot = (0..4u64)
+        .find(|i| {
+            let mut w = [0u8; 8];
+            f.read_exact_at(&mut w, 256 + i * 24).unwrap();
+            u64::from_le_bytes(w) & 3 == 2
+        })
+        .expect("the inserted key's slot");
+    let mut w = [0u8; 8];
+    f.read_exact_at(&mut w, 256 + slot * 24).unwrap();
+    let full = u64::from_le_bytes(w);
+    let me = shmkit::process::ProcToken::current();
+    let owner = u64::from(me.pid()) | ((me.start_ticks() & 0x7f_ffff) << 22);
+    let busy = (full & (0xffff << 2)) | 1 | (owner << 18) | (1 << 63);
+    f.write_all_at(&busy.to_le_bytes(), 256 + slot * 24)
+        .unwrap();
+    assert_eq!(map.remove(&1), Err(MapError::Busy));
+    // Its writer "finishes": the entry is whole and removable again.
+    f.write_all_at(&full.to_le_bytes(), 256 + slot * 24)
+        .unwrap();
+    assert_eq!(map.remove(&1), Ok(Some(10)));
 }
