@@ -39,9 +39,12 @@ LEDGER = ROOT / "loom_tests" / "MUTATIONS.md"
 # Which loom runs cover which source files (the first matching prefix wins).
 # Each run is (test target, extra libtest args, preemption bound), as in
 # .ci/run.
-RING = [("loom_ring", ["--skip", "spmc"], 3), ("loom_ring", ["spmc"], 2)]
+# The spmc model takes about 100 s: `--quick` leaves out runs marked slow.
+RING = [("loom_ring", ["--skip", "spmc"], 3), ("loom_ring_death", [], 3),
+        ("loom_ring", ["spmc"], 2, "slow")]
 MAP_LIST = [("loom_manager", [], 3)]
 LOCK = [("loom_lock", [], 3)]
+RING_DEATH = [("loom_ring_death", [], 3)]
 CELL = [("loom_cell", [], 3)]
 HEADER = [("loom_header", [], 3)]
 QUEUE = [("loom_queue", [], 3)]
@@ -213,7 +216,7 @@ def ledger_keys():
 
 def run_models(runs, target_dir, timeout, env):
     """Run the loom runs; return 'passed', 'failed' or 'timeout'."""
-    for target, args, bound in runs:
+    for target, args, bound, *_ in runs:
         if not (ROOT / "loom_tests").exists():
             break
         e = dict(env, LOOM_MAX_PREEMPTIONS=str(bound))
@@ -250,12 +253,15 @@ def main():
     ap.add_argument("--timeout", type=int, default=900,
                     help="seconds one loom run may take (default 900)")
     ap.add_argument("--target-dir", default="target/mutate")
+    ap.add_argument("--quick", action="store_true",
+                    help="leave out the slow loom runs (the 3-thread SPMC model)")
     a = ap.parse_args()
 
     targets = known_targets()
     muts = sites(a.file)
     for s in muts:
-        s["runs"] = [r for r in s["runs"] if r[0] in targets]
+        s["runs"] = [r for r in s["runs"] if r[0] in targets
+                     and not (a.quick and "slow" in r[3:])]
     muts = [s for s in muts if s["runs"]]
     listed = ledger_keys()
     if a.list:

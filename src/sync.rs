@@ -253,9 +253,9 @@ impl Futex {
                 return;
             }
             let guard = self.lock.lock().unwrap();
-            // mutate: skip (the model of the kernel, not our code).
             // SeqCst stands for the kernel's own check, which is ordered with
             // the waker's store by the futex hash-bucket lock.
+            // mutate: skip (the model of the kernel, not our code).
             if self.word.load(Ordering::SeqCst) != expected {
                 return;
             }
@@ -571,6 +571,7 @@ pub mod liveness {
         /// timeout cannot hide a lost wakeup; turn it on in models of a death
         /// path, where a timeout is how a sleeper notices that a process died.
         pub fn timeouts_expire(on: bool) {
+            // mutate: skip (a switch of the model, not our code).
             TIMEOUTS_EXPIRE.store(on, std::sync::atomic::Ordering::SeqCst);
         }
 
@@ -578,6 +579,7 @@ pub mod liveness {
         pub fn timeouts_expire_now() -> bool {
             // SeqCst, and outside the model: loom runs one thread at a
             // time, so a switch set by the model is seen by every thread.
+            // mutate: skip (a switch of the model, not our code).
             TIMEOUTS_EXPIRE.load(std::sync::atomic::Ordering::SeqCst)
         }
 
