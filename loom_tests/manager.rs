@@ -9,30 +9,41 @@ use shmkit::map::SharedMap;
 
 /// Two writers insert the same key while a reader looks it up: the key is
 /// stored once, and the reader sees nothing or one of the written values,
-/// never a half-written entry. The key is 0, so a reader that saw FULL
-/// without the key and value words (weaken the Release that publishes FULL)
-/// would match the stale zero key and return a bogus 0.
-#[test]
-fn same_key_inserts_and_a_reader() {
-    loom::model(|| {
+/// never a half-written entry. Run with key 0, whose bytes equal an empty
+/// slot's (a reader that saw FULL without the key and value words would
+/// match the stale zero key and return a bogus 0), and with a non-zero key
+/// (a writer whose failed CAS did not acquire the other's key would not
+/// recognise it and store the key twice).
+fn same_key_inserts_and_a_reader(key: u64) {
+    loom::model(move || {
         let map = Arc::new(SharedMap::<u64, u64>::new_in_process(2).unwrap());
         let writers: Vec<_> = [11u64, 22]
             .into_iter()
             .map(|v| {
                 let m = map.clone();
                 thread::spawn(move || {
-                    m.insert(0, v).unwrap();
+                    m.insert(key, v).unwrap();
                 })
             })
             .collect();
-        let seen = map.get(&0);
+        let seen = map.get(&key);
         assert!(matches!(seen, None | Some(11) | Some(22)), "{seen:?}");
         for w in writers {
             w.join().unwrap();
         }
         assert_eq!(map.len(), 1, "the key was stored twice");
-        assert!(matches!(map.get(&0), Some(11) | Some(22)));
+        assert!(matches!(map.get(&key), Some(11) | Some(22)));
     });
+}
+
+#[test]
+fn same_key_inserts_and_a_reader_key_zero() {
+    same_key_inserts_and_a_reader(0);
+}
+
+#[test]
+fn same_key_inserts_and_a_reader_key_nonzero() {
+    same_key_inserts_and_a_reader(0x5eed_0000_0000_0001);
 }
 
 /// A reader that waits for a fresh insert sees the whole entry. (Why a
@@ -42,14 +53,13 @@ fn same_key_inserts_and_a_reader() {
 /// A reader that retries until the entry appears forces the writer to run
 /// first, and then loom does explore stale key and value reads: with the
 /// FULL store weakened to Relaxed this model fails.)
-#[test]
-fn reader_sees_a_fresh_entry_whole() {
-    loom::model(|| {
+fn reader_sees_a_fresh_entry_whole(key: u64) {
+    loom::model(move || {
         let map = Arc::new(SharedMap::<u64, u64>::new_in_process(2).unwrap());
         let m = map.clone();
-        let writer = thread::spawn(move || m.insert(0, 11).unwrap());
+        let writer = thread::spawn(move || m.insert(key, 11).unwrap());
         let v = loop {
-            match map.get(&0) {
+            match map.get(&key) {
                 Some(v) => break v,
                 None => thread::yield_now(),
             }
@@ -57,6 +67,16 @@ fn reader_sees_a_fresh_entry_whole() {
         assert_eq!(v, 11, "saw the key before its value");
         assert_eq!(writer.join().unwrap(), None);
     });
+}
+
+#[test]
+fn reader_sees_a_fresh_entry_whole_key_zero() {
+    reader_sees_a_fresh_entry_whole(0);
+}
+
+#[test]
+fn reader_sees_a_fresh_entry_whole_key_nonzero() {
+    reader_sees_a_fresh_entry_whole(0x5eed_0000_0000_0001);
 }
 
 /// Insert and remove of one key race: afterwards the map holds the key once
