@@ -221,7 +221,7 @@ def run_models(runs, target_dir, timeout, env):
             break
         e = dict(env, LOOM_MAX_PREEMPTIONS=str(bound))
         cmd = ["cargo", "test", "--release", "-q", "--target-dir", target_dir,
-               "--test", target, "--", "-q"] + args
+               "--test", target, "--"] + args
         try:
             p = subprocess.run(cmd, cwd=ROOT, env=e, timeout=timeout,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -280,6 +280,20 @@ def main():
     env = dict(os.environ)
     flags = env.get("RUSTFLAGS", "")
     env["RUSTFLAGS"] = (flags + " --cfg shmkit_loom").strip()
+
+    # The unmutated code must pass every run we are about to use: otherwise
+    # every mutant would look killed.
+    baseline = []
+    for s in muts:
+        for r in s["runs"]:
+            if r not in baseline:
+                baseline.append(r)
+    t0 = time.time()
+    verdict = run_models(baseline, a.target_dir, a.timeout, env)
+    if verdict != "passed":
+        print(f"the unmutated models did not pass ({verdict}): fix that first", flush=True)
+        return 2
+    print(f"baseline: {len(baseline)} loom runs pass unmutated ({time.time() - t0:.0f}s)", flush=True)
 
     results = []
     for i, s in enumerate(muts, 1):
