@@ -18,7 +18,7 @@ use std::process::Command;
 
 use crate::error::{Error, Result};
 use crate::header::{ElemDesc, Expect, HeaderInfo, Kind};
-use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
+use crate::segment::{self, CreateOptions, Layout, OpenOptions, Segment};
 
 /// A kind of object that lives in one segment: its layout and its body's
 /// initialisation, and in return create / open / share / unlink.
@@ -53,6 +53,13 @@ pub(crate) trait SegmentObject: Sized {
     /// The segment underneath; `None` for a handle on heap memory.
     fn backing(&self) -> Option<&Segment>;
 
+    /// Reword an error from opening a segment as this type (the default
+    /// keeps it). A kind whose fixed length is its identity (a value is an
+    /// array of one) turns a length mismatch into a kind mismatch.
+    fn open_error(e: Error) -> Error {
+        e
+    }
+
     /// Create a named one with options (mode, keep).
     fn create_with(name: &str, params: Self::Params, opts: &CreateOptions) -> Result<Self> {
         let layout = layout::<Self>(&params)?;
@@ -69,11 +76,9 @@ pub(crate) trait SegmentObject: Sized {
 
     /// Open a named one that must have `len` elements (`None`: any).
     fn open_len_with(name: &str, len: Option<u64>, opts: &OpenOptions) -> Result<Self> {
-        Ok(Self::from_segment(Segment::open(
-            name,
-            &expect::<Self>(len),
-            opts,
-        )?))
+        Segment::open(name, &expect::<Self>(len), opts)
+            .map(Self::from_segment)
+            .map_err(Self::open_error)
     }
 
     /// Open a named one with options (how long to wait for the creator).
@@ -87,7 +92,8 @@ pub(crate) trait SegmentObject: Sized {
             var,
             &expect::<Self>(Self::FIXED_LEN),
             &OpenOptions::default(),
-        )?;
+        )
+        .map_err(Self::open_error)?;
         Ok(Self::from_segment(seg))
     }
 
@@ -141,13 +147,8 @@ fn layout<O: SegmentObject>(params: &O::Params) -> Result<Layout> {
         creator: 0,
         created_unix_ms: 0,
     };
-    let body_size = O::body_size(&info).ok_or_else(|| Error::InvalidArgument {
-        what: format!(
-            "a {} of {len} elements of {} bytes is too large",
-            O::KIND.name(),
-            elem.size
-        ),
-    })?;
+    let body_size =
+        O::body_size(&info).ok_or_else(|| segment::too_large(O::KIND, len, elem.size))?;
     Ok(Layout {
         kind: O::KIND,
         elem,

@@ -165,6 +165,26 @@ pub(crate) fn path_of(name: &str) -> PathBuf {
     PathBuf::from(SHM_DIR).join(name)
 }
 
+/// The most bytes one segment (header included) may have: what one
+/// mapping can address.
+const MAX_MAPPING: u64 = isize::MAX as u64;
+
+/// `create` asked for more than one mapping can hold: the error names the
+/// sizes asked for and the limit.
+pub(crate) fn too_large(kind: Kind, len: u64, elem_size: u32) -> Error {
+    let need = len
+        .checked_mul(u64::from(elem_size))
+        .and_then(|b| b.checked_add(HEADER_SIZE))
+        .map_or_else(|| "more than 2^64".to_owned(), |b| format!("at least {b}"));
+    Error::InvalidArgument {
+        what: format!(
+            "{} of {len} elements of {elem_size} bytes needs {need} bytes, more than the \
+             {MAX_MAPPING} bytes one segment can map",
+            crate::error::with_article(kind.name())
+        ),
+    }
+}
+
 /// Remove a named segment from `/dev/shm`. Processes that have it mapped keep
 /// using it; new opens fail with `NotFound`.
 pub fn unlink(name: &str) -> Result<()> {
@@ -221,20 +241,23 @@ impl Segment {
             });
         }
         let path = path_of(name);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(opts.mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                // O_EXCL fails with EEXIST on a symlink too: say which it is.
-                Some(libc::EEXIST) if is_not_regular(&path) => Error::NotARegularFile {
-                    name: name.to_owned(),
-                },
-                _ => Error::from_io("create", name, e),
-            })?;
+        let create_new = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(opts.mode)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| match e.raw_os_error() {
+                    // O_EXCL fails with EEXIST on a symlink too: say which it is.
+                    Some(libc::EEXIST) if is_not_regular(&path) => Error::NotARegularFile {
+                        name: name.to_owned(),
+                    },
+                    _ => Error::from_io("create", name, e),
+                })
+        };
+        let file = create_new()?;
         // fchmod: the exact mode asked for (open's was filtered by the umask).
         // Done before the header is published, so no opener sees another.
         let built = file
@@ -283,19 +306,11 @@ impl Segment {
         init: impl FnOnce(&Segment) -> Result<()>,
     ) -> Result<Segment> {
         let label = name.as_deref().unwrap_or(ANON).to_owned();
-        let too_big = || Error::InvalidArgument {
-            what: format!(
-                "{} of {} elements of {} bytes is too large",
-                layout.kind.name(),
-                layout.len,
-                layout.elem.size
-            ),
-        };
         let data_offset = HEADER_SIZE;
         let total = data_offset
             .checked_add(layout.body_size)
-            .filter(|&t| t <= isize::MAX as u64)
-            .ok_or_else(too_big)?;
+            .filter(|&t| t <= MAX_MAPPING)
+            .ok_or_else(|| too_large(layout.kind, layout.len, layout.elem.size))?;
         file.set_len(total)
             .map_err(|e| Error::from_io("ftruncate", &label, e))?;
         let map = map_file(&file, total as usize, &label)?;
