@@ -84,3 +84,22 @@ fn a_foreign_file_is_never_removed() {
     assert!(matches!(e, Error::Exists { .. }), "{e:?}");
     assert_eq!(std::fs::read(c.path()).unwrap().len(), 4096);
 }
+
+#[test]
+fn open_or_create_restarts_after_a_crash() {
+    let c = Cleanup::new("restart");
+    left_over(c.name());
+    // Without the option the left-over segment is opened, data and all.
+    let old = SharedArray::<u32>::open_or_create(c.name(), 4).unwrap();
+    assert_eq!(old[0].load(Ordering::Relaxed), 7);
+    drop(old);
+    // With it, the stale one is replaced by a fresh one.
+    let fresh = SharedArray::<u32>::open_or_create_with(
+        c.name(),
+        4,
+        &replacing(),
+        &shmkit::OpenOptions::new(),
+    )
+    .unwrap();
+    assert_eq!(fresh.to_vec(), [0; 4]);
+}
