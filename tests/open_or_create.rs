@@ -13,8 +13,8 @@ use shmkit::map::SharedMap;
 use shmkit::pipe::Pipe;
 use shmkit::ring::Ring;
 use shmkit::{
-    CreateOptions, Error, OpenOptions, Ordering, ShmLock, SharedAccumulator, SharedArray,
-    SharedValue,
+    CreateOptions, Error, OpenOptions, Ordering, SharedAccumulator, SharedArray, SharedValue,
+    ShmLock,
 };
 
 const ENTRY: &str = "child_entry";
@@ -29,9 +29,8 @@ fn child_entry() {
         // Everyone races to make the counter, keeps it, counts itself in.
         "race" => {
             let keep = CreateOptions::new().keep(true);
-            let arr =
-                SharedArray::<u64>::open_or_create_with(&name, 2, &keep, &OpenOptions::new())
-                    .unwrap();
+            let arr = SharedArray::<u64>::open_or_create_with(&name, 2, &keep, &OpenOptions::new())
+                .unwrap();
             arr[0].fetch_add(1, Ordering::Relaxed);
         }
         other => panic!("unknown role {other}"),
@@ -67,7 +66,10 @@ fn every_kind_creates_then_opens_the_same_one() {
     let lock = ShmLock::open_or_create(c.name()).unwrap();
     let guard = lock.lock().unwrap();
     let other = ShmLock::open_or_create(c.name()).unwrap();
-    assert!(other.try_lock().is_err(), "the second handle is the same lock");
+    assert!(
+        other.try_lock().is_err(),
+        "the second handle is the same lock"
+    );
     drop(guard);
 
     let c = Cleanup::new("ooc-ring");
