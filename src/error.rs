@@ -9,7 +9,9 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::header::{HEADER_SIZE, Kind};
 use crate::name::MAX_NAME_LEN;
+use crate::segment::MAX_MAPPING;
 
 /// Everything that can go wrong in shmkit. Segment contents are untrusted, so
 /// every inconsistency found in them is one of these, never a panic.
@@ -221,6 +223,23 @@ impl Error {
             Error::TooManyConsumers { .. } => "TooManyConsumers",
             Error::Closed { .. } => "Closed",
             Error::Os { .. } => "Os",
+        }
+    }
+
+    /// `create` asked for more than one mapping can hold: a `kind` of `len`
+    /// elements of `elem_size` bytes. The message names the sizes and the
+    /// limit.
+    pub(crate) fn too_large(kind: Kind, len: u64, elem_size: u32) -> Self {
+        let need = len
+            .checked_mul(u64::from(elem_size))
+            .and_then(|b| b.checked_add(HEADER_SIZE))
+            .map_or_else(|| "more than 2^64".to_owned(), |b| format!("at least {b}"));
+        Error::InvalidArgument {
+            what: format!(
+                "{} of {len} elements of {elem_size} bytes needs {need} bytes, more than \
+                 the {MAX_MAPPING} bytes one segment can map",
+                with_article(kind.name())
+            ),
         }
     }
 

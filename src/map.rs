@@ -258,9 +258,7 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
             return Err(Error::InvalidArgument {
                 what: format!(
                     "map capacity {capacity} must be a power of two from 1 to 2^26 (use {})",
-                    capacity
-                        .checked_next_power_of_two()
-                        .map_or(1 << 26, |c| c.clamp(1, 1 << 26))
+                    capacity.clamp(1, 1 << 26).next_power_of_two()
                 ),
             });
         }

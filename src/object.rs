@@ -18,7 +18,7 @@ use std::process::Command;
 
 use crate::error::{Error, Result};
 use crate::header::{ElemDesc, Expect, HeaderInfo, Kind};
-use crate::segment::{self, CreateOptions, Layout, OpenOptions, Segment};
+use crate::segment::{CreateOptions, Layout, OpenOptions, Segment};
 
 /// A kind of object that lives in one segment: its layout and its body's
 /// initialisation, and in return create / open / share / unlink.
@@ -197,8 +197,7 @@ fn layout<O: SegmentObject>(params: &O::Params) -> Result<Layout> {
         creator: 0,
         created_unix_ms: 0,
     };
-    let body_size =
-        O::body_size(&info).ok_or_else(|| segment::too_large(O::KIND, len, elem.size))?;
+    let body_size = O::body_size(&info).ok_or_else(|| Error::too_large(O::KIND, len, elem.size))?;
     Ok(Layout {
         kind: O::KIND,
         elem,

@@ -200,23 +200,7 @@ pub(crate) fn path_of(name: &str) -> PathBuf {
 
 /// The most bytes one segment (header included) may have: what one
 /// mapping can address.
-const MAX_MAPPING: u64 = isize::MAX as u64;
-
-/// `create` asked for more than one mapping can hold: the error names the
-/// sizes asked for and the limit.
-pub(crate) fn too_large(kind: Kind, len: u64, elem_size: u32) -> Error {
-    let need = len
-        .checked_mul(u64::from(elem_size))
-        .and_then(|b| b.checked_add(HEADER_SIZE))
-        .map_or_else(|| "more than 2^64".to_owned(), |b| format!("at least {b}"));
-    Error::InvalidArgument {
-        what: format!(
-            "{} of {len} elements of {elem_size} bytes needs {need} bytes, more than the \
-             {MAX_MAPPING} bytes one segment can map",
-            crate::error::with_article(kind.name())
-        ),
-    }
-}
+pub(crate) const MAX_MAPPING: u64 = isize::MAX as u64;
 
 /// Remove a named segment from `/dev/shm`. Processes that have it mapped keep
 /// using it; new opens fail with `NotFound`.
@@ -352,7 +336,7 @@ impl Segment {
         let total = data_offset
             .checked_add(layout.body_size)
             .filter(|&t| t <= MAX_MAPPING)
-            .ok_or_else(|| too_large(layout.kind, layout.len, layout.elem.size))?;
+            .ok_or_else(|| Error::too_large(layout.kind, layout.len, layout.elem.size))?;
         file.set_len(total)
             .map_err(|e| Error::from_io("ftruncate", &label, e))?;
         let map = map_file(&file, total as usize, &label)?;
