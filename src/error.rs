@@ -266,8 +266,9 @@ impl fmt::Display for Error {
             ),
             Error::Exists { name } => write!(
                 f,
-                "a shared segment named {name:?} already exists: open it instead, pick \
-                 another name, or remove it (`shmkit rm {name}`) if it is stale"
+                "a shared segment named {name:?} already exists: open it instead (or use \
+                 open_or_create), pick another name, or, if a run that died left it, create \
+                 with CreateOptions::replace_stale(true) or remove it (`shmkit gc`)"
             ),
             Error::NotARegularFile { name } => write!(
                 f,

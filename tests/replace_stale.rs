@@ -45,6 +45,16 @@ fn a_dead_creators_segment_is_replaced_only_when_asked() {
     left_over(c.name());
     let e = SharedArray::<u32>::create(c.name(), 4).unwrap_err();
     assert!(matches!(e, Error::Exists { .. }), "{e:?}");
+    // The message offers the ways out.
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "a shared segment named {:?} already exists: open it instead (or use \
+             open_or_create), pick another name, or, if a run that died left it, create \
+             with CreateOptions::replace_stale(true) or remove it (`shmkit gc`)",
+            c.name()
+        )
+    );
     // The same verdict `shmkit gc` would reach.
     assert!(admin::entry(c.name()).unwrap().is_garbage());
     let fresh = SharedArray::<u32>::create_with(c.name(), 8, &replacing()).unwrap();
