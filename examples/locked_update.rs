@@ -24,7 +24,7 @@ fn child(mode: &str) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..ITERS {
         match mode {
             "locked" => {
-                let g = arr.lock().map_err(|e| e.to_string())?;
+                let g = arr.lock().map_err(shmkit::LockError::into_unguarded)?;
                 let v = g[0].load(Ordering::Relaxed);
                 g[0].store(v + 1, Ordering::Relaxed);
             }

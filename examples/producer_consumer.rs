@@ -11,7 +11,7 @@
 
 use std::process::{Command, ExitCode};
 
-use shmkit::ring::{PopError, Ring};
+use shmkit::ring::Ring;
 use shmkit::{Ordering, SharedArray};
 
 const CONSUMERS: usize = 3;
@@ -20,19 +20,15 @@ fn consumer(joinable: bool) -> Result<(), Box<dyn std::error::Error>> {
     let ring = Ring::<u64>::open_inherited("QUEUE_FD")?;
     let results = SharedArray::<u64>::open_inherited("RESULTS_FD")?;
     let rx = ring.consumer()?;
-    loop {
-        match rx.pop() {
-            Ok(item) => {
-                let slot = results.get(item as usize).ok_or("item out of range")?;
-                slot.store(item * 2, Ordering::Release);
-                if joinable {
-                    rx.task_done()?;
-                }
-            }
-            Err(PopError::Disconnected) => return Ok(()),
-            Err(e) => return Err(e.into()),
+    // Until the producer closes the ring and it is drained.
+    for item in &rx {
+        let slot = results.get(item as usize).ok_or("item out of range")?;
+        slot.store(item * 2, Ordering::Release);
+        if joinable {
+            rx.task_done()?;
         }
     }
+    Ok(())
 }
 
 fn producer(joinable: bool) -> Result<bool, Box<dyn std::error::Error>> {

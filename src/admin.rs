@@ -12,7 +12,7 @@
 //! segment as its kind (each kind's `open`).
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
@@ -44,6 +44,9 @@ pub struct Entry {
     pub attach_overflow: u32,
     /// What is wrong with it, if anything (then it is "corrupt").
     pub problem: Option<String>,
+    /// The file read (device, inode): removing checks the name still
+    /// refers to it.
+    file_id: (u64, u64),
 }
 
 impl Entry {
@@ -76,8 +79,16 @@ impl Entry {
     }
 
     /// Nobody can be using it: creator and attachers dead, none overflowed.
+    /// The one rule for "stale": [`gc`] removes such segments, and
+    /// [`CreateOptions::replace_stale`](crate::CreateOptions::replace_stale)
+    /// replaces one. A header still being published may show the magic
+    /// number before its creator (`publish` writes the creator last), so an
+    /// unpublished header that names no creator is never garbage.
     pub fn is_garbage(&self) -> bool {
-        !self.creator_alive() && self.live_attached().is_empty() && self.attach_overflow == 0
+        (self.ready || self.creator().is_some())
+            && !self.creator_alive()
+            && self.live_attached().is_empty()
+            && self.attach_overflow == 0
     }
 
     /// Age from the header's creation time.
@@ -138,6 +149,7 @@ fn read_entry(name: &str) -> std::io::Result<Option<Entry>> {
         attached,
         attach_overflow,
         problem: None,
+        file_id: (meta.dev(), meta.ino()),
     };
     e.problem = if n < HEADER_SIZE as usize {
         Some(format!(
@@ -241,6 +253,31 @@ pub fn remove(name: &str) -> Result<()> {
     segment::unlink(name)
 }
 
+/// Remove the file `e` was read from, if the name still refers to it (a
+/// segment made at the name since is left alone). What is left between
+/// this check and the unlink is a window of two system calls.
+fn remove_garbage(e: &Entry) -> Result<()> {
+    let now = std::fs::symlink_metadata(segment::path_of(&e.name))
+        .map_err(|err| Error::from_io("stat", &e.name, err))?;
+    if (now.dev(), now.ino()) != e.file_id {
+        return Err(Error::Exists {
+            name: e.name.clone(),
+        });
+    }
+    segment::unlink(&e.name)
+}
+
+/// For [`CreateOptions::replace_stale`](crate::CreateOptions::replace_stale):
+/// remove segment `name` if it is stale by [`gc`]'s rule
+/// ([`Entry::is_garbage`]); whether it was removed. A file that is not a
+/// shmkit segment, or that cannot be read, is left alone.
+pub(crate) fn remove_if_stale(name: &str) -> bool {
+    match read_entry(name) {
+        Ok(Some(e)) => e.is_garbage() && remove_garbage(&e).is_ok(),
+        _ => false,
+    }
+}
+
 /// What [`gc`] did.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -261,11 +298,7 @@ pub fn gc(dry_run: bool, prefix: &str) -> Result<Collected> {
         .into_iter()
         .filter(|e| e.name.starts_with(prefix) && e.is_garbage())
         .map(|e| {
-            let r = if dry_run {
-                Ok(())
-            } else {
-                segment::unlink(&e.name)
-            };
+            let r = if dry_run { Ok(()) } else { remove_garbage(&e) };
             (e, r)
         })
         .collect();

@@ -73,6 +73,11 @@ impl<T: Element> SegmentObject for SharedArray<T> {
         ElemDesc::of::<T>()
     }
     fn len_of(&len: &usize) -> Result<u64> {
+        if len == 0 {
+            return Err(Error::InvalidArgument {
+                what: "an array needs at least 1 element, not 0".into(),
+            });
+        }
         Ok(len as u64)
     }
     fn body_size(h: &HeaderInfo) -> Option<u64> {
@@ -357,6 +362,18 @@ impl<T: Element> SegmentObject for SharedValue<T> {
     }
     fn len_of(_: &T) -> Result<u64> {
         Ok(1)
+    }
+    /// An array of another length is not a value: say so, not "open it with
+    /// its length".
+    fn open_error(e: Error) -> Error {
+        match e {
+            Error::WrongLength { name, found, .. } => Error::WrongKind {
+                name,
+                found: format!("array of {found} elements"),
+                expected: "value",
+            },
+            e => e,
+        }
     }
     fn body_size(h: &HeaderInfo) -> Option<u64> {
         array_body(h)

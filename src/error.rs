@@ -9,7 +9,9 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::header::{HEADER_SIZE, Kind};
 use crate::name::MAX_NAME_LEN;
+use crate::segment::MAX_MAPPING;
 
 /// Everything that can go wrong in shmkit. Segment contents are untrusted, so
 /// every inconsistency found in them is one of these, never a panic.
@@ -35,7 +37,14 @@ use crate::name::MAX_NAME_LEN;
 /// println!("{e}");
 /// # Ok::<(), Error>(())
 /// ```
-#[derive(Debug)]
+///
+/// `Debug` (what `fn main() -> Result<(), shmkit::Error>` prints on an
+/// error) is the variant's name and the same message, not a struct dump:
+///
+/// ```
+/// let e = shmkit::SharedArray::<u64>::open("shmkit-doc-nobody-made-this").unwrap_err();
+/// assert!(format!("{e:?}").starts_with("NotFound: no shared segment named"));
+/// ```
 #[non_exhaustive]
 pub enum Error {
     /// No segment by that name exists.
@@ -156,7 +165,8 @@ pub enum Error {
     ProducerExists {
         /// The ring's name.
         name: String,
-        /// The process holding the producer role.
+        /// The process holding the producer role (the caller's own pid
+        /// when another handle of this process holds it).
         pid: u32,
     },
     /// A ring already has the most live consumers it can record.
@@ -191,6 +201,48 @@ impl Error {
         }
     }
 
+    /// The variant's name, as `Debug` prints it.
+    fn variant(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "NotFound",
+            Error::Exists { .. } => "Exists",
+            Error::NotARegularFile { .. } => "NotARegularFile",
+            Error::BadName { .. } => "BadName",
+            Error::PermissionDenied { .. } => "PermissionDenied",
+            Error::BadMagic { .. } => "BadMagic",
+            Error::WrongVersion { .. } => "WrongVersion",
+            Error::WrongKind { .. } => "WrongKind",
+            Error::WrongElementType { .. } => "WrongElementType",
+            Error::WrongLength { .. } => "WrongLength",
+            Error::Truncated { .. } => "Truncated",
+            Error::SizeMismatch { .. } => "SizeMismatch",
+            Error::Corrupt { .. } => "Corrupt",
+            Error::NotReady { .. } => "NotReady",
+            Error::InvalidArgument { .. } => "InvalidArgument",
+            Error::ProducerExists { .. } => "ProducerExists",
+            Error::TooManyConsumers { .. } => "TooManyConsumers",
+            Error::Closed { .. } => "Closed",
+            Error::Os { .. } => "Os",
+        }
+    }
+
+    /// `create` asked for more than one mapping can hold: a `kind` of `len`
+    /// elements of `elem_size` bytes. The message names the sizes and the
+    /// limit.
+    pub(crate) fn too_large(kind: Kind, len: u64, elem_size: u32) -> Self {
+        let need = len
+            .checked_mul(u64::from(elem_size))
+            .and_then(|b| b.checked_add(HEADER_SIZE))
+            .map_or_else(|| "more than 2^64".to_owned(), |b| format!("at least {b}"));
+        Error::InvalidArgument {
+            what: format!(
+                "{} of {len} elements of {elem_size} bytes needs {need} bytes, more than \
+                 the {MAX_MAPPING} bytes one segment can map",
+                with_article(kind.name())
+            ),
+        }
+    }
+
     /// Map an OS error from `op` on segment `name` to the most specific variant.
     pub(crate) fn from_io(op: &'static str, name: &str, source: io::Error) -> Self {
         let name = name.to_owned();
@@ -214,8 +266,9 @@ impl fmt::Display for Error {
             ),
             Error::Exists { name } => write!(
                 f,
-                "a shared segment named {name:?} already exists: open it instead, pick \
-                 another name, or remove it (`shmkit rm {name}`) if it is stale"
+                "a shared segment named {name:?} already exists: open it instead (or use \
+                 open_or_create), pick another name, or, if a run that died left it, create \
+                 with CreateOptions::replace_stale(true) or remove it (`shmkit gc`)"
             ),
             Error::NotARegularFile { name } => write!(
                 f,
@@ -253,8 +306,10 @@ impl fmt::Display for Error {
                 expected,
             } => write!(
                 f,
-                "segment {name:?} holds a {found}, not a {expected}: open it with the type \
-                 it was created as"
+                "segment {name:?} holds {}, not {}: open it with the type it was \
+                 created as",
+                with_article(found),
+                with_article(expected)
             ),
             Error::WrongElementType {
                 name,
@@ -298,10 +353,15 @@ impl fmt::Display for Error {
                  finished building it, or died while doing so (then remove it)"
             ),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::ProducerExists { name, pid } if *pid == std::process::id() => write!(
+                f,
+                "ring {name:?} already has a producer in this process (pid {pid}): a ring \
+                 has one producer; drop that Producer first, or use another ring"
+            ),
             Error::ProducerExists { name, pid } => write!(
                 f,
-                "ring {name:?} already has a producer (pid {pid}, alive): a ring has one \
-                 producer; drop that one first, or use another ring"
+                "ring {name:?} already has a producer, process {pid} (alive): a ring has \
+                 one producer; stop that one first, or use another ring"
             ),
             Error::TooManyConsumers { name, max } => write!(
                 f,
@@ -317,6 +377,22 @@ impl fmt::Display for Error {
             }
         }
     }
+}
+
+/// The variant's name and the `Display` message, as in
+/// `NotFound: no shared segment named "x": ...`: what `fn main() -> Result`
+/// prints, so it says what to do rather than dumping fields.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {self}", self.variant())
+    }
+}
+
+/// `word` with its indefinite article: "an array", "a ring", "an unknown
+/// kind 9".
+pub(crate) fn with_article(word: &str) -> String {
+    let an = word.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {word}", if an { "an" } else { "a" })
 }
 
 impl std::error::Error for Error {

@@ -26,6 +26,33 @@ pub mod lock;
 pub mod pipe;
 pub mod segment;
 
+/// The crate shmkit's payload traits come from, re-exported so that your
+/// `Pod` types use the very version shmkit does, with no `bytemuck` line
+/// of your own. The derives need to be told where it is:
+///
+/// ```
+/// use shmkit::{Pod, Zeroable};
+///
+/// #[derive(Clone, Copy, Pod, Zeroable)]
+/// #[bytemuck(crate = "shmkit::bytemuck")]
+/// #[repr(C)]
+/// struct Tick {
+///     price: f64,
+///     qty: u64,
+/// }
+///
+/// let ring = shmkit::Ring::<Tick>::new_in_process(4)?;
+/// let mut tx = ring.producer()?;
+/// let rx = ring.consumer()?;
+/// tx.push(Tick { price: 1.5, qty: 2 })?;
+/// assert_eq!(rx.pop()?.qty, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub use bytemuck;
+/// `bytemuck`'s traits and their derives (see [`bytemuck`] for the derives'
+/// `crate` attribute).
+pub use bytemuck::{Pod, Zeroable};
+
 pub use cell::{Atomic, Element};
 pub use error::{Error, Result};
 pub use ring::{Consumer, PopError, Producer, PushError, Ring};

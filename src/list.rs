@@ -98,9 +98,14 @@ impl<T: std::fmt::Debug> std::error::Error for ListFull<T> {}
 
 impl<T: Pod> SharedList<T> {
     fn check(capacity: usize) -> Result<()> {
-        if capacity == 0 || capacity > 1 << 30 || size_of::<T>() == 0 {
+        if capacity == 0 || capacity > 1 << 30 {
             return Err(Error::InvalidArgument {
-                what: format!("list capacity {capacity} must be 1 to 2^30, items not zero-sized"),
+                what: format!("list capacity {capacity} must be from 1 to 2^30"),
+            });
+        }
+        if size_of::<T>() == 0 {
+            return Err(Error::InvalidArgument {
+                what: "list items must not be zero-sized".into(),
             });
         }
         Ok(())

@@ -244,6 +244,28 @@ impl<G> LockError<G> {
             _ => None,
         }
     }
+
+    /// The same error without the guard, so that it borrows nothing and
+    /// `?` can turn it into `Box<dyn Error>` (or `anyhow::Error`). An
+    /// `OwnerDied` guard is dropped here: the lock is released and the data
+    /// stays marked dirty, so the next acquirer gets `OwnerDied` too; repair
+    /// and [`mark_consistent`](LockGuard::mark_consistent) through
+    /// [`into_guard`](Self::into_guard) instead when you can.
+    ///
+    /// ```
+    /// use shmkit::{LockError, ShmLock};
+    /// fn transfer(lock: &ShmLock) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let _guard = lock.lock().map_err(LockError::into_unguarded)?;
+    ///     // ... the multi-step update ...
+    ///     Ok(())
+    /// }
+    /// let lock = ShmLock::create_anonymous()?;
+    /// transfer(&lock)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_unguarded(self) -> LockError<()> {
+        self.map(drop)
+    }
 }
 
 impl<G> std::fmt::Debug for LockError<G> {

@@ -257,8 +257,8 @@ impl<K: Pod + PartialEq, V: Element> SharedMap<K, V> {
         if capacity == 0 || !capacity.is_power_of_two() || capacity > 1 << 26 {
             return Err(Error::InvalidArgument {
                 what: format!(
-                    "map capacity {capacity} must be a power of two from 1 to 2^26 (next: {})",
-                    capacity.max(1).next_power_of_two()
+                    "map capacity {capacity} must be a power of two from 1 to 2^26 (use {})",
+                    capacity.clamp(1, 1 << 26).next_power_of_two()
                 ),
             });
         }

@@ -53,6 +53,13 @@ pub(crate) trait SegmentObject: Sized {
     /// The segment underneath; `None` for a handle on heap memory.
     fn backing(&self) -> Option<&Segment>;
 
+    /// Reword an error from opening a segment as this type (the default
+    /// keeps it). A kind whose fixed length is its identity (a value is an
+    /// array of one) turns a length mismatch into a kind mismatch.
+    fn open_error(e: Error) -> Error {
+        e
+    }
+
     /// Create a named one with options (mode, keep).
     fn create_with(name: &str, params: Self::Params, opts: &CreateOptions) -> Result<Self> {
         let layout = layout::<Self>(&params)?;
@@ -69,11 +76,44 @@ pub(crate) trait SegmentObject: Sized {
 
     /// Open a named one that must have `len` elements (`None`: any).
     fn open_len_with(name: &str, len: Option<u64>, opts: &OpenOptions) -> Result<Self> {
-        Ok(Self::from_segment(Segment::open(
-            name,
-            &expect::<Self>(len),
-            opts,
-        )?))
+        Segment::open(name, &expect::<Self>(len), opts)
+            .map(Self::from_segment)
+            .map_err(Self::open_error)
+    }
+
+    /// Open the named one if it exists (it must be of this type and of the
+    /// length `params` give), else create it with `params`. Of several
+    /// processes doing this at once, one creates and the others open what
+    /// it created: a create that finds the name taken (`O_EXCL`) opens,
+    /// and an open waits for a creator still building (`open_opts`); an
+    /// open that finds the name gone again (its creator failed, or it was
+    /// unlinked) creates again. A segment of another type or length is an
+    /// error, never replaced; a stale one is replaced only under
+    /// [`CreateOptions::replace_stale`].
+    fn open_or_create_with(
+        name: &str,
+        params: Self::Params,
+        create_opts: &CreateOptions,
+        open_opts: &OpenOptions,
+    ) -> Result<Self> {
+        let len = Self::len_of(&params)?;
+        // Each extra round is a create that found the name taken, then an
+        // open that found it gone: only a name removed and re-made over and
+        // over by others keeps this going, and then the last open's
+        // `NotFound` is the answer.
+        const ROUNDS: usize = 16;
+        let (mut params, mut round) = (params, 0);
+        loop {
+            round += 1;
+            params = match try_create::<Self>(name, params, create_opts)? {
+                Ok(made) => return Ok(made),
+                Err(p) => p,
+            };
+            match Self::open_len_with(name, Some(len), open_opts) {
+                Err(Error::NotFound { .. }) if round < ROUNDS => {}
+                other => return other,
+            }
+        }
     }
 
     /// Open a named one with options (how long to wait for the creator).
@@ -87,7 +127,8 @@ pub(crate) trait SegmentObject: Sized {
             var,
             &expect::<Self>(Self::FIXED_LEN),
             &OpenOptions::default(),
-        )?;
+        )
+        .map_err(Self::open_error)?;
         Ok(Self::from_segment(seg))
     }
 
@@ -117,6 +158,21 @@ pub(crate) trait SegmentObject: Sized {
     }
 }
 
+/// `create_with`, except that a taken name hands the parameters back
+/// (`Ok(Err(params))`) for the caller to open instead.
+fn try_create<O: SegmentObject>(
+    name: &str,
+    params: O::Params,
+    opts: &CreateOptions,
+) -> Result<Result<O, O::Params>> {
+    let layout = layout::<O>(&params)?;
+    match Segment::create(name, opts, layout, |s| O::init(s, &params)) {
+        Ok(seg) => Ok(Ok(O::from_segment(seg))),
+        Err(Error::Exists { .. }) => Ok(Err(params)),
+        Err(e) => Err(e),
+    }
+}
+
 /// What an opener of `O` expects: its kind, element type and body rule.
 fn expect<O: SegmentObject>(len: Option<u64>) -> Expect {
     Expect {
@@ -141,13 +197,7 @@ fn layout<O: SegmentObject>(params: &O::Params) -> Result<Layout> {
         creator: 0,
         created_unix_ms: 0,
     };
-    let body_size = O::body_size(&info).ok_or_else(|| Error::InvalidArgument {
-        what: format!(
-            "a {} of {len} elements of {} bytes is too large",
-            O::KIND.name(),
-            elem.size
-        ),
-    })?;
+    let body_size = O::body_size(&info).ok_or_else(|| Error::too_large(O::KIND, len, elem.size))?;
     Ok(Layout {
         kind: O::KIND,
         elem,
@@ -158,7 +208,7 @@ fn layout<O: SegmentObject>(params: &O::Params) -> Result<Layout> {
 
 /// The public constructors of a [`SegmentObject`], as inherent methods so
 /// callers need no trait import: `create`, `create_with`,
-/// `create_anonymous`, `open`, `open_inherited`, `share_with`, `name`,
+/// `create_anonymous`, `open`, `open_or_create`, `open_or_create_with`, `open_inherited`, `share_with`, `name`,
 /// `keep`, `unlink`, and with a trailing `open_with`, `open_with(name, opts)`
 /// too (a kind with its own `open_with` leaves it out).
 ///
@@ -205,6 +255,37 @@ macro_rules! object_api {
                 <Self as $crate::object::SegmentObject>::open_with(
                     name,
                     &$crate::segment::OpenOptions::default(),
+                )
+            }
+
+            #[doc = concat!("Open the named ", $what, " if it exists, else create it (mode 0600, ")]
+            #[doc = "removed when the creating handle is dropped). Several processes"]
+            #[doc = "doing this at once all end up with the same segment. One that"]
+            #[doc = "exists with another type or length is an error, never replaced."]
+            $(#[doc = concat!("`", stringify!($p), "` is used only when creating.")])?
+            pub fn open_or_create(name: &str $(, $p: $pt)?) -> $crate::error::Result<Self> {
+                <Self as $crate::object::SegmentObject>::open_or_create_with(
+                    name,
+                    $crate::object::object_api!(@params $($p)?),
+                    &$crate::segment::CreateOptions::default(),
+                    &$crate::segment::OpenOptions::default(),
+                )
+            }
+
+            #[doc = concat!("[`open_or_create`](Self::open_or_create) with options: `create_opts`")]
+            #[doc = "when it creates (mode, keep, replace a stale segment), `open_opts`"]
+            #[doc = "when it opens (how long to wait for a creator still building)."]
+            pub fn open_or_create_with(
+                name: &str,
+                $($p: $pt,)?
+                create_opts: &$crate::segment::CreateOptions,
+                open_opts: &$crate::segment::OpenOptions,
+            ) -> $crate::error::Result<Self> {
+                <Self as $crate::object::SegmentObject>::open_or_create_with(
+                    name,
+                    $crate::object::object_api!(@params $($p)?),
+                    create_opts,
+                    open_opts,
                 )
             }
 

@@ -68,6 +68,14 @@ impl Pipe {
         Self::of(names(name), |n| Ring::create(n, capacity))
     }
 
+    /// Open the named pipe if it exists, else create it (each of its two
+    /// rings: opened if there, created with `capacity` if not; see
+    /// [`Ring::open_or_create`]). Both ends may call this, in either order
+    /// or at once.
+    pub fn open_or_create(name: &str, capacity: usize) -> Result<Self> {
+        Self::of(names(name), |n| Ring::open_or_create(n, capacity))
+    }
+
     /// Open a named pipe made by [`Pipe::create`].
     pub fn open(name: &str) -> Result<Self> {
         Self::of(names(name), Ring::open)

@@ -63,6 +63,8 @@ pub struct CreateOptions {
     mode: u32,
     /// Keep the name after the creating handle is dropped.
     keep: bool,
+    /// Replace a stale segment found at the name (see `replace_stale`).
+    replace_stale: bool,
 }
 
 impl CreateOptions {
@@ -72,6 +74,7 @@ impl CreateOptions {
         CreateOptions {
             mode: 0o600,
             keep: false,
+            replace_stale: false,
         }
     }
 
@@ -92,6 +95,36 @@ impl CreateOptions {
     #[must_use]
     pub const fn keep(mut self, keep: bool) -> Self {
         self.keep = keep;
+        self
+    }
+
+    /// When the name is taken by a stale segment, remove it and create
+    /// anew instead of failing with [`Error::Exists`] (default false).
+    /// Stale is what `shmkit gc` removes
+    /// ([`admin::Entry::is_garbage`](crate::admin::Entry::is_garbage)):
+    /// a shmkit segment whose creator has exited (pid and start time, so a
+    /// reused pid does not count) and that no live process is recorded as
+    /// having open. A segment any live process uses still fails with
+    /// `Exists`; a file that is not a published shmkit segment (another
+    /// program's, or one whose creator died before finishing it) is never
+    /// removed.
+    ///
+    /// This is for restarting after a crash: a segment kept (or left) by a
+    /// run that died is replaced by the new run's.
+    ///
+    /// ```
+    /// use shmkit::{CreateOptions, SharedArray};
+    /// let name = format!("shmkit-doc-replace-{}", std::process::id());
+    /// let opts = CreateOptions::new().replace_stale(true);
+    /// let arr = SharedArray::<u32>::create_with(&name, 8, &opts)?;
+    /// // Its creator (this process) is alive: not stale, so not replaced.
+    /// assert!(SharedArray::<u32>::create_with(&name, 8, &opts).is_err());
+    /// # drop(arr);
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    #[must_use]
+    pub const fn replace_stale(mut self, replace: bool) -> Self {
+        self.replace_stale = replace;
         self
     }
 }
@@ -165,6 +198,10 @@ pub(crate) fn path_of(name: &str) -> PathBuf {
     PathBuf::from(SHM_DIR).join(name)
 }
 
+/// The most bytes one segment (header included) may have: what one
+/// mapping can address.
+pub(crate) const MAX_MAPPING: u64 = isize::MAX as u64;
+
 /// Remove a named segment from `/dev/shm`. Processes that have it mapped keep
 /// using it; new opens fail with `NotFound`.
 pub fn unlink(name: &str) -> Result<()> {
@@ -221,20 +258,32 @@ impl Segment {
             });
         }
         let path = path_of(name);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(opts.mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                // O_EXCL fails with EEXIST on a symlink too: say which it is.
-                Some(libc::EEXIST) if is_not_regular(&path) => Error::NotARegularFile {
-                    name: name.to_owned(),
-                },
-                _ => Error::from_io("create", name, e),
-            })?;
+        let create_new = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(opts.mode)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| match e.raw_os_error() {
+                    // O_EXCL fails with EEXIST on a symlink too: say which it is.
+                    Some(libc::EEXIST) if is_not_regular(&path) => Error::NotARegularFile {
+                        name: name.to_owned(),
+                    },
+                    _ => Error::from_io("create", name, e),
+                })
+        };
+        let file = match create_new() {
+            // Once: if another process re-made the name meanwhile, it is
+            // not stale, and `Exists` is the answer.
+            Err(Error::Exists { .. })
+                if opts.replace_stale && crate::admin::remove_if_stale(name) =>
+            {
+                create_new()
+            }
+            other => other,
+        }?;
         // fchmod: the exact mode asked for (open's was filtered by the umask).
         // Done before the header is published, so no opener sees another.
         let built = file
@@ -283,19 +332,11 @@ impl Segment {
         init: impl FnOnce(&Segment) -> Result<()>,
     ) -> Result<Segment> {
         let label = name.as_deref().unwrap_or(ANON).to_owned();
-        let too_big = || Error::InvalidArgument {
-            what: format!(
-                "{} of {} elements of {} bytes is too large",
-                layout.kind.name(),
-                layout.len,
-                layout.elem.size
-            ),
-        };
         let data_offset = HEADER_SIZE;
         let total = data_offset
             .checked_add(layout.body_size)
-            .filter(|&t| t <= isize::MAX as u64)
-            .ok_or_else(too_big)?;
+            .filter(|&t| t <= MAX_MAPPING)
+            .ok_or_else(|| Error::too_large(layout.kind, layout.len, layout.elem.size))?;
         file.set_len(total)
             .map_err(|e| Error::from_io("ftruncate", &label, e))?;
         let map = map_file(&file, total as usize, &label)?;

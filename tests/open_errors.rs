@@ -62,8 +62,21 @@ fn wrong_length() {
         ),
         "{e:?}"
     );
+    assert!(
+        e.to_string()
+            .contains("has 4 elements, not 5: open it with the length it was created with"),
+        "{e}"
+    );
+    // A value is an array of one: opening a longer array as a value is
+    // opening it as the wrong type, and the message says so (no talk of
+    // lengths to open it with).
     let e = SharedValue::<u64>::open(c.name()).unwrap_err();
-    assert!(matches!(e, Error::WrongLength { .. }), "{e:?}");
+    assert!(matches!(e, Error::WrongKind { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("holds an array of 4 elements, not a value: open it with the type"),
+        "{e}"
+    );
     assert_eq!(SharedArray::<u64>::open_len(c.name(), 4).unwrap().len(), 4);
 }
 
@@ -73,6 +86,139 @@ fn wrong_kind() {
     let _acc = SharedAccumulator::create(c.name(), 2).unwrap();
     let e = SharedArray::<f64>::open(c.name()).unwrap_err();
     assert!(matches!(e, Error::WrongKind { .. }), "{e:?}");
+    // Articles: "an accumulator", "an array", "a ring".
+    let text = format!(
+        "segment {:?} holds an accumulator, not an array: open it with the type it was \
+         created as",
+        c.name()
+    );
+    assert_eq!(e.to_string(), text);
+    let e = shmkit::Ring::<u64>::open(c.name()).unwrap_err();
+    assert!(
+        e.to_string().contains("holds an accumulator, not a ring"),
+        "{e}"
+    );
+}
+
+#[test]
+fn debug_is_the_variant_and_the_message() {
+    // What `fn main() -> Result<(), shmkit::Error>` prints.
+    let name = common::unique("debug");
+    let e = SharedArray::<i32>::open(&name).unwrap_err();
+    assert_eq!(
+        format!("{e:?}"),
+        format!(
+            "NotFound: no shared segment named {name:?}: check the name, or create it \
+             first (`shmkit ls` lists the segments that exist)"
+        )
+    );
+    assert_eq!(format!("{e:?}"), format!("NotFound: {e}"));
+    let e = SharedArray::<i32>::create("a/b", 1).unwrap_err();
+    assert!(
+        format!("{e:?}").starts_with("BadName: bad segment name \"a/b\""),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn too_large_names_the_sizes() {
+    // The element count times the size overflows: refused before any file.
+    let c = Cleanup::new("huge");
+    let e = SharedArray::<u64>::create(c.name(), usize::MAX).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "invalid argument: an array of {} elements of 8 bytes needs more than 2^64 \
+             bytes, more than the {} bytes one segment can map",
+            usize::MAX,
+            isize::MAX
+        )
+    );
+    // It fits in 64 bits but not in one mapping.
+    let e = SharedArray::<u64>::create(c.name(), 1 << 60).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "invalid argument: an array of {} elements of 8 bytes needs at least {} bytes, \
+             more than the {} bytes one segment can map",
+            1u64 << 60,
+            (1u64 << 63) + 256,
+            isize::MAX
+        )
+    );
+    assert!(!c.path().exists(), "the failed create left its file");
+}
+
+#[test]
+fn empty_and_odd_sizes_are_refused_with_the_fix() {
+    use shmkit::list::SharedList;
+    use shmkit::map::SharedMap;
+    use shmkit::ring::Ring;
+    let c = Cleanup::new("zero");
+    let text = |e: Error| {
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        e.to_string()
+    };
+    let e = SharedArray::<u32>::create(c.name(), 0).unwrap_err();
+    assert_eq!(
+        text(e),
+        "invalid argument: an array needs at least 1 element, not 0"
+    );
+    let e = SharedArray::<u32>::create_from(c.name(), &[]).unwrap_err();
+    assert_eq!(
+        text(e),
+        "invalid argument: an array needs at least 1 element, not 0"
+    );
+    let e = SharedArray::<u32>::create_anonymous(0).unwrap_err();
+    assert_eq!(
+        text(e),
+        "invalid argument: an array needs at least 1 element, not 0"
+    );
+    let e = SharedAccumulator::create(c.name(), 0).unwrap_err();
+    assert_eq!(
+        text(e),
+        "invalid argument: an accumulator needs 1 to 65536 stripes, not 0"
+    );
+    let e = SharedMap::<u32, u64>::create(c.name(), 0).unwrap_err();
+    assert_eq!(
+        text(e),
+        "invalid argument: map capacity 0 must be a power of two from 1 to 2^26 (use 1)"
+    );
+    let e = SharedMap::<u32, u64>::create(c.name(), 100).unwrap_err();
+    assert_eq!(
+        text(e),
+        "invalid argument: map capacity 100 must be a power of two from 1 to 2^26 (use 128)"
+    );
+    let e = SharedMap::<u32, u64>::create(c.name(), (1 << 26) + 1).unwrap_err();
+    assert!(text(e).ends_with(&format!("(use {})", 1 << 26)));
+    let e = SharedList::<u64>::create(c.name(), 0).unwrap_err();
+    assert_eq!(
+        text(e),
+        "invalid argument: list capacity 0 must be from 1 to 2^30"
+    );
+    let e = Ring::<u64>::create(c.name(), 0).unwrap_err();
+    assert!(text(e).ends_with("(the next one up is 1)"));
+    let e = Ring::<u64>::create(c.name(), 100).unwrap_err();
+    assert!(text(e).ends_with("(the next one up is 128)"));
+    assert!(!c.path().exists());
+}
+
+#[test]
+fn producer_exists_in_this_process_says_so() {
+    let c = Cleanup::new("twoproducers");
+    let ring = shmkit::Ring::<u64>::create(c.name(), 4).unwrap();
+    let _tx = ring.producer().unwrap();
+    let e = ring.producer().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "ring {:?} already has a producer in this process (pid {}): a ring has one \
+             producer; drop that Producer first, or use another ring",
+            c.name(),
+            std::process::id()
+        )
+    );
 }
 
 #[test]

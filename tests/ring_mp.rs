@@ -189,6 +189,13 @@ fn killed_producer_disconnects_waiting_consumers_within_a_second() {
     // The producer holds the role and is alive: a second claim fails.
     let e = ring.producer().unwrap_err();
     assert!(matches!(e, Error::ProducerExists { .. }), "{e:?}");
+    // The message names the holder, not the caller.
+    let holder = producer.0.as_ref().unwrap().id();
+    assert!(
+        e.to_string()
+            .contains(&format!("already has a producer, process {holder} (alive)")),
+        "{e}"
+    );
     // The consumer now sleeps on the empty ring; kill the producer.
     let waiter = std::thread::spawn(move || {
         // A timeout only so that a regression fails instead of hanging.

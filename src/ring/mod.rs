@@ -93,7 +93,7 @@ mod producer;
 mod registry;
 mod wait;
 
-pub use consumer::Consumer;
+pub use consumer::{Consumer, Iter, TryIter};
 pub use control::{MAX_CONSUMERS, RingState};
 pub use error::{JoinError, PopError, PushError, SendError, TaskDoneError};
 pub use producer::Producer;
