@@ -57,6 +57,7 @@ COVER = [
     ("src/cell.rs", CELL),
     ("src/header.rs", HEADER),
     ("src/slot.rs", RING + MAP_LIST),
+    ("src/event.rs", RING),
     ("src/sync.rs", CELL + HEADER + RING + MAP_LIST + LOCK + QUEUE),
 ]
 

@@ -9,6 +9,8 @@ pub mod sync;
 
 pub mod cell;
 pub mod error;
+mod event;
+mod fixed_str;
 mod hash;
 pub mod header;
 pub mod list;

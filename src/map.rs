@@ -52,10 +52,11 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 
 use crate::cell::Element;
 use crate::error::{Error, Result};
+pub use crate::fixed_str::FixedStr;
 use crate::hash::fnv1a;
 use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
 use crate::object::{SegmentObject, object_api};
@@ -64,49 +65,6 @@ use crate::segment::Segment;
 use crate::slot::{read_slot, words_for, write_slot};
 use crate::sync::{AtomicU64, Ordering, spin_loop};
 use crate::words::Words;
-
-/// A fixed-width string key (UTF-8, at most `N` bytes, zero-padded), for
-/// string keys such as `"proc17_key3"`. Map keys must be plain bytes of a
-/// fixed size, which `String` is not; this is.
-///
-/// ```
-/// use shmkit::map::FixedStr;
-/// let key = FixedStr::<16>::new("proc17_key3")?;
-/// assert_eq!(key.as_string(), "proc17_key3");
-/// assert_eq!(key, FixedStr::new("proc17_key3")?);
-/// // Longer than 16 bytes (or holding a NUL): refused, not cut.
-/// assert!(FixedStr::<16>::new("a key of more than sixteen bytes").is_err());
-/// # Ok::<(), shmkit::Error>(())
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Pod, Zeroable)]
-#[repr(transparent)]
-pub struct FixedStr<const N: usize>([u8; N]);
-
-impl<const N: usize> FixedStr<N> {
-    /// `s` as a key; fails if it is longer than `N` bytes or holds a NUL.
-    pub fn new(s: &str) -> Result<Self> {
-        if s.len() > N || s.as_bytes().contains(&0) {
-            return Err(Error::InvalidArgument {
-                what: format!("key {s:?} is longer than {N} bytes or holds a NUL"),
-            });
-        }
-        let mut b = [0u8; N];
-        b[..s.len()].copy_from_slice(s.as_bytes());
-        Ok(FixedStr(b))
-    }
-
-    /// The string (up to the first NUL; invalid UTF-8 is replaced).
-    pub fn as_string(&self) -> String {
-        let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
-        String::from_utf8_lossy(&self.0[..end]).into_owned()
-    }
-}
-
-impl<const N: usize> std::fmt::Debug for FixedStr<N> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_string())
-    }
-}
 
 /// Why a map operation failed. More reasons may be added, so a `match`
 /// needs a `_` arm.

@@ -11,9 +11,10 @@ use std::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 
 use crate::error::Error;
+use crate::event::EventCount;
 use crate::process::ProcToken;
 use crate::segment::Segment;
-use crate::sync::{AtomicU32, AtomicU64, EventCount, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Consumers recorded per ring (for dead-peer detection and `shmkit inspect`).
 /// loom: 4, since every registry scan is one modelled load per entry.

@@ -39,7 +39,7 @@
 //!   and re-reads it only when the ring looks full.
 //! * **Sleeping**: a blocking call spins, then yields, for about 60 us (a
 //!   futex sleep and wake-up cost 25-30 us on these machines), then sleeps
-//!   on an [`EventCount`](crate::sync::EventCount): a futex word whose low bit
+//!   on an `EventCount` (`src/event.rs`): a futex word whose low bit
 //!   says "someone waits", set by sleepers and cleared by the one waker whose
 //!   CAS wins. So the producer makes no syscall while nobody sleeps, and one
 //!   per sleeping episode, not one per item, while someone does. Fences on
