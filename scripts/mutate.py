@@ -164,7 +164,9 @@ def sites(only=None):
                 continue
             op, arg = classify(text, m.start())
             order = m.group(1)
-            snippet = " ".join(line.split())
+            # A `|` in code is escaped, so that the key is one Markdown
+            # table cell in MUTATIONS.md.
+            snippet = " ".join(line.split()).replace("|", "\\|")
             # The n-th ordering on this line (a CAS has two).
             nth = len(ORDER_RE.findall(text[line_start:m.start()]))
             fns = re.findall(r"\bfn\s+([A-Za-z0-9_]+)", text[:m.start()])
@@ -209,7 +211,7 @@ def ledger_keys():
     if not LEDGER.exists():
         return keys
     for row in LEDGER.read_text().splitlines():
-        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
         if len(cells) >= 4 and cells[0].startswith("src/"):
             keys.add(" | ".join(cells[:3]))
     return keys
