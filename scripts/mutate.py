@@ -143,7 +143,7 @@ def sites(only=None):
     out = []
     for f in sorted((ROOT / "src").rglob("*.rs")):
         rel = f.relative_to(ROOT).as_posix()
-        if only and not rel.startswith(only):
+        if only and not any(rel.startswith(o) for o in only):
             continue
         runs = covering(rel)
         if runs is None:
@@ -248,7 +248,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--list", action="store_true", help="list the mutants and stop")
-    ap.add_argument("--file", help="only sites in files under this path prefix")
+    ap.add_argument("--file", action="append",
+                    help="only sites in files under this path prefix (repeatable)")
     ap.add_argument("--sample", type=int, help="run this many mutants, drawn at random")
     ap.add_argument("--seed", type=int, default=None, help="seed of --sample")
     ap.add_argument("--check", action="store_true",
