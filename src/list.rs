@@ -139,8 +139,12 @@ impl<T: Pod> SharedList<T> {
         // that garbage set near u64::MAX, wrap to 0 and overwrite entry 0.
         // Relaxed: the counter only hands out indices; the slot's own state
         // word publishes the value.
+        // CAS first (from 0) rather than load-then-CAS: the failed CAS
+        // returns the count, and loom 0.7 under-explores a load of a word
+        // followed by a CAS of it (the map's insert does the same), which
+        // hid a weakened publication here.
         let claimed = self.claimed();
-        let mut i = claimed.load(Ordering::Relaxed);
+        let mut i = 0;
         loop {
             if i >= self.cap as u64 {
                 return Err(ListFull(v));
