@@ -1,12 +1,11 @@
 //! loom models of SharedMap and SharedList (`src/map.rs`, `src/list.rs`) on the
 //! production code, with processes modelled as threads.
 #![cfg(shmkit_loom)]
-// The flag that survives from one loom execution to the next is the test's
-// bookkeeping, outside the model: a std atomic on purpose.
-#![allow(clippy::disallowed_types)]
 
-use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
+#[path = "common/mod.rs"]
+mod common;
 
+use common::for_every_kill_step;
 use loom::sync::Arc;
 use loom::thread;
 use shmkit::list::SharedList;
@@ -271,24 +270,4 @@ fn a_dead_updaters_slot_is_taken_over() {
         assert_eq!(map.get(&KEY), None);
         added.is_none()
     });
-}
-
-/// Run `model(k)` under loom for k = 0, 1, ... until a k at which the victim
-/// was never killed in any execution (it finished before its k-th step).
-/// `model` returns whether the victim was killed in that execution.
-fn for_every_kill_step(max: usize, model: impl Fn(usize) -> bool + Sync + Send + Copy + 'static) {
-    for k in 0..max {
-        let killed_somewhere = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = killed_somewhere.clone();
-        loom::model(move || {
-            if model(k) {
-                flag.store(true, StdOrdering::Relaxed);
-            }
-        });
-        if !killed_somewhere.load(StdOrdering::Relaxed) {
-            assert!(k > 0, "the victim was never killed: steps are not counted");
-            return;
-        }
-    }
-    panic!("the victim was still being killed at step {max}: raise the bound");
 }

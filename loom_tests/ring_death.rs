@@ -9,37 +9,16 @@
 //! and every survivor finishes (a hang is a loom deadlock or branch-limit
 //! failure).
 #![cfg(shmkit_loom)]
-// The flag that survives from one loom execution to the next is the test's
-// bookkeeping, outside the model: a std atomic on purpose.
-#![allow(clippy::disallowed_types)]
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
 
+use common::for_every_kill_step;
 use loom::thread;
 use shmkit::ring::{PopError, PushError, Ring};
 use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
-
-/// Run `model(k)` under loom for k = 0, 1, ... until a k at which the victim
-/// was never killed in any execution (it finished before its k-th step).
-/// `model` returns whether the victim was killed in that execution.
-fn for_every_kill_step(max: usize, model: impl Fn(usize) -> bool + Sync + Send + Copy + 'static) {
-    for k in 0..max {
-        let killed_somewhere = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = killed_somewhere.clone();
-        loom::model(move || {
-            if model(k) {
-                flag.store(true, StdOrdering::Relaxed);
-            }
-        });
-        if !killed_somewhere.load(StdOrdering::Relaxed) {
-            assert!(k > 0, "the victim was never killed: steps are not counted");
-            eprintln!("the victim died at each of its first {k} steps");
-            return;
-        }
-    }
-    panic!("the victim was still being killed at step {max}: raise the bound");
-}
 
 /// Take from `pop` until Disconnected, returning what it got in order.
 fn drain(mut pop: impl FnMut() -> Result<u64, PopError>) -> Vec<u64> {

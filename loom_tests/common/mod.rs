@@ -1,0 +1,32 @@
+//! Helpers shared by the loom models.
+// The flag that survives from one loom execution to the next is the test's
+// bookkeeping, outside the model: a std atomic on purpose.
+#![allow(clippy::disallowed_types)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Run `model(k)` under loom for k = 0, 1, ... until a k at which the victim
+/// was never killed in any execution (it finished before its k-th step), so
+/// that the victim dies at each of its steps in turn
+/// (`shmkit::sync::liveness::model::run_killed_after`). `model` returns
+/// whether the victim was killed in that execution.
+pub fn for_every_kill_step(
+    max: usize,
+    model: impl Fn(usize) -> bool + Sync + Send + Copy + 'static,
+) {
+    for k in 0..max {
+        let killed_somewhere = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = killed_somewhere.clone();
+        loom::model(move || {
+            if model(k) {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+        if !killed_somewhere.load(Ordering::Relaxed) {
+            assert!(k > 0, "the victim was never killed: steps are not counted");
+            eprintln!("the victim died at each of its first {k} steps");
+            return;
+        }
+    }
+    panic!("the victim was still being killed at step {max}: raise the bound");
+}
