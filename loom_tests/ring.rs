@@ -4,22 +4,14 @@
 //! waits, a lost wakeup shows up as a loom deadlock.
 #![cfg(shmkit_loom)]
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::drain;
 use loom::sync::Arc;
 use loom::thread;
-use shmkit::ring::{PopError, Ring};
+use shmkit::ring::Ring;
 use shmkit::{Atomic, Ordering};
-
-/// Take from `pop` until Disconnected, returning what it got in order.
-fn drain<T>(mut pop: impl FnMut() -> Result<T, PopError>) -> Vec<T> {
-    let mut got = Vec::new();
-    loop {
-        match pop() {
-            Ok(v) => got.push(v),
-            Err(PopError::Disconnected) => return got,
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
 
 /// 1 producer, 2 consumers, capacity 2, 3 items (so the ring wraps and the
 /// producer blocks on full): every item exactly once, each consumer sees

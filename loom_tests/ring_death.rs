@@ -15,22 +15,10 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::for_every_kill_step;
+use common::{drain, for_every_kill_step};
 use loom::thread;
 use shmkit::ring::{PopError, PushError, Ring};
 use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
-
-/// Take from `pop` until Disconnected, returning what it got in order.
-fn drain(mut pop: impl FnMut() -> Result<u64, PopError>) -> Vec<u64> {
-    let mut got = Vec::new();
-    loop {
-        match pop() {
-            Ok(v) => got.push(v),
-            Err(PopError::Disconnected) => return got,
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
 
 /// The producer is killed at every step of pushing 1, 2 (and of closing).
 /// The one consumer gets a prefix of 1, 2 in order (nothing torn, nothing

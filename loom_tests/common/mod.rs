@@ -1,9 +1,12 @@
-//! Helpers shared by the loom models.
+//! Helpers shared by the loom models (each model file uses some of them).
+#![allow(dead_code)]
 // The flag that survives from one loom execution to the next is the test's
 // bookkeeping, outside the model: a std atomic on purpose.
 #![allow(clippy::disallowed_types)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use shmkit::ring::PopError;
 
 /// Run `model(k)` under loom for k = 0, 1, ... until a k at which the victim
 /// was never killed in any execution (it finished before its k-th step), so
@@ -29,4 +32,16 @@ pub fn for_every_kill_step(
         }
     }
     panic!("the victim was still being killed at step {max}: raise the bound");
+}
+
+/// Take from `pop` until Disconnected, returning what it got in order.
+pub fn drain<T>(mut pop: impl FnMut() -> Result<T, PopError>) -> Vec<T> {
+    let mut got = Vec::new();
+    loop {
+        match pop() {
+            Ok(v) => got.push(v),
+            Err(PopError::Disconnected) => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
