@@ -300,7 +300,9 @@ impl LockWords {
     #[inline(never)]
     fn release_and_wake(&self, me: u64, fate: &mut impl FnMut() -> bool) -> Result<(), Miss> {
         // Only sleepers add the bit, and only while we hold: this succeeds
-        // unless the word was scribbled on meanwhile.
+        // unless the word was scribbled on meanwhile. Release: our critical
+        // section happens before the next holder's Acquire CAS that takes
+        // the word from 0 (`claim`), as on the fast path.
         if self
             .owner
             .compare_exchange(me | WAITERS, 0, Ordering::Release, Ordering::Relaxed)

@@ -128,8 +128,12 @@ impl<T: Pod> Consumer<T> {
                 if !mem.closed() {
                     return Err(PopError::Empty);
                 }
-                // Closed: `closed` was stored after the last tail store, so
-                // this re-load sees the final tail.
+                // Closed: `closed` was stored (Release, `Producer::close`)
+                // after the last tail store, and `closed()` loaded it with
+                // Acquire, so this re-load sees the final tail. Its own
+                // Acquire is belt and braces: a tail that moved sends us
+                // round the loop, whose Acquire load of tail above orders
+                // the slot reads (the mutation run shows no model needs it).
                 if ctrl.tail.load(Ordering::Acquire) == h {
                     return Err(PopError::Disconnected);
                 }
