@@ -130,11 +130,13 @@ pub struct PthreadRing {
     cap: u64,
 }
 
-// Data words: 0 head, 1 tail, 2 closed, 3.. slots.
+// Data words: 0 head, 1 tail, 2 closed, 3 producers still pushing,
+// 4.. slots.
 const HEAD: usize = 0;
 const TAIL: usize = 1;
 const CLOSED: usize = 2;
-const SLOTS: usize = 3;
+const PRODUCERS: usize = 3;
+const SLOTS: usize = 4;
 const NOT_EMPTY: usize = 0;
 const NOT_FULL: usize = 1;
 
@@ -144,6 +146,16 @@ impl PthreadRing {
             shared: PthreadShared::create(SLOTS + cap, 2)?,
             cap: cap as u64,
         })
+    }
+
+    /// A ring that `producers` processes push into: it closes when the last
+    /// of them calls [`producer_done`](Self::producer_done).
+    pub fn with_producers(cap: usize, producers: u64) -> Result<Self> {
+        let r = Self::create(cap)?;
+        // SAFETY: no other process has the ring yet; the mutex is held anyway.
+        r.shared
+            .with_lock(|| unsafe { *r.word(PRODUCERS) = producers });
+        Ok(r)
     }
 
     pub fn open_inherited(var: &str, cap: usize) -> Result<Self> {
@@ -198,6 +210,20 @@ impl PthreadRing {
             libc::pthread_cond_signal(s.cond(NOT_FULL));
             libc::pthread_mutex_unlock(s.mutex());
             Some(v)
+        }
+    }
+
+    /// One producer of a [`with_producers`](Self::with_producers) ring has
+    /// pushed all it will: the last one closes the ring.
+    pub fn producer_done(&self) {
+        // SAFETY: the word is only touched with the mutex held.
+        let last = self.shared.with_lock(|| unsafe {
+            let left = self.word(PRODUCERS);
+            *left = (*left).saturating_sub(1);
+            *left == 0
+        });
+        if last {
+            self.close();
         }
     }
 

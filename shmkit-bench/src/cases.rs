@@ -13,6 +13,10 @@ use shmkit::Ordering;
 use shmkit::ring::{PopError, Ring};
 use shmkit::{SharedAccumulator, SharedValue};
 
+mod mpmc;
+
+pub(super) use mpmc::mpmc;
+
 type Res<T> = Result<T, String>;
 
 fn e<E: std::fmt::Display>(x: E) -> String {
@@ -1460,7 +1464,10 @@ fn worker_inner(args: &[String]) -> Res<()> {
             }
             ctl.finish(idx);
         }
-        other => return Err(format!("unknown case {other}")),
+        other => {
+            return mpmc::worker(other, idx, args, &ctl)
+                .unwrap_or_else(|| Err(format!("unknown case {other}")));
+        }
     }
     Ok(())
 }

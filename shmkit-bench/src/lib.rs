@@ -59,10 +59,11 @@ pub struct Record {
 }
 
 /// Groups in run order.
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "counter",
     "float-add",
     "queue-throughput",
+    "queue-mpmc",
     "latency",
     "pipe",
     "manager",
@@ -415,6 +416,7 @@ pub fn run(opts: &Options) -> ExitCode {
             "counter" => cases::counter(opts),
             "float-add" => cases::float_add(opts),
             "queue-throughput" => cases::queue(opts),
+            "queue-mpmc" => cases::mpmc(opts),
             "latency" => cases::latency(opts),
             "pipe" => cases::pipe(opts),
             "manager" => cases::manager(opts),
