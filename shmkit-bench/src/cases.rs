@@ -512,6 +512,49 @@ fn arrayqueue_threads(n: u64) -> Res<f64> {
     Ok(n as f64 / ((end - t0) as f64 / 1e9))
 }
 
+/// `rtrb`, the best-known Rust SPSC ring, between two pinned threads: the
+/// ceiling a one-consumer queue can reach here (shmkit's ring serves any
+/// number of consumers, in any process, and survives their deaths).
+fn rtrb_threads(n: u64) -> Res<f64> {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_CAP);
+    let b = Arc::new(Barrier::new(2));
+    let b2 = b.clone();
+    let prod = std::thread::spawn(move || {
+        pin(0);
+        b2.wait();
+        let t0 = now_ns();
+        for v in 0..n {
+            let mut item = v;
+            while let Err(rtrb::PushError::Full(back)) = tx.push(item) {
+                item = back;
+                std::hint::spin_loop();
+            }
+        }
+        t0
+    });
+    let cons = std::thread::spawn(move || {
+        pin(1);
+        b.wait();
+        let (mut got, mut sum) = (0u64, 0u64);
+        while got < n {
+            match rx.pop() {
+                Ok(v) => {
+                    got += 1;
+                    sum = sum.wrapping_add(v);
+                }
+                Err(_) => std::hint::spin_loop(),
+            }
+        }
+        (now_ns(), sum)
+    });
+    let t0 = prod.join().map_err(|_| "producer panicked")?;
+    let (end, sum) = cons.join().map_err(|_| "consumer panicked")?;
+    if sum != n * n.saturating_sub(1) / 2 {
+        return Err(format!("rtrb: items summed to {sum}"));
+    }
+    Ok(n as f64 / ((end - t0) as f64 / 1e9))
+}
+
 fn mutex_vecdeque_threads(n: u64) -> Res<f64> {
     use std::collections::VecDeque;
     let q = Arc::new(Mutex::new(VecDeque::<u64>::with_capacity(RING_CAP)));
@@ -556,12 +599,13 @@ pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
     let n: u64 = if o.full { 10_000_000 } else { 2_000_000 };
     let mut out = Vec::new();
     let (mut f1, mut fb, mut f2, mut f2b) = (vec![], vec![], vec![], vec![]);
-    let [r1, rb, aq, mv, pr, pp] = alternate(
+    let [r1, rb, aq, rt, mv, pr, pp] = alternate(
         reps(o),
         [
             &mut || ring_keeping_futex(n, 1, 1, &mut f1),
             &mut || ring_keeping_futex(n, 1, 64, &mut fb),
             &mut || arrayqueue_threads(n),
+            &mut || rtrb_threads(n),
             &mut || mutex_vecdeque_threads(n),
             &mut || pthread_ring_throughput(n, 1),
             &mut || pipe_throughput(n),
@@ -582,6 +626,7 @@ pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
         ("shmkit-ring/1p1c", r1, format!("{p2}; {}", fx(f1))),
         ("shmkit-ring-batch64/1p1c", rb, format!("{p2}; {}", fx(fb))),
         ("arrayqueue/1t1t", aq, placement(2, "threads")),
+        ("rtrb/1t1t", rt, placement(2, "threads; SPSC only")),
         ("mutex-vecdeque/1t1t", mv, placement(2, "threads")),
         ("pthread-ring/1p1c", pr, format!("{p2}; mutex + condvars")),
         ("pipe/1p1c", pp, format!("{p2}; 64 KiB buffered writes")),
