@@ -1,0 +1,157 @@
+"""shmkit: multiprocessing's shared objects on lock-free shared memory.
+
+Change one import line::
+
+    import shmkit as mp          # instead of: import multiprocessing as mp
+
+    counter = mp.Value('q', 0)
+    counter.add(1)               # atomic, no lock, in any process
+    with counter.get_lock():     # the lock is still there for multi-step work
+        counter.value += 1
+
+`Value` and `Array` live in shared-memory segments whose cells are atomics,
+so `add`, `fetch_add` and `compare_exchange` need no lock. `Lock` survives
+the death of its holder (the next acquirer gets `OwnerDiedError` instead of
+waiting forever). `Pipe` moves messages through shared memory, not the
+kernel. Every object is picklable by name, so it can be passed to a
+`Process` (fork or spawn start method) or a pool worker.
+
+`Process`, `current_process`, `cpu_count`, `get_context` and
+`set_start_method` are multiprocessing's own, re-exported so that
+``import shmkit as mp`` runs a multiprocessing program unchanged where it
+uses only what shmkit provides.
+"""
+
+import pickle as _pickle
+from multiprocessing import (  # noqa: F401  (re-exported)
+    Process,
+    cpu_count,
+    current_process,
+    get_context,
+    set_start_method,
+)
+
+from ._shmkit import Array, CorruptError, Lock, OwnerDiedError, Value
+from ._shmkit import PipeEnd as _PipeEnd
+
+__all__ = [
+    "Array",
+    "Connection",
+    "CorruptError",
+    "Lock",
+    "OwnerDiedError",
+    "Pipe",
+    "Process",
+    "Value",
+    "cpu_count",
+    "current_process",
+    "get_context",
+    "set_start_method",
+]
+
+# Frames of 56 bytes: about 900 KiB of messages in flight each way, and the
+# longest single message a little less than that.
+DEFAULT_PIPE_CAPACITY = 16384
+
+
+class Connection:
+    """One end of a `Pipe`: `send`/`recv` any picklable object,
+    `send_bytes`/`recv_bytes` raw bytes, `poll` to see whether a message
+    waits. Blocking calls release the GIL and honour Ctrl-C.
+
+    `recv` raises `EOFError` once the other end is closed (or its process
+    died) and everything it sent has been read; `send` raises
+    `BrokenPipeError` when nobody is left to read.
+    """
+
+    __slots__ = ("_end", "_readable", "_writable")
+
+    def __init__(self, end, readable=True, writable=True):
+        self._end = end
+        self._readable = readable
+        self._writable = writable
+
+    @property
+    def readable(self):
+        return self._readable
+
+    @property
+    def writable(self):
+        return self._writable
+
+    def _check(self, want_write):
+        if want_write and not self._writable:
+            raise OSError("connection is read-only")
+        if not want_write and not self._readable:
+            raise OSError("connection is write-only")
+
+    def send(self, obj):
+        """Send a picklable object."""
+        self._check(True)
+        self._end.send_bytes(_pickle.dumps(obj, protocol=_pickle.HIGHEST_PROTOCOL))
+
+    def recv(self):
+        """Receive an object sent with `send`."""
+        self._check(False)
+        return _pickle.loads(self._end.recv_bytes())
+
+    def send_bytes(self, buf, offset=0, size=None):
+        """Send bytes (or a slice of any bytes-like object) as one message."""
+        self._check(True)
+        view = memoryview(buf).cast("B")
+        if offset < 0 or offset > len(view):
+            raise ValueError("offset is out of range")
+        end = len(view) if size is None else offset + size
+        if size is not None and (size < 0 or end > len(view)):
+            raise ValueError("size is out of range")
+        self._end.send_bytes(bytes(view[offset:end]))
+
+    def recv_bytes(self, maxlength=None):
+        """Receive one message as bytes."""
+        self._check(False)
+        data = self._end.recv_bytes()
+        if maxlength is not None and len(data) > maxlength:
+            raise OSError("bad message length")
+        return data
+
+    def poll(self, timeout=0.0):
+        """Whether a message is waiting; wait up to `timeout` seconds
+        (`None`: until one is)."""
+        self._check(False)
+        return self._end.poll(timeout)
+
+    def close(self):
+        """Close the sending direction of this end."""
+        self._end.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __reduce__(self):
+        return (
+            _open_connection,
+            (self._end.name, self._end.side, self._readable, self._writable),
+        )
+
+    def __repr__(self):
+        return f"<shmkit.Connection {self._end.name!r} end {self._end.side}>"
+
+
+def _open_connection(name, side, readable, writable):
+    return Connection(_PipeEnd(name, side), readable, writable)
+
+
+def Pipe(duplex=True, capacity=DEFAULT_PIPE_CAPACITY):
+    """A pair of connected `Connection` objects, as `multiprocessing.Pipe`.
+
+    With `duplex=False` the first can only receive and the second only send.
+    `capacity` is the number of 56-byte frames buffered each way (a power of
+    two); it bounds the longest message.
+    """
+    _, a, b = _PipeEnd.create(capacity)
+    if duplex:
+        return Connection(a), Connection(b)
+    return Connection(b, writable=False), Connection(a, readable=False)
