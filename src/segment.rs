@@ -216,9 +216,11 @@ pub struct Segment {
     file: File,
     name: Option<String>,
     info: HeaderInfo,
-    /// 1: remove the name on drop (the creator, unless `keep`); 0: leave
-    /// it. Process-local; an atomic so that a handle shared between
-    /// threads (a ring's) can be told to keep or unlink through `&self`.
+    /// The pid of the process whose drop removes the name (the creator,
+    /// unless `keep`); 0: nobody's. A copy of the handle in a forked child
+    /// has another pid, so the child's drop leaves the parent's name alone.
+    /// Process-local; an atomic so that a handle shared between threads (a
+    /// ring's) can be told to keep or unlink through `&self`.
     unlink_on_drop: AtomicU32,
     attach_slot: Option<usize>,
 }
@@ -293,8 +295,8 @@ impl Segment {
         match built {
             Ok(seg) => {
                 // Relaxed: process-local flag, read by our own drop.
-                seg.unlink_on_drop
-                    .store(u32::from(!opts.keep), Ordering::Relaxed);
+                let owner = if opts.keep { 0 } else { std::process::id() };
+                seg.unlink_on_drop.store(owner, Ordering::Relaxed);
                 Ok(seg)
             }
             Err(e) => {
@@ -569,7 +571,9 @@ impl Drop for Segment {
         if let Some(slot) = self.attach_slot {
             self.header().detach(slot, ProcToken::current());
         }
-        if self.unlink_on_drop.load(Ordering::Relaxed) != 0 {
+        // Relaxed: process-local flag (see the field).
+        let owner = self.unlink_on_drop.load(Ordering::Relaxed);
+        if owner != 0 && owner == std::process::id() {
             let _ = self.remove_name();
         }
     }

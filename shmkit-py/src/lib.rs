@@ -343,7 +343,28 @@ fn typecode(s: &str) -> PyResult<char> {
 #[pyclass(module = "shmkit", name = "Lock")]
 struct PyLock {
     target: LockTarget,
-    held: Mutex<Option<Box<dyn Guard + 'static>>>,
+    held: Mutex<Held>,
+}
+
+/// The guard this handle holds, and the pid of the process that took it.
+#[derive(Default)]
+struct Held(Option<(u32, Box<dyn Guard + 'static>)>);
+
+impl Held {
+    /// The guard, if this process took it. A guard copied into a forked
+    /// child is the parent's: it is forgotten, never dropped (dropping it
+    /// would release the parent's lock from the child).
+    fn mine(&mut self) -> &mut Option<(u32, Box<dyn Guard + 'static>)> {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|(pid, _)| *pid != std::process::id())
+            && let Some(inherited) = self.0.take()
+        {
+            std::mem::forget(inherited);
+        }
+        &mut self.0
+    }
 }
 
 enum LockTarget {
@@ -368,10 +389,9 @@ impl LockTarget {
 
 impl Drop for PyLock {
     fn drop(&mut self) {
-        // Release before the mapping goes (see `LockTarget::try_for`).
-        if let Ok(mut h) = self.held.lock() {
-            h.take();
-        }
+        // Release before the mapping goes (see `LockTarget::try_for`); a
+        // guard inherited across fork is forgotten by `mine`.
+        poisoned(&self.held).mine().take();
     }
 }
 
@@ -383,14 +403,14 @@ impl PyLock {
     fn new(target: LockTarget) -> Self {
         PyLock {
             target,
-            held: Mutex::new(None),
+            held: Mutex::new(Held::default()),
         }
     }
 
     /// Acquire, waiting until `deadline`, in slices that let signal
     /// handlers run. `Ok(None)`: timed out. `Ok(Some(died))`: held.
     fn acquire_until(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<Option<bool>> {
-        if poisoned(&self.held).is_some() {
+        if poisoned(&self.held).mine().is_some() {
             return Err(PyRuntimeError::new_err(
                 "this handle already holds the lock (shmkit's Lock is not recursive); \
                  release it first, or use another handle",
@@ -401,11 +421,11 @@ impl PyLock {
             let got = py.detach(|| self.target.try_for(wait));
             match got {
                 Acquired::Plain(g) => {
-                    *poisoned(&self.held) = Some(g);
+                    *poisoned(&self.held).mine() = Some((std::process::id(), g));
                     return Ok(Some(false));
                 }
                 Acquired::OwnerDied(g) => {
-                    *poisoned(&self.held) = Some(g);
+                    *poisoned(&self.held).mine() = Some((std::process::id(), g));
                     return Ok(Some(true));
                 }
                 Acquired::Timeout => {
@@ -456,7 +476,7 @@ impl PyLock {
 
     /// Release the lock this handle holds.
     fn release(&self) -> PyResult<()> {
-        match poisoned(&self.held).take() {
+        match poisoned(&self.held).mine().take() {
             Some(g) => {
                 drop(g);
                 Ok(())
@@ -468,8 +488,8 @@ impl PyLock {
     /// After an `OwnerDiedError`: the data is consistent again, so later
     /// acquirers get the lock plainly.
     fn mark_consistent(&self) -> PyResult<()> {
-        match poisoned(&self.held).as_mut() {
-            Some(g) => {
+        match poisoned(&self.held).mine().as_mut() {
+            Some((_, g)) => {
                 g.mark_consistent();
                 Ok(())
             }
@@ -481,7 +501,7 @@ impl PyLock {
 
     /// Whether this handle holds the lock.
     fn held(&self) -> bool {
-        poisoned(&self.held).is_some()
+        poisoned(&self.held).mine().is_some()
     }
 
     /// `with lock:` takes the lock. If its previous holder died, the lock
@@ -491,7 +511,7 @@ impl PyLock {
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
         let died = slf.borrow().acquire_until(slf.py(), None)?;
         if died == Some(true) {
-            poisoned(&slf.borrow().held).take();
+            poisoned(&slf.borrow().held).mine().take();
             return Err(OwnerDiedError::new_err(
                 "the previous holder died while holding the lock: the data may be \
                  half-updated; repair it under acquire() and call mark_consistent()",
@@ -921,6 +941,20 @@ impl PipeEnd {
             *c = Some((pid, conn));
         }
         Ok(f(&mut c.as_mut().expect("set above").1))
+    }
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        // A connection copied into a forked child is the parent's: dropping
+        // it would close the parent's sending direction. Forget it.
+        let mut c = poisoned(&self.conn);
+        if c.as_ref()
+            .is_some_and(|(pid, _)| *pid != std::process::id())
+            && let Some(inherited) = c.take()
+        {
+            std::mem::forget(inherited);
+        }
     }
 }
 

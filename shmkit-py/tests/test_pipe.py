@@ -74,3 +74,29 @@ def test_message_too_large_is_a_value_error():
     big = os.urandom(3_000)
     a.send_bytes(big)
     assert b.recv_bytes() == big
+
+
+def drop_inherited_end(conn, done):
+    # A forked child that drops its copy of the parent's end must not close
+    # the parent's sending direction (or remove the pipe's names).
+    conn._end = None  # the child's only reference to the end object
+    done.value = 1
+
+
+def test_a_forked_child_dropping_a_copy_closes_nothing():
+    import multiprocessing
+
+    a, b = shmkit.Pipe()
+    a.send("opened here first")
+    assert b.recv() == "opened here first"
+    done = shmkit.Value("i", 0)
+    p = multiprocessing.get_context("fork").Process(target=drop_inherited_end, args=(a, done))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0 and done.value == 1
+    a.send("still open")
+    assert b.recv() == "still open"
+    # Nothing more was sent and the direction is open: a wait times out
+    # (it would be EOFError had the child closed it).
+    with pytest.raises(TimeoutError):
+        b._end.recv_bytes(timeout=0.05)

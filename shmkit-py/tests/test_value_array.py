@@ -119,3 +119,19 @@ def test_opening_a_value_as_an_array_of_another_type_is_refused():
     v = shmkit.Value("i", 1)
     with pytest.raises(ValueError, match="element"):
         shmkit._shmkit._open_value(v.name, "d")
+
+
+def drop_the_only_reference(holder):
+    holder.clear()  # the child's copy of the Value is freed here
+
+
+def test_a_forked_child_dropping_a_copy_keeps_the_name():
+    import multiprocessing
+
+    holder = [shmkit.Value("i", 7)]
+    p = multiprocessing.get_context("fork").Process(target=drop_the_only_reference, args=(holder,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    # The name still opens: only the creating process's drop removes it.
+    assert pickle.loads(pickle.dumps(holder[0])).value == 7
