@@ -1,0 +1,164 @@
+"""`python -m shmkit.bench [--full]`: shmkit's Python objects against
+multiprocessing's, side by side in one run, with the same worker counts.
+
+Cases: a counter incremented by 2 processes (`Value.add` against
+multiprocessing's `Value` under `get_lock()`), a `Pipe` round trip of a
+small message between 2 processes, and the sum of a shared array through
+numpy (zero-copy on both sides). Workers are pinned to cores (worker i to
+core i mod cores). Each figure is the median of the repetitions; the last
+lines give the ratios (> 1: shmkit faster).
+"""
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+
+import shmkit
+
+
+def _pin(i):
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[i % len(cores)]})
+
+
+def _count_shmkit(v, go, n, i):
+    _pin(i)
+    go.wait()
+    for _ in range(n):
+        v.add(1)
+
+
+def _count_mp(v, go, n, i):
+    _pin(i)
+    go.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def _count_shmkit_locked(v, go, n, i):
+    _pin(i)
+    go.wait()
+    lock = v.get_lock()
+    for _ in range(n):
+        with lock:
+            v.value += 1
+
+
+def _echo(conn, go, n, i):
+    _pin(i)
+    go.wait()
+    for _ in range(n):
+        conn.send_bytes(conn.recv_bytes())
+
+
+def _timed(target, argsets):
+    ctx = mp.get_context("fork")
+    go = ctx.Event()
+    ps = [ctx.Process(target=target, args=a[:1] + (go,) + a[1:]) for a in argsets]
+    for p in ps:
+        p.start()
+    time.sleep(0.2)  # let the workers reach the start line (not timed)
+    t0 = time.perf_counter()
+    go.set()
+    for p in ps:
+        p.join()
+        if p.exitcode != 0:
+            raise SystemExit(f"a benchmark worker failed: {p.exitcode}")
+    return time.perf_counter() - t0
+
+
+def counter(n, make, target):
+    v = make()
+    dt = _timed(target, [(v, n, 0), (v, n, 1)])
+    if v.value != 2 * n:
+        raise SystemExit(f"counter ended at {v.value}, not {2 * n}")
+    return 2 * n / dt
+
+
+def pipe_round_trip(n, pipe):
+    a, b = pipe()
+    ctx = mp.get_context("fork")
+    go = ctx.Event()
+    p = ctx.Process(target=_echo, args=(b, go, n, 1))
+    p.start()
+    _pin(0)
+    go.set()
+    msg = b"x" * 16
+    t0 = time.perf_counter()
+    for _ in range(n):
+        a.send_bytes(msg)
+        if a.recv_bytes() != msg:
+            raise SystemExit("pipe round trip corrupted a message")
+    dt = time.perf_counter() - t0
+    p.join()
+    os.sched_setaffinity(0, set(range(os.cpu_count())))
+    return dt / n * 1e6  # microseconds per round trip
+
+
+def numpy_sum(size, reps, arr, view):
+    v = view(arr)
+    v[:] = 1.0
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        s = v.sum()
+    dt = (time.perf_counter() - t0) / reps
+    if s != size:
+        raise SystemExit("numpy sum is wrong")
+    return size * 8 / dt / 1e9  # GB/s read
+
+
+def main(argv):
+    full = "--full" in argv
+    reps = 5 if full else 3
+    n = 200_000 if full else 50_000
+    rows = {}
+
+    def add(name, unit, f):
+        xs = [f() for _ in range(reps)]
+        rows[name] = (statistics.median(xs), min(xs), max(xs), unit)
+        print(f"  .. {name:<36} {rows[name][0]:>12.4g} {unit}", file=sys.stderr)
+
+    add("shmkit Value.add /2p", "ops/s",
+        lambda: counter(n, lambda: shmkit.Value("q", 0), _count_shmkit))
+    add("shmkit Value + get_lock /2p", "ops/s",
+        lambda: counter(n // 4, lambda: shmkit.Value("q", 0), _count_shmkit_locked))
+    add("multiprocessing Value + get_lock /2p", "ops/s",
+        lambda: counter(n // 4, lambda: mp.Value("q", 0), _count_mp))
+    add("shmkit Pipe round trip 16 B", "us",
+        lambda: pipe_round_trip(n // 5, shmkit.Pipe))
+    add("multiprocessing Pipe round trip 16 B", "us",
+        lambda: pipe_round_trip(n // 5, mp.Pipe))
+    try:
+        import numpy as np
+
+        size = 1 << 22
+        add("shmkit Array numpy sum", "GB/s",
+            lambda: numpy_sum(size, 10, shmkit.Array("d", size), np.asarray))
+        add("multiprocessing Array numpy sum", "GB/s",
+            lambda: numpy_sum(size, 10, mp.Array("d", size, lock=False),
+                              lambda a: np.frombuffer(a, dtype=np.float64)))
+    except ImportError:
+        print("  (numpy not installed: no array case)", file=sys.stderr)
+
+    print(f"shmkit.bench on {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+          f"Python {platform.python_version()}, {'full' if full else 'quick'} run")
+    for name, (med, lo, hi, unit) in rows.items():
+        print(f"{name:<40} {med:>12.4g} {unit:<6} [{lo:.4g} - {hi:.4g}]")
+    print("ratios (> 1: shmkit faster):")
+
+    def ratio(a, b, lower_is_better=False):
+        if a in rows and b in rows:
+            r = rows[b][0] / rows[a][0] if lower_is_better else rows[a][0] / rows[b][0]
+            print(f"  {a}  vs  {b}: {r:.1f}x")
+
+    ratio("shmkit Value.add /2p", "multiprocessing Value + get_lock /2p")
+    ratio("shmkit Value + get_lock /2p", "multiprocessing Value + get_lock /2p")
+    ratio("shmkit Pipe round trip 16 B", "multiprocessing Pipe round trip 16 B", True)
+    ratio("shmkit Array numpy sum", "multiprocessing Array numpy sum")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
