@@ -478,45 +478,14 @@ fn pipe_throughput(n: u64) -> Res<f64> {
     Ok(n as f64 / ctl.wall())
 }
 
-fn arrayqueue_threads(n: u64) -> Res<f64> {
-    let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(RING_CAP));
-    let b = Arc::new(Barrier::new(2));
-    let (q2, b2) = (q.clone(), b.clone());
-    let prod = std::thread::spawn(move || {
-        pin(0);
-        b2.wait();
-        let t0 = now_ns();
-        for v in 0..n {
-            let mut item = v;
-            while let Err(back) = q2.push(item) {
-                item = back;
-                std::hint::spin_loop();
-            }
-        }
-        t0
-    });
-    let cons = std::thread::spawn(move || {
-        pin(1);
-        b.wait();
-        let mut got = 0u64;
-        while got < n {
-            match q.pop() {
-                Some(_) => got += 1,
-                None => std::hint::spin_loop(),
-            }
-        }
-        now_ns()
-    });
-    let t0 = prod.join().map_err(|_| "producer panicked")?;
-    let end = cons.join().map_err(|_| "consumer panicked")?;
-    Ok(n as f64 / ((end - t0) as f64 / 1e9))
-}
-
-/// `rtrb`, the best-known Rust SPSC ring, between two pinned threads: the
-/// ceiling a one-consumer queue can reach here (shmkit's ring serves any
-/// number of consumers, in any process, and survives their deaths).
-fn rtrb_threads(n: u64) -> Res<f64> {
-    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_CAP);
+/// One producer thread (core 0) pushing `0..n` through `push` (false: full,
+/// try again) and one consumer thread (core 1) popping with `pop` (`None`:
+/// empty) until it has `n` items; checks their sum. Returns items/s.
+fn spsc_threads(
+    n: u64,
+    mut push: impl FnMut(u64) -> bool + Send + 'static,
+    mut pop: impl FnMut() -> Option<u64> + Send + 'static,
+) -> Res<f64> {
     let b = Arc::new(Barrier::new(2));
     let b2 = b.clone();
     let prod = std::thread::spawn(move || {
@@ -524,9 +493,7 @@ fn rtrb_threads(n: u64) -> Res<f64> {
         b2.wait();
         let t0 = now_ns();
         for v in 0..n {
-            let mut item = v;
-            while let Err(rtrb::PushError::Full(back)) = tx.push(item) {
-                item = back;
+            while !push(v) {
                 std::hint::spin_loop();
             }
         }
@@ -537,12 +504,12 @@ fn rtrb_threads(n: u64) -> Res<f64> {
         b.wait();
         let (mut got, mut sum) = (0u64, 0u64);
         while got < n {
-            match rx.pop() {
-                Ok(v) => {
+            match pop() {
+                Some(v) => {
                     got += 1;
                     sum = sum.wrapping_add(v);
                 }
-                Err(_) => std::hint::spin_loop(),
+                None => std::hint::spin_loop(),
             }
         }
         (now_ns(), sum)
@@ -550,49 +517,41 @@ fn rtrb_threads(n: u64) -> Res<f64> {
     let t0 = prod.join().map_err(|_| "producer panicked")?;
     let (end, sum) = cons.join().map_err(|_| "consumer panicked")?;
     if sum != n * n.saturating_sub(1) / 2 {
-        return Err(format!("rtrb: items summed to {sum}"));
+        return Err(format!("items summed to {sum}: lost or repeated"));
     }
     Ok(n as f64 / ((end - t0) as f64 / 1e9))
+}
+
+fn arrayqueue_threads(n: u64) -> Res<f64> {
+    let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(RING_CAP));
+    let q2 = q.clone();
+    spsc_threads(n, move |v| q2.push(v).is_ok(), move || q.pop())
+}
+
+/// `rtrb`, the best-known Rust SPSC ring, between two pinned threads: the
+/// ceiling a one-consumer queue can reach here (shmkit's ring serves any
+/// number of consumers, in any process, and survives their deaths).
+fn rtrb_threads(n: u64) -> Res<f64> {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_CAP);
+    spsc_threads(n, move |v| tx.push(v).is_ok(), move || rx.pop().ok())
 }
 
 fn mutex_vecdeque_threads(n: u64) -> Res<f64> {
     use std::collections::VecDeque;
     let q = Arc::new(Mutex::new(VecDeque::<u64>::with_capacity(RING_CAP)));
-    let b = Arc::new(Barrier::new(2));
-    let (q2, b2) = (q.clone(), b.clone());
-    let prod = std::thread::spawn(move || {
-        pin(0);
-        b2.wait();
-        let t0 = now_ns();
-        for v in 0..n {
-            loop {
-                let mut g = q2.lock().unwrap();
-                if g.len() < RING_CAP {
-                    g.push_back(v);
-                    break;
-                }
-                drop(g);
-                std::hint::spin_loop();
+    let q2 = q.clone();
+    spsc_threads(
+        n,
+        move |v| {
+            let mut g = q2.lock().unwrap_or_else(|p| p.into_inner());
+            let room = g.len() < RING_CAP;
+            if room {
+                g.push_back(v);
             }
-        }
-        t0
-    });
-    let cons = std::thread::spawn(move || {
-        pin(1);
-        b.wait();
-        let mut got = 0u64;
-        while got < n {
-            if q.lock().unwrap().pop_front().is_some() {
-                got += 1;
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-        now_ns()
-    });
-    let t0 = prod.join().map_err(|_| "producer panicked")?;
-    let end = cons.join().map_err(|_| "consumer panicked")?;
-    Ok(n as f64 / ((end - t0) as f64 / 1e9))
+            room
+        },
+        move || q.lock().unwrap_or_else(|p| p.into_inner()).pop_front(),
+    )
 }
 
 pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
