@@ -451,7 +451,7 @@ impl SegmentObject for SharedAccumulator {
     const KIND: Kind = Kind::Accumulator;
     type Params = usize;
     fn elem() -> ElemDesc {
-        ElemDesc::of::<Stripe>()
+        ElemDesc::internal::<Stripe>("shmkit.Stripe")
     }
     fn len_of(&stripes: &usize) -> Result<u64> {
         if stripes == 0 || stripes > 1 << 16 {
