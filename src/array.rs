@@ -283,7 +283,7 @@ impl<T: Element> Deref for SharedArray<T> {
     }
 }
 
-fn init_lock(seg: &Segment) -> Result<()> {
+pub(crate) fn init_lock(seg: &Segment) -> Result<()> {
     // SAFETY: the body starts with LOCK_AREA bytes reserved for the lock,
     // 128-aligned, zeroed, not yet visible to any other process.
     unsafe { &*(seg.body_ptr() as *const LockArea) }.init()

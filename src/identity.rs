@@ -498,6 +498,10 @@ macro_rules! record {
                 ),*],
             );
         }
+
+        // Evaluate the identity now, so a bad name fails the build even
+        // where the type is never stored.
+        const _: &$crate::identity::TypeInfo = <$ty as $crate::ShmType>::TYPE;
     };
 }
 

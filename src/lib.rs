@@ -27,6 +27,7 @@ pub mod admin;
 pub mod array;
 pub mod lock;
 pub mod pipe;
+pub mod record_array;
 pub mod segment;
 
 /// The crate shmkit's payload traits come from, re-exported so that your
@@ -70,4 +71,5 @@ pub use sync::Ordering;
 
 pub use array::{ArrayGuard, SharedAccumulator, SharedArray, SharedValue};
 pub use lock::{LockError, LockGuard, ShmLock};
+pub use record_array::RecordArray;
 pub use segment::{CreateOptions, OpenOptions, Segment};

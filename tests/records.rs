@@ -1,0 +1,138 @@
+//! `RecordArray<T>`: records of every alignment copied in and out whole,
+//! bounds, the identity check, the shared layout with `SharedArray`, and
+//! read-modify-writes under the lock from several threads.
+
+mod common;
+
+use common::Cleanup;
+use shmkit::{Error, Ordering, RecordArray, SharedArray};
+
+shmkit::record! {
+    #[name = "test.Wide/1"]
+    #[derive(Debug, PartialEq)]
+    pub struct Wide { pub a: u64, pub b: f64, pub c: [u32; 2] }
+}
+
+shmkit::record! {
+    #[name = "test.Narrow/1"]
+    #[derive(Debug, PartialEq)]
+    pub struct Narrow { pub x: u16, pub y: [u8; 4] }
+}
+
+#[test]
+fn records_of_every_alignment_round_trip() {
+    let c = Cleanup::new("rec-wide");
+    let w = RecordArray::<Wide>::create(c.name(), 3).unwrap();
+    assert_eq!(w.len(), 3);
+    assert_eq!(
+        w.get(1),
+        Some(Wide {
+            a: 0,
+            b: 0.0,
+            c: [0; 2]
+        })
+    );
+    let v = Wide {
+        a: u64::MAX,
+        b: -1.5,
+        c: [7, 8],
+    };
+    w.set(1, v).unwrap();
+    let again = RecordArray::<Wide>::open(c.name()).unwrap();
+    assert_eq!(again.get(1), Some(v));
+    assert_eq!(again.to_vec()[1], v);
+
+    let c2 = Cleanup::new("rec-narrow");
+    let n = RecordArray::<Narrow>::create_from(
+        c2.name(),
+        &[
+            Narrow { x: 1, y: *b"abcd" },
+            Narrow {
+                x: 65535,
+                y: [9; 4],
+            },
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        n.get(1),
+        Some(Narrow {
+            x: 65535,
+            y: [9; 4]
+        })
+    );
+
+    let c3 = Cleanup::new("rec-bytes");
+    let b = RecordArray::<[u8; 3]>::create_from(c3.name(), &[*b"xyz", *b"abc"]).unwrap();
+    assert_eq!(b.to_vec(), [*b"xyz", *b"abc"]);
+}
+
+#[test]
+fn bounds_and_lengths_are_errors_with_the_numbers() {
+    let c = Cleanup::new("rec-bounds");
+    let w = RecordArray::<Wide>::create(c.name(), 2).unwrap();
+    assert_eq!(w.get(2), None);
+    let v = Wide {
+        a: 1,
+        b: 1.0,
+        c: [1; 2],
+    };
+    assert_eq!(
+        w.set(2, v).unwrap_err().to_string(),
+        "invalid argument: record index 2 is past the end of a record array of 2"
+    );
+    let e = RecordArray::<Wide>::create(&common::unique("rec0"), 0).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid argument: a record array needs at least 1 record, not 0"
+    );
+}
+
+#[test]
+fn another_record_type_is_refused() {
+    let c = Cleanup::new("rec-type");
+    let _w = RecordArray::<Wide>::create(c.name(), 2).unwrap();
+    let e = RecordArray::<Narrow>::open(c.name()).unwrap_err();
+    assert!(matches!(e, Error::WrongElementType { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(
+        e.contains("holds elements of type test.Wide/1 (24 bytes, align 8)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("asked for as test.Narrow/1 (6 bytes, align 2): { x: u16 @0, y: [u8; 4] @2 }"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_record_array_of_u64_is_a_shared_array_of_u64() {
+    let c = Cleanup::new("rec-u64");
+    let r = RecordArray::<u64>::create_from(c.name(), &[1, 2, 3]).unwrap();
+    let s = SharedArray::<u64>::open(c.name()).unwrap();
+    s[1].fetch_add(40, Ordering::Relaxed);
+    assert_eq!(r.to_vec(), [1, 42, 3]);
+}
+
+#[test]
+fn locked_read_modify_writes_lose_nothing() {
+    let c = Cleanup::new("rec-lock");
+    let arr = RecordArray::<Wide>::create(c.name(), 1).unwrap();
+    const PER: u64 = 500;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mine = RecordArray::<Wide>::open(c.name()).unwrap();
+                for _ in 0..PER {
+                    let _held = mine.lock().map_err(|e| e.to_string()).unwrap();
+                    let mut w = mine.get(0).unwrap();
+                    w.a += 1;
+                    w.c[0] += 2;
+                    mine.set(0, w).unwrap();
+                }
+            });
+        }
+    });
+    let w = arr.get(0).unwrap();
+    assert_eq!((w.a, w.c[0]), (2 * PER, 4 * PER as u32));
+}
