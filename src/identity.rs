@@ -367,6 +367,13 @@ impl TypeInfo {
     }
 }
 
+/// The tag of a serialised message (`serde` feature) whose type is named
+/// `name`.
+#[cfg(feature = "serde")]
+pub(crate) fn serde_tag(name: &str) -> u64 {
+    fnv_str(fnv_str(FNV_OFFSET, "serde"), name)
+}
+
 /// The layout fingerprint of a pair stored together (a map's key and
 /// value), from both types' names and layouts.
 pub(crate) fn pair_fingerprint(a: &TypeInfo, b: &TypeInfo, size: usize, align: usize) -> u64 {

@@ -202,6 +202,74 @@ impl Connection {
         decode_value(&self.buf)
     }
 
+    /// Send any `Serialize` value (`serde` feature), named by its Rust type
+    /// name, waiting while the other end's buffer is full. See
+    /// [`crate::ring::message`] and the ring's `push_serde` for the format;
+    /// programs built apart should name the type with
+    /// [`send_serde_as`](Self::send_serde_as).
+    #[cfg(feature = "serde")]
+    pub fn send_serde<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SendError> {
+        self.send_serde_as(std::any::type_name::<T>(), value)
+    }
+
+    /// Send any `Serialize` value (`serde` feature) with the type name
+    /// `name`, which the receiver checks. A value whose encoding is longer
+    /// than [`max_message_len`](Self::max_message_len) is
+    /// `SendError::TooLarge`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "serde")] {
+    /// use shmkit::pipe::Pipe;
+    /// let pipe = Pipe::create_anonymous(8)?;
+    /// let (mut a, mut b) = (pipe.end_a()?, pipe.end_b()?);
+    /// a.send_serde_as("demo.Job/1", &("resize", vec![640u32, 480]))?;
+    /// let (op, dims): (String, Vec<u32>) = b.recv_serde_as("demo.Job/1")?;
+    /// assert_eq!((op.as_str(), dims), ("resize", vec![640, 480]));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn send_serde_as<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), SendError> {
+        crate::ring::serde_msg::encode(name, value, &mut self.out)?;
+        self.tx.push_bytes(&self.out)
+    }
+
+    /// Receive a value sent with [`send_serde`](Self::send_serde) of the
+    /// same type (waits).
+    #[cfg(feature = "serde")]
+    pub fn recv_serde<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, PopError> {
+        self.recv_serde_as(std::any::type_name::<T>())
+    }
+
+    /// Receive a value sent with [`send_serde_as`](Self::send_serde_as)
+    /// under `name` (waits): another name is `PopError::WrongType`, a value
+    /// that does not decode `PopError::Decode`.
+    #[cfg(feature = "serde")]
+    pub fn recv_serde_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &str,
+    ) -> Result<T, PopError> {
+        self.rx.pop_bytes_into_until(&mut self.buf, None)?;
+        crate::ring::serde_msg::decode(name, &self.buf)
+    }
+
+    /// [`recv_serde_as`](Self::recv_serde_as), waiting at most `timeout`.
+    #[cfg(feature = "serde")]
+    pub fn recv_serde_as_timeout<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<T, PopError> {
+        let deadline = std::time::Instant::now() + timeout;
+        self.rx
+            .pop_bytes_into_until(&mut self.buf, Some(deadline))?;
+        crate::ring::serde_msg::decode(name, &self.buf)
+    }
+
     /// Send a byte message of up to [`max_message_len`](Self::max_message_len)
     /// bytes, waiting while the other end's buffer is full.
     pub fn send_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {

@@ -92,6 +92,8 @@ mod error;
 pub mod message;
 mod producer;
 mod registry;
+#[cfg(feature = "serde")]
+pub mod serde_msg;
 mod wait;
 
 pub use consumer::{Consumer, Iter, TryIter};
