@@ -163,6 +163,8 @@ impl<T: ShmType> RecordArray<T> {
         let rec = self.record_ptr(i);
         let mut out = T::zeroed();
         let bytes = bytemuck::bytes_of_mut(&mut out);
+        // Acquire: pairs with the Release stores of `set`, so a record read
+        // after a lock (or any other Acquire) sees what was written before.
         match align_of::<T>() {
             1 => copy_as!(AtomicU8, 1, rec, bytes, load Ordering::Acquire),
             2 => copy_as!(AtomicU16, 2, rec, bytes, load Ordering::Acquire),
@@ -185,6 +187,7 @@ impl<T: ShmType> RecordArray<T> {
         }
         let rec = self.record_ptr(i);
         let bytes = bytemuck::bytes_of(&record);
+        // Release: pairs with the Acquire loads of `get`.
         match align_of::<T>() {
             1 => copy_as!(AtomicU8, u8, 1, rec, bytes, store Ordering::Release),
             2 => copy_as!(AtomicU16, u16, 2, rec, bytes, store Ordering::Release),

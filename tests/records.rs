@@ -1,11 +1,40 @@
 //! `RecordArray<T>`: records of every alignment copied in and out whole,
-//! bounds, the identity check, the shared layout with `SharedArray`, and
-//! read-modify-writes under the lock from several threads.
+//! bounds, the identity check, the shared layout with `SharedArray`,
+//! read-modify-writes under the lock from several threads, and whole
+//! records under the lock across processes.
+#![cfg(not(shmkit_loom))]
 
 mod common;
 
-use common::Cleanup;
+use common::{Cleanup, Reaper, child_command, child_role};
 use shmkit::{Error, Ordering, RecordArray, SharedArray};
+
+const ENTRY: &str = "child_entry";
+/// Records the child writes, 1 to ROUNDS.
+const ROUNDS: u64 = 2_000;
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    let name = std::env::var("SHMKIT_NAME").unwrap();
+    let arr = RecordArray::<Wide>::open(&name).unwrap();
+    match role.as_str() {
+        // Write record 0 as (k, k, [k, k]) for k = 1..=ROUNDS, each under
+        // the lock.
+        "writer" => {
+            for k in 1..=ROUNDS {
+                let _held = arr.lock().map_err(|e| e.to_string()).unwrap();
+                let w = Wide {
+                    a: k,
+                    b: k as f64,
+                    c: [k as u32; 2],
+                };
+                arr.set(0, w).unwrap();
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
 
 shmkit::record! {
     #[name = "test.Wide/1"]
@@ -135,4 +164,30 @@ fn locked_read_modify_writes_lose_nothing() {
     });
     let w = arr.get(0).unwrap();
     assert_eq!((w.a, w.c[0]), (2 * PER, 4 * PER as u32));
+}
+
+#[test]
+fn records_read_under_the_lock_are_whole_across_processes() {
+    let c = Cleanup::new("rec-mp");
+    let arr = RecordArray::<Wide>::create(c.name(), 1).unwrap();
+    let child = child_command(ENTRY, "writer")
+        .env("SHMKIT_NAME", c.name())
+        .spawn()
+        .unwrap();
+    let child = Reaper(Some(child));
+    let (mut last, mut reads) = (0, 0u64);
+    while last < ROUNDS {
+        let w = {
+            let _held = arr.lock().map_err(|e| e.to_string()).unwrap();
+            arr.get(0).unwrap()
+        };
+        // Whole: every field from the same write.
+        assert_eq!((w.b, w.c), (w.a as f64, [w.a as u32; 2]), "torn: {w:?}");
+        assert!(w.a >= last, "went back from {last} to {}", w.a);
+        last = w.a;
+        reads += 1;
+        // Bounded: the writer finishes ROUNDS writes, or the test fails.
+        assert!(reads < 50_000_000, "the writer stopped at {last}");
+    }
+    child.wait_ok();
 }
