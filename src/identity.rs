@@ -423,7 +423,8 @@ impl<const N: usize> ShmType for crate::map::FixedStr<N> {
 /// and the struct must have no padding: add explicit `_pad: [u8; N]` fields
 /// where `#[repr(C)]` would insert some. Both are checked at compile time.
 /// Other attributes (`#[derive(Debug, PartialEq)]`, doc comments) go
-/// through to the struct.
+/// through to the struct; `#[name]` comes right after the doc comment,
+/// before them.
 ///
 /// ```
 /// shmkit::record! {
