@@ -92,6 +92,8 @@ pub struct TypeInfo {
     size: usize,
     align: usize,
     fields: &'static [Field],
+    /// A number (`u8` .. `f64`): one atomic access of its size copies it.
+    scalar: bool,
     /// Hash of the name, for the fingerprints of types that contain this one.
     name_hash: u64,
     /// The layout fingerprint (see [`TypeInfo::fingerprint`]).
@@ -184,6 +186,7 @@ impl TypeInfo {
             size,
             align,
             fields: &[],
+            scalar: true,
             name_hash: fnv_str(FNV_OFFSET, name),
             layout,
         }
@@ -222,6 +225,7 @@ impl TypeInfo {
             size,
             align,
             fields: &[],
+            scalar: false,
             name_hash: fnv_str(FNV_OFFSET, name),
             layout,
         }
@@ -264,6 +268,7 @@ impl TypeInfo {
             size,
             align,
             fields,
+            scalar: false,
             name_hash: fnv_str(FNV_OFFSET, name),
             layout,
         }
@@ -281,6 +286,7 @@ impl TypeInfo {
             size,
             align,
             fields: &[],
+            scalar: false,
             name_hash: fnv_u64(
                 fnv_u64(fnv_str(FNV_OFFSET, "["), elem.name_hash),
                 len as u64,
@@ -301,6 +307,7 @@ impl TypeInfo {
             size,
             align,
             fields: &[],
+            scalar: false,
             name_hash,
             layout,
         }
@@ -323,6 +330,11 @@ impl TypeInfo {
     /// `align_of` the type.
     pub fn align(&self) -> usize {
         self.align
+    }
+
+    /// Whether it is a number (`u8` .. `f64`, `usize`, `isize`).
+    pub fn is_scalar(&self) -> bool {
+        self.scalar
     }
 
     /// A record's fields in declaration order; empty for other types.

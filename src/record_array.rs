@@ -21,21 +21,44 @@
 //!
 //! # What a concurrent reader sees
 //!
-//! A record is copied as a run of atomic words, each as wide as the
-//! record's alignment (at most 8 bytes): no undefined behaviour whatever
+//! A record is copied as a run of atomic accesses: one per number field
+//! (its own size), and arrays and other byte runs in the widest aligned
+//! accesses (at most 8 bytes). So there is no undefined behaviour whatever
 //! other processes do at the same time. But a record is not one atomic
 //! value: a [`get`](RecordArray::get) that races a [`set`](RecordArray::set)
-//! of the same record can return some words of the old record and some of
-//! the new one (fields from two updates). When readers need a record
-//! consistent as a whole, either take the array's [`lock`](RecordArray::lock)
-//! around the writes and the reads, or keep the record in a `SharedCell`
-//! (a seqlock: lock-free consistent snapshots).
+//! of the same record can return some fields of the old record and some of
+//! the new one. When readers need a record consistent as a whole, either
+//! take the array's [`lock`](RecordArray::lock) around the writes and the
+//! reads, or keep the record in a `SharedCell` (a seqlock: lock-free
+//! consistent snapshots).
 //!
-//! There is no per-field atomic access (`arr.qty(i).fetch_add(..)`): a
-//! field's own atomic would race the whole-record copies with accesses of
-//! another size, which Rust's memory model does not allow for writes. Use
-//! a [`SharedArray`](crate::SharedArray) of the field's type for a counter
-//! that needs `fetch_add`.
+//! # Per-field atomics
+//!
+//! A number field of a record (not an element of an array field) is also an
+//! [`Atomic`] cell of its own, with `fetch_add` and friends:
+//! [`field`](RecordArray::field) checks against the record's description
+//! that a field of that type starts at that offset. Because the copies
+//! touch that field with an access of the same size, mixing the two is
+//! allowed by Rust's memory model (racing atomic writes of different sizes
+//! to the same bytes would not be). A `set` racing a `fetch_add` on the same
+//! record: one of them lands last for that field (the add may be lost);
+//! use the lock when that matters.
+//!
+//! ```
+//! shmkit::record! {
+//!     #[name = "demo.Worker/1"]
+//!     pub struct Worker { pub pid: u32, pub done: u32, pub busy_ns: u64 }
+//! }
+//! use shmkit::{Ordering, RecordArray};
+//! use std::mem::offset_of;
+//! let workers = RecordArray::<Worker>::create_anonymous(4)?;
+//! let done = workers.field::<u32>(1, offset_of!(Worker, done))?;
+//! done.fetch_add(3, Ordering::Relaxed); // lock-free, from any process
+//! assert_eq!(workers.get(1).map(|w| w.done), Some(3));
+//! // Another type, or an offset that is not a field's start: refused.
+//! assert!(workers.field::<u64>(1, offset_of!(Worker, done)).is_err());
+//! # Ok::<(), shmkit::Error>(())
+//! ```
 //!
 //! The layout is an array's (a lock, then the records back to back), so
 //! `RecordArray<u64>` and `SharedArray<u64>` open each other's segments.
@@ -45,9 +68,10 @@
 use std::marker::PhantomData;
 
 use crate::array::{array_body, init_lock};
+use crate::cell::{Atomic, Element};
 use crate::error::{Error, Result};
 use crate::header::{ElemDesc, HeaderInfo, Kind};
-use crate::identity::ShmType;
+use crate::identity::{ShmType, TypeInfo};
 use crate::lock::{LOCK_AREA, LockArea, LockError, LockGuard};
 use crate::object::{SegmentObject, object_api};
 use crate::segment::Segment;
@@ -59,6 +83,8 @@ use crate::sync::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 pub struct RecordArray<T: ShmType> {
     seg: Segment,
     len: usize,
+    /// How one record is copied ([`plan`]).
+    plan: Box<[Access]>,
     _elem: PhantomData<T>,
 }
 
@@ -88,6 +114,7 @@ impl<T: ShmType> SegmentObject for RecordArray<T> {
         RecordArray {
             seg,
             len,
+            plan: plan::<T>(),
             _elem: PhantomData,
         }
     }
@@ -98,27 +125,85 @@ impl<T: ShmType> SegmentObject for RecordArray<T> {
 
 object_api!(impl [T: ShmType] RecordArray<T>, "record array", (len: usize), open_with);
 
-/// Copy `size_of::<T>() / W` atomics of width `W` between a record in shared
-/// memory and a local value, for each width a record's alignment can give.
-macro_rules! copy_as {
-    ($atom:ty, $w:literal, $rec:expr, $bytes:expr, load $o:expr) => {
-        for (i, chunk) in $bytes.chunks_exact_mut($w).enumerate() {
-            // SAFETY: the record is aligned to at least $w (T's alignment,
-            // and the body is 128-aligned), its size a multiple of $w, so
-            // each chunk is an aligned $w-byte atomic inside it.
-            let a = unsafe { &*($rec.add(i * $w) as *const $atom) };
-            chunk.copy_from_slice(&a.load($o).to_ne_bytes());
+/// One atomic access of a record copy: `width` bytes (1, 2, 4 or 8) at
+/// `offset` from the record's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Access {
+    offset: usize,
+    width: usize,
+}
+
+/// How a record of `T` is copied: one access per scalar field of a record
+/// (so that a field's own atomic, see `field`, and the copies touch its
+/// bytes with the same size), every other run of bytes (arrays, opaque
+/// types) in the widest accesses its alignment allows. Falls back to
+/// uniform accesses if the type's description does not tile the record
+/// (a hand-written `TypeInfo` that is wrong).
+fn plan<T: ShmType>() -> Box<[Access]> {
+    let (size, a) = (size_of::<T>(), align_of::<T>().min(8));
+    let mut out = Vec::new();
+    walk(T::TYPE, 0, a, &mut out);
+    out.sort_by_key(|x| x.offset);
+    let mut next = 0;
+    let tiles = out.iter().all(|x| {
+        let ok = x.offset == next && x.width <= a && x.offset.is_multiple_of(x.width);
+        next = x.offset.saturating_add(x.width);
+        ok
+    }) && next == size;
+    if !tiles {
+        out = chunks(0, size, a);
+    }
+    out.into_boxed_slice()
+}
+
+/// The accesses of a value of type `ty` at `base` in a record whose start
+/// is aligned to `a` (at most 8).
+fn walk(ty: &TypeInfo, base: usize, a: usize, out: &mut Vec<Access>) {
+    let size = ty.size();
+    let end = base.saturating_add(size);
+    if ty.is_scalar() && size <= a && matches!(size, 1 | 2 | 4 | 8) && base.is_multiple_of(size) {
+        out.push(Access {
+            offset: base,
+            width: size,
+        });
+    } else if !ty.fields().is_empty() {
+        for f in ty.fields() {
+            walk(f.ty(), base.saturating_add(f.offset()), a, out);
         }
-    };
-    ($atom:ty, $int:ty, $w:literal, $rec:expr, $bytes:expr, store $o:expr) => {
-        for (i, chunk) in $bytes.chunks_exact($w).enumerate() {
-            // SAFETY: as for the loads.
-            let a = unsafe { &*($rec.add(i * $w) as *const $atom) };
-            // `chunks_exact` hands out exactly $w bytes: the conversion holds.
-            let word = <[u8; $w]>::try_from(chunk).map_or(0, <$int>::from_ne_bytes);
-            a.store(word, $o);
+    } else {
+        out.extend(chunks(base, end, a));
+    }
+}
+
+/// `[start, end)` in the widest accesses that are aligned (to at most `a`)
+/// and fit.
+fn chunks(start: usize, end: usize, a: usize) -> Vec<Access> {
+    let mut out = Vec::new();
+    let mut p = start;
+    while p < end {
+        let width = [8, 4, 2, 1]
+            .into_iter()
+            .find(|&w| w <= a && p.is_multiple_of(w) && p + w <= end)
+            .unwrap_or(1);
+        out.push(Access { offset: p, width });
+        p += width;
+    }
+    out
+}
+
+/// The scalar field of a record of type `ty` that starts at byte `offset`
+/// (looking into nested records, not into arrays).
+fn scalar_field_at(ty: &TypeInfo, offset: usize) -> Option<&'static TypeInfo> {
+    ty.fields().iter().find_map(|f| {
+        let inside = offset.checked_sub(f.offset())?;
+        if inside >= f.ty().size() {
+            None
+        } else if inside == 0 && f.ty().is_scalar() {
+            Some(f.ty())
+        } else {
+            scalar_field_at(f.ty(), inside)
         }
-    };
+    })
 }
 
 impl<T: ShmType> RecordArray<T> {
@@ -163,13 +248,14 @@ impl<T: ShmType> RecordArray<T> {
         let rec = self.record_ptr(i);
         let mut out = T::zeroed();
         let bytes = bytemuck::bytes_of_mut(&mut out);
-        // Acquire: pairs with the Release stores of `set`, so a record read
-        // after a lock (or any other Acquire) sees what was written before.
-        match align_of::<T>() {
-            1 => copy_as!(AtomicU8, 1, rec, bytes, load Ordering::Acquire),
-            2 => copy_as!(AtomicU16, 2, rec, bytes, load Ordering::Acquire),
-            4 => copy_as!(AtomicU32, 4, rec, bytes, load Ordering::Acquire),
-            _ => copy_as!(AtomicU64, 8, rec, bytes, load Ordering::Acquire),
+        for &acc in self.plan.iter() {
+            let dst = &mut bytes[acc.offset..acc.offset + acc.width];
+            // SAFETY: the plan tiles the record with accesses aligned to
+            // their width (checked in `plan`) and the record (i < len,
+            // checked above) starts aligned to T's alignment (the body is
+            // 128-aligned, records are T-sized), so each access is an
+            // aligned atomic inside the live mapping.
+            unsafe { load(rec, acc, dst) };
         }
         Some(out)
     }
@@ -187,14 +273,49 @@ impl<T: ShmType> RecordArray<T> {
         }
         let rec = self.record_ptr(i);
         let bytes = bytemuck::bytes_of(&record);
-        // Release: pairs with the Acquire loads of `get`.
-        match align_of::<T>() {
-            1 => copy_as!(AtomicU8, u8, 1, rec, bytes, store Ordering::Release),
-            2 => copy_as!(AtomicU16, u16, 2, rec, bytes, store Ordering::Release),
-            4 => copy_as!(AtomicU32, u32, 4, rec, bytes, store Ordering::Release),
-            _ => copy_as!(AtomicU64, u64, 8, rec, bytes, store Ordering::Release),
+        for &acc in self.plan.iter() {
+            let src = &bytes[acc.offset..acc.offset + acc.width];
+            // SAFETY: as in `get`.
+            unsafe { store(rec, acc, src) };
         }
         Ok(())
+    }
+
+    /// The number field of record `i` that starts at byte `offset` (use
+    /// `std::mem::offset_of!`), as an atomic cell: see the [module
+    /// docs](self). `InvalidArgument` if `i` is past the end, or if the
+    /// record has no field of type `U` starting there (fields inside array
+    /// fields are not cells).
+    pub fn field<U: Element>(&self, i: usize, offset: usize) -> Result<&Atomic<U>> {
+        if i >= self.len {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "record index {i} is past the end of a record array of {}",
+                    self.len
+                ),
+            });
+        }
+        let found = scalar_field_at(T::TYPE, offset);
+        let own = self.plan.contains(&Access {
+            offset,
+            width: size_of::<U>(),
+        });
+        if found.is_none_or(|t| t != U::TYPE) || !own {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "record {} has no {} field starting at byte {offset}: its fields are {}",
+                    T::TYPE.name(),
+                    U::TYPE.name(),
+                    T::TYPE.describe()
+                ),
+            });
+        }
+        // SAFETY: a field of type U starts at `offset` of record i (checked
+        // against T's description just above), is accessed by the copies
+        // with one access of U's size (in the plan), and is aligned (the
+        // plan's accesses are); Atomic<U> has U's size and alignment and
+        // all access to it is atomic. It lives as long as `self.seg`.
+        Ok(unsafe { &*(self.record_ptr(i).add(offset) as *const Atomic<U>) })
     }
 
     /// Copy out every record, one [`get`](Self::get) each.
@@ -241,5 +362,115 @@ impl<T: ShmType> RecordArray<T> {
     /// The segment underneath: its name and validated header copy.
     pub fn segment(&self) -> &Segment {
         &self.seg
+    }
+}
+
+/// Copy access `acc` of the record at `rec` into `dst` (`acc.width`
+/// bytes). Acquire: pairs with the Release stores of [`store`] (from `set`)
+/// and with the field cells' writers, so a record read after a lock (or
+/// any other Acquire) sees what was written before it.
+///
+/// # Safety
+/// `rec + acc.offset` must be aligned to `acc.width` (1, 2, 4 or 8) inside
+/// a live mapping whose bytes there are only accessed atomically, with that
+/// width.
+unsafe fn load(rec: *mut u8, acc: Access, dst: &mut [u8]) {
+    // SAFETY: the caller's promise.
+    let p = unsafe { rec.add(acc.offset) };
+    let o = Ordering::Acquire;
+    // SAFETY: in each arm `p` is an aligned atomic of that width (the
+    // caller's promise).
+    unsafe {
+        match acc.width {
+            8 => dst.copy_from_slice(&(*(p as *const AtomicU64)).load(o).to_ne_bytes()),
+            4 => dst.copy_from_slice(&(*(p as *const AtomicU32)).load(o).to_ne_bytes()),
+            2 => dst.copy_from_slice(&(*(p as *const AtomicU16)).load(o).to_ne_bytes()),
+            _ => dst.copy_from_slice(&(*(p as *const AtomicU8)).load(o).to_ne_bytes()),
+        }
+    }
+}
+
+/// Copy `src` (`acc.width` bytes) into access `acc` of the record at `rec`.
+/// Release: pairs with the Acquire loads of [`load`] (from `get`).
+///
+/// # Safety
+/// As for [`load`].
+unsafe fn store(rec: *mut u8, acc: Access, src: &[u8]) {
+    // SAFETY: the caller's promise.
+    let p = unsafe { rec.add(acc.offset) };
+    let o = Ordering::Release;
+    // SAFETY: as in `load`.
+    unsafe {
+        match acc.width {
+            8 => (*(p as *const AtomicU64)).store(u64::from_ne_bytes(word(src)), o),
+            4 => (*(p as *const AtomicU32)).store(u32::from_ne_bytes(word(src)), o),
+            2 => (*(p as *const AtomicU16)).store(u16::from_ne_bytes(word(src)), o),
+            _ => (*(p as *const AtomicU8)).store(u8::from_ne_bytes(word(src)), o),
+        }
+    }
+}
+
+/// `src` (exactly N bytes, from a plan access of width N) as an array.
+fn word<const N: usize>(src: &[u8]) -> [u8; N] {
+    let mut w = [0u8; N];
+    w.copy_from_slice(src);
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::record! {
+        #[name = "t.Tick/1"]
+        #[allow(dead_code)]
+        struct Tick { px: f64, qty: u32, side: u8, pad: [u8; 3] }
+    }
+
+    crate::record! {
+        #[name = "t.Outer/1"]
+        #[allow(dead_code)]
+        struct Outer { tag: u16, bytes: [u8; 6], inner: Tick, n: [u32; 2] }
+    }
+
+    fn accesses<T: ShmType>() -> Vec<(usize, usize)> {
+        plan::<T>().iter().map(|a| (a.offset, a.width)).collect()
+    }
+
+    #[test]
+    fn numbers_get_their_own_access_byte_runs_the_widest() {
+        assert_eq!(
+            accesses::<Tick>(),
+            [(0, 8), (8, 4), (12, 1), (13, 1), (14, 2)]
+        );
+        assert_eq!(
+            accesses::<Outer>(),
+            [
+                (0, 2),
+                (2, 2),
+                (4, 4),
+                (8, 8),
+                (16, 4),
+                (20, 1),
+                (21, 1),
+                (22, 2),
+                (24, 8)
+            ]
+        );
+        assert_eq!(accesses::<[u8; 3]>(), [(0, 1), (1, 1), (2, 1)]);
+        assert_eq!(accesses::<u128>(), [(0, 8), (8, 8)]);
+    }
+
+    #[test]
+    fn fields_are_found_by_offset_and_type() {
+        let at = |off| scalar_field_at(Outer::TYPE, off).map(|t| t.name());
+        assert_eq!(at(0).as_deref(), Some("u16"));
+        assert_eq!(at(8).as_deref(), Some("f64"));
+        assert_eq!(at(16).as_deref(), Some("u32"));
+        assert_eq!(at(20).as_deref(), Some("u8"));
+        assert_eq!(at(2), None, "inside an array");
+        assert_eq!(at(9), None, "inside a field");
+        assert_eq!(at(24), None, "an array field");
+        assert_eq!(at(99), None);
     }
 }

@@ -191,3 +191,63 @@ fn records_read_under_the_lock_are_whole_across_processes() {
     }
     child.wait_ok();
 }
+
+shmkit::record! {
+    #[name = "test.Worker/1"]
+    #[derive(Debug, PartialEq)]
+    pub struct Worker { pub pid: u32, pub done: u32, pub load: f64, pub hist: [u16; 4] }
+}
+
+#[test]
+fn number_fields_are_atomic_cells() {
+    use std::mem::offset_of;
+    let c = Cleanup::new("rec-field");
+    let arr = RecordArray::<Worker>::create(c.name(), 2).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mine = RecordArray::<Worker>::open(c.name()).unwrap();
+                let done = mine.field::<u32>(1, offset_of!(Worker, done)).unwrap();
+                let load = mine.field::<f64>(1, offset_of!(Worker, load)).unwrap();
+                for _ in 0..1000 {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    load.fetch_add(0.5, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let w = arr.get(1).unwrap();
+    assert_eq!((w.done, w.load, w.pid), (2000, 1000.0, 0));
+    assert_eq!(
+        arr.get(0),
+        Some(Worker {
+            pid: 0,
+            done: 0,
+            load: 0.0,
+            hist: [0; 4]
+        })
+    );
+}
+
+#[test]
+fn a_field_of_another_type_or_offset_is_refused_with_the_fields() {
+    use std::mem::offset_of;
+    let arr = RecordArray::<Worker>::create_anonymous(1).unwrap();
+    let fields = "test.Worker/1 (24 bytes, align 8): { pid: u32 @0, done: u32 @4, load: f64 @8, \
+                  hist: [u16; 4] @16 }";
+    let e = arr.field::<u64>(0, offset_of!(Worker, load)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "invalid argument: record test.Worker/1 has no u64 field starting at byte 8: its \
+             fields are {fields}"
+        )
+    );
+    // Inside a field, and an element of an array field: not cells.
+    assert!(arr.field::<u16>(0, 2).is_err());
+    assert!(arr.field::<u16>(0, offset_of!(Worker, hist)).is_err());
+    assert_eq!(
+        arr.field::<u32>(1, 0).unwrap_err().to_string(),
+        "invalid argument: record index 1 is past the end of a record array of 1"
+    );
+}
