@@ -115,3 +115,36 @@ fn scalars_are_told_apart_by_name() {
         "{e}"
     );
 }
+
+#[test]
+fn a_typed_message_of_another_layout_is_refused_not_reinterpreted() {
+    use shmkit::pipe::Pipe;
+    use shmkit::ring::PopError;
+    let pipe = Pipe::create_anonymous(4).unwrap();
+    let (mut a, mut b) = (pipe.end_a().unwrap(), pipe.end_b().unwrap());
+    a.send(&v1::Tick {
+        px: 1.0,
+        qty: 2,
+        side: 3,
+        _pad: [0; 3],
+    })
+    .unwrap();
+    assert_eq!(
+        b.recv::<moved::Reordered>().err(),
+        Some(PopError::WrongType {
+            found: "a message of type acme.Tick/1 with another layout".into(),
+            expected: "acme.Tick/1 (16 bytes, align 8): { px: f64 @0, side: u8 @8, \
+                       _pad: [u8; 3] @9, qty: u32 @12 }"
+                .into(),
+        })
+    );
+    a.send(&v1::Tick {
+        px: 1.0,
+        qty: 2,
+        side: 3,
+        _pad: [0; 3],
+    })
+    .unwrap();
+    let t = b.recv::<moved::Tick>().unwrap(); // the same record, declared elsewhere
+    assert_eq!((t.px, t.qty, t.side), (1.0, 2, 3));
+}

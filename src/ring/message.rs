@@ -293,21 +293,32 @@ pub(crate) fn split_identity(msg: &[u8]) -> Option<(u64, &[u8], &[u8])> {
 }
 
 /// The payload of a message that must carry identity `tag`; `WrongType`,
-/// naming what it carries and `expected()`, if it does not.
+/// naming what it carries and what `expected()` gives (the name, and the
+/// type as messages show it), if it does not.
 pub(crate) fn payload_of(
     msg: &[u8],
     tag: u64,
-    expected: impl FnOnce() -> String,
+    expected: impl FnOnce() -> (String, String),
 ) -> Result<&[u8], PopError> {
     match split_identity(msg) {
         Some((t, _, payload)) if t == tag => Ok(payload),
-        Some((_, name, _)) => Err(PopError::WrongType {
-            found: format!("a message of type {}", String::from_utf8_lossy(name)),
-            expected: expected(),
-        }),
+        Some((_, name, _)) => {
+            let (want_name, want) = expected();
+            let name = String::from_utf8_lossy(name);
+            // The same name with another tag: the sender's layout differs.
+            let other = if name == want_name {
+                " with another layout"
+            } else {
+                ""
+            };
+            Err(PopError::WrongType {
+                found: format!("a message of type {name}{other}"),
+                expected: want,
+            })
+        }
         None => Err(PopError::WrongType {
             found: format!("a byte message of {} bytes", msg.len()),
-            expected: expected(),
+            expected: expected().1,
         }),
     }
 }
@@ -321,7 +332,7 @@ pub(crate) fn encode_value<T: ShmType>(value: &T, out: &mut Vec<u8>) {
 
 /// The value a typed message of `T` carries.
 pub(crate) fn decode_value<T: ShmType>(msg: &[u8]) -> Result<T, PopError> {
-    let expected = || T::TYPE.describe();
+    let expected = || (T::TYPE.name(), T::TYPE.describe());
     let payload = payload_of(msg, T::TYPE.message_tag(), expected)?;
     // The tag matched, so a payload of another size is damage, not a type
     // mix-up.

@@ -65,7 +65,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 /// The value a message named `name` carries.
 pub(crate) fn decode<T: DeserializeOwned>(name: &str, msg: &[u8]) -> Result<T, PopError> {
     let payload = payload_of(msg, crate::identity::serde_tag(name), || {
-        format!("{name} (serialised)")
+        (name.to_owned(), format!("{name} (serialised)"))
     })?;
     match postcard::take_from_bytes::<T>(payload) {
         Ok((v, [])) => Ok(v),
