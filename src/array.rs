@@ -283,7 +283,7 @@ impl<T: Element> Deref for SharedArray<T> {
     }
 }
 
-fn init_lock(seg: &Segment) -> Result<()> {
+pub(crate) fn init_lock(seg: &Segment) -> Result<()> {
     // SAFETY: the body starts with LOCK_AREA bytes reserved for the lock,
     // 128-aligned, zeroed, not yet visible to any other process.
     unsafe { &*(seg.body_ptr() as *const LockArea) }.init()
@@ -451,7 +451,7 @@ impl SegmentObject for SharedAccumulator {
     const KIND: Kind = Kind::Accumulator;
     type Params = usize;
     fn elem() -> ElemDesc {
-        ElemDesc::of::<Stripe>()
+        ElemDesc::internal::<Stripe>("shmkit.Stripe")
     }
     fn len_of(&stripes: &usize) -> Result<u64> {
         if stripes == 0 || stripes > 1 << 16 {

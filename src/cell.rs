@@ -23,7 +23,15 @@ mod sealed {
 ///
 /// Sealed: the set is fixed so every process agrees on the layout.
 pub trait Element:
-    sealed::Sealed + Copy + PartialEq + PartialOrd + std::fmt::Debug + Send + Sync + 'static
+    sealed::Sealed
+    + crate::ShmType
+    + Copy
+    + PartialEq
+    + PartialOrd
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
 {
     /// The atomic that stores it.
     #[doc(hidden)]

@@ -104,15 +104,20 @@ pub enum Error {
         /// The kind the caller opened it as.
         expected: &'static str,
     },
-    /// The segment's elements are of another type.
+    /// The segment's elements are of another type: another name or another
+    /// layout (see [`ShmType`](crate::ShmType)).
     WrongElementType {
         /// The segment's name.
         name: String,
-        /// The header's element type: its (possibly shortened) Rust type
-        /// name and size, as `"u64 (8 bytes)"`.
+        /// The header's element type: its name, size, alignment and layout
+        /// fingerprint, as `"acme.Tick/1 (16 bytes, align 8), layout
+        /// 5f1c..."`.
         found: String,
-        /// The caller's element type, in the same form.
+        /// The caller's element type, in the same form, with a record's
+        /// fields and offsets.
         expected: String,
+        /// What differs and what to do, as a sentence.
+        advice: &'static str,
     },
     /// The segment has another number of elements than asked for.
     WrongLength {
@@ -315,10 +320,11 @@ impl fmt::Display for Error {
                 name,
                 found,
                 expected,
+                advice,
             } => write!(
                 f,
-                "segment {name:?} holds elements of type {found}, not {expected}: open it \
-                 with the element type it was created with"
+                "segment {name:?} holds elements of type {found}; they were asked for as \
+                 {expected}: {advice}"
             ),
             Error::WrongLength {
                 name,

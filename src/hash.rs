@@ -1,5 +1,5 @@
 //! 64-bit FNV-1a, the one hash shmkit stores in shared memory: element type
-//! fingerprints in the header and key hashes in the map. Both are on-disk
+//! fingerprints (`identity`, its own const copy) and key hashes in the map. Both are on-disk
 //! facts, so this function must never change. Nothing else lives here.
 
 /// 64-bit FNV-1a of `bytes`.

@@ -29,7 +29,7 @@
 //! [`Segment::info`](crate::Segment::info).
 
 use crate::error::{Error, Result};
-use crate::hash::fnv1a;
+use crate::identity::{ShmType, TypeInfo};
 use crate::process::ProcToken;
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Futex, Ordering};
 
@@ -43,7 +43,10 @@ pub(crate) const READY: u32 = 0x5245_4459;
 /// another version fails with [`Error::WrongVersion`].
 /// 2: the lock area holds shmkit's own lock (owner word + futex), not a
 /// glibc robust mutex.
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: the element identity is a [`ShmType`]'s: `elem_name` holds the first
+/// 32 bytes of its name (not the last of a Rust type path) and
+/// `elem_fingerprint` its layout fingerprint (not a hash of the type path).
+pub const LAYOUT_VERSION: u32 = 3;
 /// Size of the header; bodies start at or after it.
 pub(crate) const HEADER_SIZE: u64 = 256;
 /// Alignment of every body (fits `CachePadded`, which is 128 on x86-64).
@@ -105,53 +108,118 @@ impl Kind {
     }
 }
 
-/// Describes an element type well enough that two processes agree on it.
-/// An opener compares `size`, `align` and `fingerprint` with its own type's;
-/// any difference is [`Error::WrongElementType`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Describes an element type well enough that two processes agree on it:
+/// its identity ([`ShmType`]) as the header stores it. An opener compares
+/// `size`, `align`, `fingerprint` and the name with its own type's; any
+/// difference is [`Error::WrongElementType`], naming both sides.
+#[derive(Clone, Copy, Debug)]
 pub struct ElemDesc {
     /// `size_of` the element type in bytes; at least 1 in a valid header.
     pub size: u32,
     /// `align_of` the element type: a power of two, at most 128.
     pub align: u32,
-    /// FNV-1a of the Rust type name, mixed with size and alignment.
+    /// The type's layout fingerprint ([`TypeInfo::fingerprint`]).
     pub fingerprint: u64,
-    /// The last 32 bytes of the type name, zero-padded (see [`ElemDesc::name`]).
+    /// The type's name, zero-padded; the first 32 bytes of a longer one
+    /// (see [`ElemDesc::name`]).
     name: [u8; NAME_BYTES],
+    /// The whole identity, for messages; `None` when read from a header.
+    ty: Option<&'static TypeInfo>,
 }
 
+/// Two descriptions are equal when the header would store the same: the
+/// full [`TypeInfo`] a local one carries is only for messages.
+impl PartialEq for ElemDesc {
+    fn eq(&self, other: &Self) -> bool {
+        (self.size, self.align, self.fingerprint, self.name)
+            == (other.size, other.align, other.fingerprint, other.name)
+    }
+}
+
+impl Eq for ElemDesc {}
+
 impl ElemDesc {
-    /// The description of `T`. The fingerprint uses `std::any::type_name`,
-    /// which is stable for one compiler: processes built by different
-    /// compilers may disagree, and then get `WrongElementType`, not garbage.
-    pub fn of<T: 'static>() -> Self {
-        let full = std::any::type_name::<T>();
-        let hash = fnv1a(
-            full.bytes()
-                .chain((size_of::<T>() as u64).to_le_bytes())
-                .chain((align_of::<T>() as u64).to_le_bytes()),
+    /// The description of `T`: its [`ShmType`] name and fingerprint, and
+    /// its size and alignment as the compiler lays it out.
+    pub fn of<T: ShmType>() -> Self {
+        let ty = T::TYPE;
+        let mut d = Self::named(
+            &ty.name(),
+            size_of::<T>(),
+            align_of::<T>(),
+            ty.fingerprint(),
         );
-        let mut name = [0u8; NAME_BYTES];
-        // Keep the tail of long paths: `my_crate::Tick` beats `my_crate::mo`.
-        let bytes = full.as_bytes();
-        let start = bytes.len().saturating_sub(NAME_BYTES);
-        name[..bytes.len() - start].copy_from_slice(&bytes[start..]);
+        d.ty = Some(ty);
+        d
+    }
+
+    /// A description from its parts (shmkit's own structures, a map's key
+    /// and value pair); names longer than 32 bytes keep their first 32.
+    pub(crate) fn named(name: &str, size: usize, align: usize, fingerprint: u64) -> Self {
+        let mut stored = [0u8; NAME_BYTES];
+        let bytes = &name.as_bytes()[..name.len().min(NAME_BYTES)];
+        stored[..bytes.len()].copy_from_slice(bytes);
         ElemDesc {
-            size: size_of::<T>() as u32,
-            align: align_of::<T>() as u32,
-            fingerprint: hash,
-            name,
+            size: size as u32,
+            align: align as u32,
+            fingerprint,
+            name: stored,
+            ty: None,
         }
     }
 
-    /// The (possibly shortened) type name, for messages.
+    /// One of shmkit's own structures, by a name of its own (`"shmkit.Lock"`).
+    pub(crate) fn internal<T>(name: &str) -> Self {
+        let (size, align) = (size_of::<T>(), align_of::<T>());
+        Self::named(
+            name,
+            size,
+            align,
+            crate::identity::internal_fingerprint(name, size, align),
+        )
+    }
+
+    /// The type name as the header stores it (at most 32 bytes), for
+    /// messages.
     pub fn name(&self) -> String {
         let end = self.name.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
         String::from_utf8_lossy(&self.name[..end]).into_owned()
     }
 
-    fn describe(&self) -> String {
-        format!("{} ({} bytes)", self.name(), self.size)
+    /// How messages show it: the whole identity when known (a local type),
+    /// else the name, size, alignment and layout fingerprint the header
+    /// holds.
+    pub(crate) fn describe(&self) -> String {
+        let fp = format!("layout {:016x}", self.fingerprint);
+        match self.ty {
+            Some(t) => format!("{}, {fp}", t.describe()),
+            None => format!(
+                "{} ({} bytes, align {}), {fp}",
+                self.name(),
+                self.size,
+                self.align
+            ),
+        }
+    }
+
+    /// What to do when a segment holding `found` is opened as `self`.
+    pub(crate) fn advice(&self, found: &ElemDesc) -> &'static str {
+        let same_name = self.name == found.name;
+        let same_layout = (self.size, self.align, self.fingerprint)
+            == (found.size, found.align, found.fingerprint);
+        match (same_name, same_layout) {
+            (true, _) => {
+                "the same name with another layout: a field was added, removed, \
+                 reordered, renamed or retyped in one program. Build every program from \
+                 the same definition, and give a changed layout a new name (a new version \
+                 suffix, say /2)"
+            }
+            (false, true) => {
+                "the same layout under another name: if they are the same type, give \
+                 both programs the same #[name]"
+            }
+            (false, false) => "open it with the element type it was created with",
+        }
     }
 }
 
@@ -181,7 +249,7 @@ pub struct Header {
     /// Attachers that found every `attached` slot taken by a live process;
     /// only ever incremented (Relaxed), by any opener.
     attach_overflow: AtomicU32,
-    /// [`ElemDesc::fingerprint`] of the element type.
+    /// The element type's layout fingerprint, [`TypeInfo::fingerprint`].
     elem_fingerprint: AtomicU64,
     /// Elements, stripes or slots: the kind's length, in its valid range.
     len: AtomicU64,
@@ -195,7 +263,8 @@ pub struct Header {
     creator: AtomicU64,
     /// Creation time in milliseconds since the Unix epoch.
     created_unix_ms: AtomicU64,
-    /// The last 32 bytes of the element type's name, zero-padded.
+    /// The element type's name ([`ShmType`]), zero-padded; the first 32
+    /// bytes of a longer one.
     elem_name: [AtomicU8; NAME_BYTES],
     /// [`ProcToken`] words of processes that have the segment open; 0 is a
     /// free slot. Claimed by openers (CAS from 0 or from a dead token),
@@ -346,6 +415,7 @@ impl Header {
                 align: self.elem_align.load(Ordering::Relaxed),
                 fingerprint: self.elem_fingerprint.load(Ordering::Relaxed),
                 name,
+                ty: None,
             },
             len: self.len.load(Ordering::Relaxed),
             data_offset: self.data_offset.load(Ordering::Relaxed),
@@ -428,13 +498,13 @@ pub(crate) fn validate(
         });
     }
     if let Some(want) = &e.elem
-        && (want.size, want.align, want.fingerprint)
-            != (h.elem.size, h.elem.align, h.elem.fingerprint)
+        && *want != h.elem
     {
         return Err(Error::WrongElementType {
             name: name_s(),
             found: h.elem.describe(),
             expected: want.describe(),
+            advice: want.advice(&h.elem),
         });
     }
     if let Some(len) = e.len

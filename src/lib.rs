@@ -13,6 +13,7 @@ mod event;
 mod fixed_str;
 mod hash;
 pub mod header;
+pub mod identity;
 pub mod list;
 pub mod map;
 mod name;
@@ -26,14 +27,17 @@ pub mod admin;
 pub mod array;
 pub mod lock;
 pub mod pipe;
+pub mod record_array;
 pub mod segment;
 
 /// The crate shmkit's payload traits come from, re-exported so that your
 /// `Pod` types use the very version shmkit does, with no `bytemuck` line
-/// of your own. The derives need to be told where it is:
+/// of your own. [`record!`] implements them for a record; a type of your
+/// own that is not a record uses the derives, told where the crate is, and
+/// an identity ([`ShmType`]):
 ///
 /// ```
-/// use shmkit::{Pod, Zeroable};
+/// use shmkit::{Pod, ShmType, Zeroable, identity::TypeInfo};
 ///
 /// #[derive(Clone, Copy, Pod, Zeroable)]
 /// #[bytemuck(crate = "shmkit::bytemuck")]
@@ -41,6 +45,10 @@ pub mod segment;
 /// struct Tick {
 ///     price: f64,
 ///     qty: u64,
+/// }
+///
+/// impl ShmType for Tick {
+///     const TYPE: &'static TypeInfo = &TypeInfo::opaque("demo.Tick/1", 16, 8);
 /// }
 ///
 /// let ring = shmkit::Ring::<Tick>::new_in_process(4)?;
@@ -57,9 +65,11 @@ pub use bytemuck::{Pod, Zeroable};
 
 pub use cell::{Atomic, Element};
 pub use error::{Error, Result};
+pub use identity::ShmType;
 pub use ring::{Consumer, PopError, Producer, PushError, Ring};
 pub use sync::Ordering;
 
 pub use array::{ArrayGuard, SharedAccumulator, SharedArray, SharedValue};
 pub use lock::{LockError, LockGuard, ShmLock};
+pub use record_array::RecordArray;
 pub use segment::{CreateOptions, OpenOptions, Segment};

@@ -22,6 +22,7 @@ use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
+use crate::identity::ShmType;
 use crate::object::{SegmentObject, object_api};
 use crate::segment::Segment;
 use crate::slot::{read_slot, words_for, write_slot};
@@ -204,7 +205,7 @@ pub(crate) fn list_body(h: &HeaderInfo) -> Option<u64> {
     align_body((LIST_HEAD_WORDS as u64 + h.len.checked_mul(sw)?).checked_mul(8)?)
 }
 
-impl<T: Pod> SegmentObject for SharedList<T> {
+impl<T: ShmType> SegmentObject for SharedList<T> {
     const KIND: Kind = Kind::List;
     type Params = usize;
     fn elem() -> ElemDesc {
@@ -230,4 +231,4 @@ impl<T: Pod> SegmentObject for SharedList<T> {
     }
 }
 
-object_api!(impl [T: Pod] SharedList<T>, "list", (capacity: usize), open_with);
+object_api!(impl [T: ShmType] SharedList<T>, "list", (capacity: usize), open_with);

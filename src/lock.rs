@@ -368,7 +368,7 @@ mod segment_lock {
         const FIXED_LEN: Option<u64> = Some(1);
         type Params = ();
         fn elem() -> ElemDesc {
-            ElemDesc::of::<LockArea>()
+            ElemDesc::internal::<LockArea>("shmkit.Lock")
         }
         fn len_of(_: &()) -> Result<u64> {
             Ok(1)

@@ -59,6 +59,7 @@ use crate::error::{Error, Result};
 pub use crate::fixed_str::FixedStr;
 use crate::hash::fnv1a;
 use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
+use crate::identity::ShmType;
 use crate::object::{SegmentObject, object_api};
 use crate::process::ProcToken;
 use crate::segment::Segment;
@@ -540,11 +541,19 @@ pub(crate) fn map_body(h: &HeaderInfo) -> Option<u64> {
     align_body(h.len.checked_mul(sw)?.checked_mul(8)?)
 }
 
-impl<K: Pod + PartialEq, V: Element> SegmentObject for SharedMap<K, V> {
+impl<K: ShmType + PartialEq, V: Element> SegmentObject for SharedMap<K, V> {
     const KIND: Kind = Kind::Map;
     type Params = usize;
     fn elem() -> ElemDesc {
-        ElemDesc::of::<MapTypes<K, V>>()
+        // The key's and the value's identities, as a pair.
+        let (k, v) = (K::TYPE, V::TYPE);
+        let (size, align) = (size_of::<MapTypes<K, V>>(), align_of::<MapTypes<K, V>>());
+        ElemDesc::named(
+            &format!("{}=>{}", k.name(), v.name()),
+            size,
+            align,
+            crate::identity::pair_fingerprint(k, v, size, align),
+        )
     }
     fn len_of(&capacity: &usize) -> Result<u64> {
         Self::check_capacity(capacity)?;
@@ -562,7 +571,7 @@ impl<K: Pod + PartialEq, V: Element> SegmentObject for SharedMap<K, V> {
     }
 }
 
-object_api!(impl [K: Pod + PartialEq, V: Element] SharedMap<K, V>, "map", (capacity: usize), open_with);
+object_api!(impl [K: ShmType + PartialEq, V: Element] SharedMap<K, V>, "map", (capacity: usize), open_with);
 
 #[cfg(test)]
 mod tests {

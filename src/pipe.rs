@@ -3,7 +3,8 @@
 //!
 //! A [`Pipe`] is two rings of [`Frame`]s, one per direction; each
 //! [`Connection`] end is the producer of one and the only consumer of the
-//! other. Values (`send`/`recv`, any `T: Pod`) and byte messages
+//! other. Values (`send`/`recv`, any [`ShmType`], checked by type identity
+//! at the receiver: see [`crate::ring::message`]) and byte messages
 //! (`send_bytes`/`recv_bytes`) travel as whole messages (see
 //! [`crate::ring::message`]): up to [`Connection::max_message_len`] bytes, fixed by
 //! the capacity chosen at creation; a longer message is refused with
@@ -33,10 +34,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use bytemuck::Pod;
-
 use crate::error::Result;
-use crate::ring::message::{Frame, max_message_len};
+use crate::identity::ShmType;
+use crate::ring::message::{Frame, decode_value, encode_value, max_message_len};
 use crate::ring::{Consumer, PopError, Producer, Ring, SendError};
 
 /// Both directions of a duplex connection: two rings of [`Frame`]s. Make
@@ -121,7 +121,10 @@ fn vars(var: &str) -> [String; 2] {
 pub struct Connection {
     tx: Producer<Frame>,
     rx: Consumer<Frame>,
+    /// The last message received (reused).
     buf: Vec<u8>,
+    /// The last typed message sent (reused).
+    out: Vec<u8>,
 }
 
 impl Connection {
@@ -130,12 +133,15 @@ impl Connection {
             tx: out.producer()?,
             rx: inp.consumer()?,
             buf: Vec::new(),
+            out: Vec::new(),
         })
     }
 
-    /// Send a value, waiting while the other end's buffer is full.
-    pub fn send<T: Pod>(&mut self, value: &T) -> Result<(), SendError> {
-        self.tx.push_bytes(bytemuck::bytes_of(value))
+    /// Send a value as a typed message (its [`ShmType`] identity, then its
+    /// bytes), waiting while the other end's buffer is full.
+    pub fn send<T: ShmType>(&mut self, value: &T) -> Result<(), SendError> {
+        encode_value(value, &mut self.out);
+        self.tx.push_bytes(&self.out)
     }
 
     /// [`send`](Self::send), waiting at most `timeout` for room
@@ -153,31 +159,115 @@ impl Connection {
     /// assert_eq!(a.try_send(&2u64), Err(SendError::Full));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_timeout<T: Pod>(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
-        self.tx
-            .push_bytes_timeout(bytemuck::bytes_of(value), timeout)
+    pub fn send_timeout<T: ShmType>(
+        &mut self,
+        value: &T,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        encode_value(value, &mut self.out);
+        self.tx.push_bytes_timeout(&self.out, timeout)
     }
 
     /// Send a value if the other end's buffer has room now, never waiting
     /// (`SendError::Full` if not; nothing was sent).
     #[must_use = "the value may not have been sent (Full)"]
-    pub fn try_send<T: Pod>(&mut self, value: &T) -> Result<(), SendError> {
-        self.tx.try_push_bytes(bytemuck::bytes_of(value))
+    pub fn try_send<T: ShmType>(&mut self, value: &T) -> Result<(), SendError> {
+        encode_value(value, &mut self.out);
+        self.tx.try_push_bytes(&self.out)
     }
 
     /// Receive a value sent with `send::<T>` (waits). A message of another
-    /// size is `PopError::WrongSize`.
-    pub fn recv<T: Pod>(&mut self) -> Result<T, PopError> {
+    /// type (another name or layout, or a byte message) is consumed and
+    /// reported as `PopError::WrongType`, naming both types.
+    ///
+    /// ```
+    /// use shmkit::pipe::Pipe;
+    /// use shmkit::ring::PopError;
+    /// let pipe = Pipe::create_anonymous(4)?;
+    /// let (mut a, mut b) = (pipe.end_a()?, pipe.end_b()?);
+    /// a.send(&-1i64)?;
+    /// assert!(matches!(b.recv::<f64>(), Err(PopError::WrongType { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv<T: ShmType>(&mut self) -> Result<T, PopError> {
         self.rx.pop_bytes_into_until(&mut self.buf, None)?;
-        value_of(&self.buf)
+        decode_value(&self.buf)
     }
 
     /// [`recv`](Self::recv), waiting at most `timeout`.
-    pub fn recv_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<T, PopError> {
+    pub fn recv_timeout<T: ShmType>(&mut self, timeout: Duration) -> Result<T, PopError> {
         let deadline = std::time::Instant::now() + timeout;
         self.rx
             .pop_bytes_into_until(&mut self.buf, Some(deadline))?;
-        value_of(&self.buf)
+        decode_value(&self.buf)
+    }
+
+    /// Send any `Serialize` value (`serde` feature), named by its Rust type
+    /// name, waiting while the other end's buffer is full. See
+    /// [`crate::ring::message`] and the ring's `push_serde` for the format;
+    /// programs built apart should name the type with
+    /// [`send_serde_as`](Self::send_serde_as).
+    #[cfg(feature = "serde")]
+    pub fn send_serde<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SendError> {
+        self.send_serde_as(std::any::type_name::<T>(), value)
+    }
+
+    /// Send any `Serialize` value (`serde` feature) with the type name
+    /// `name`, which the receiver checks. A value whose encoding is longer
+    /// than [`max_message_len`](Self::max_message_len) is
+    /// `SendError::TooLarge`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "serde")] {
+    /// use shmkit::pipe::Pipe;
+    /// let pipe = Pipe::create_anonymous(8)?;
+    /// let (mut a, mut b) = (pipe.end_a()?, pipe.end_b()?);
+    /// a.send_serde_as("demo.Job/1", &("resize", vec![640u32, 480]))?;
+    /// let (op, dims): (String, Vec<u32>) = b.recv_serde_as("demo.Job/1")?;
+    /// assert_eq!((op.as_str(), dims), ("resize", vec![640, 480]));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn send_serde_as<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), SendError> {
+        crate::ring::serde_msg::encode(name, value, &mut self.out)?;
+        self.tx.push_bytes(&self.out)
+    }
+
+    /// Receive a value sent with [`send_serde`](Self::send_serde) of the
+    /// same type (waits).
+    #[cfg(feature = "serde")]
+    pub fn recv_serde<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, PopError> {
+        self.recv_serde_as(std::any::type_name::<T>())
+    }
+
+    /// Receive a value sent with [`send_serde_as`](Self::send_serde_as)
+    /// under `name` (waits): another name is `PopError::WrongType`, a value
+    /// that does not decode `PopError::Decode`.
+    #[cfg(feature = "serde")]
+    pub fn recv_serde_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &str,
+    ) -> Result<T, PopError> {
+        self.rx.pop_bytes_into_until(&mut self.buf, None)?;
+        crate::ring::serde_msg::decode(name, &self.buf)
+    }
+
+    /// [`recv_serde_as`](Self::recv_serde_as), waiting at most `timeout`.
+    #[cfg(feature = "serde")]
+    pub fn recv_serde_as_timeout<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<T, PopError> {
+        let deadline = std::time::Instant::now() + timeout;
+        self.rx
+            .pop_bytes_into_until(&mut self.buf, Some(deadline))?;
+        crate::ring::serde_msg::decode(name, &self.buf)
     }
 
     /// Send a byte message of up to [`max_message_len`](Self::max_message_len)
@@ -230,11 +320,4 @@ impl Connection {
     pub fn close(&mut self) {
         self.tx.close();
     }
-}
-
-fn value_of<T: Pod>(bytes: &[u8]) -> Result<T, PopError> {
-    bytemuck::try_pod_read_unaligned(bytes).map_err(|_| PopError::WrongSize {
-        got: bytes.len(),
-        expected: size_of::<T>(),
-    })
 }

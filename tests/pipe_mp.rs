@@ -142,16 +142,25 @@ fn boundary_sizes_round_trip_through_another_process() {
         a.send_bytes(&vec![1; max + 1]),
         Err(SendError::TooLarge { len: max + 1, max })
     );
-    // Values: any Pod type, sizes checked.
+    // Values: any ShmType, the type checked by its identity (through the
+    // child's echo, which copies the bytes).
     a.send(&[1.5f64, -2.0]).unwrap();
     assert_eq!(a.recv::<[f64; 2]>(), Ok([1.5, -2.0]));
     a.send(&9u32).unwrap();
     assert_eq!(
         a.recv::<u64>(),
-        Err(PopError::WrongSize {
-            got: 4,
-            expected: 8
+        Err(PopError::WrongType {
+            found: "a message of type u32".into(),
+            expected: "u64 (8 bytes, align 8)".into(),
         })
+    );
+    a.send(&2.5f64).unwrap(); // same size, another type: not reinterpreted
+    assert!(matches!(a.recv::<i64>(), Err(PopError::WrongType { .. })));
+    a.send_bytes(b"plain").unwrap();
+    assert_eq!(
+        a.recv::<u64>().unwrap_err().to_string(),
+        "received a byte message of 5 bytes where a value of type u64 (8 bytes, align 8) \
+         was expected: both ends must send and receive the same type"
     );
     drop(a); // close: the echo child sees Disconnected and exits
     echo.wait_ok();

@@ -308,15 +308,17 @@ fn ring_type_and_capacity_checks() {
 
 #[test]
 fn items_larger_than_a_word_round_trip() {
-    #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-    #[repr(C)]
-    struct Tick {
-        id: u32,
-        qty: u16,
-        side: u8,
-        flag: u8,
-        price: f64,
-        seq: [u8; 8],
+    shmkit::record! {
+        #[name = "test.Tick/1"]
+        #[derive(Debug, PartialEq)]
+        struct Tick {
+            id: u32,
+            qty: u16,
+            side: u8,
+            flag: u8,
+            price: f64,
+            seq: [u8; 8],
+        }
     }
     let r = Cleanup::new("ringtick");
     let ring = Ring::<[u8; 19]>::create(r.name(), 4).unwrap();

@@ -106,6 +106,9 @@ pub enum SendError {
         /// The longest message the ring carries (`max_message_len`).
         max: usize,
     },
+    /// A value could not be serialised (`serde` feature); the detail is the
+    /// encoder's.
+    Encode(String),
 }
 
 impl From<PushError<()>> for SendError {
@@ -130,8 +133,10 @@ impl std::fmt::Display for SendError {
             SendError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
             SendError::TooLarge { len, max } => write!(
                 f,
-                "a message of {len} bytes is longer than the ring can hold ({max} bytes)"
+                "a message of {len} bytes is longer than the ring can hold ({max} bytes): \
+                 create it with a larger capacity, or send less at once"
             ),
+            SendError::Encode(d) => write!(f, "the value could not be serialised: {d}"),
         }
     }
 }
@@ -151,13 +156,19 @@ pub enum PopError {
     Timeout,
     /// The shared state is impossible; the detail says what was seen.
     Corrupt(String),
-    /// A typed receive got a message of another size than its type.
-    WrongSize {
-        /// The message's length in bytes.
-        got: usize,
-        /// The size of the type asked for.
-        expected: usize,
+    /// A typed receive got a message of another type: another name or
+    /// layout ([`ShmType`](crate::ShmType)), or a byte message. The message
+    /// is consumed; nothing was reinterpreted.
+    WrongType {
+        /// What the message says it is (its type's name), or `"a byte
+        /// message of N bytes"`.
+        found: String,
+        /// The type asked for: name, size, alignment, fields.
+        expected: String,
     },
+    /// A serialised message (`serde` feature) did not decode as the type
+    /// asked for, though its type name matched; the detail is the decoder's.
+    Decode(String),
 }
 
 impl std::fmt::Display for PopError {
@@ -169,10 +180,15 @@ impl std::fmt::Display for PopError {
             }
             PopError::Timeout => f.write_str("timed out waiting for an item"),
             PopError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
-            PopError::WrongSize { got, expected } => write!(
+            PopError::WrongType { found, expected } => write!(
                 f,
-                "received a message of {got} bytes where a value of {expected} bytes was \
-                 expected: both ends must send and receive the same type"
+                "received {found} where a value of type {expected} was expected: both \
+                 ends must send and receive the same type"
+            ),
+            PopError::Decode(d) => write!(
+                f,
+                "a message of the expected type did not decode: {d} (are both ends built \
+                 from the same definition of the type?)"
             ),
         }
     }

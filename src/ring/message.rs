@@ -20,6 +20,31 @@
 //! checked against what was published: an impossible frame is
 //! [`PopError::Corrupt`], never an out-of-bounds copy.
 //!
+//! # Typed messages
+//!
+//! [`Producer::push_value`] / [`Consumer::pop_value`] (and the
+//! [`Pipe`](crate::pipe::Pipe)'s `send` / `recv`) carry any [`ShmType`]
+//! value with its identity in front: an 8-byte tag (a hash of the type's
+//! name and layout fingerprint), the name's length in one byte and the name
+//! (at most 64 bytes), then the value's bytes. A receive for another type
+//! is [`PopError::WrongType`], naming both types, never a reinterpretation
+//! of the bytes; an `f64` sent is not an `i64` received.
+//!
+//! ```
+//! use shmkit::ring::{PopError, Ring, message::Frame};
+//! let ring = Ring::<Frame>::new_in_process(8)?;
+//! let (mut tx, rx) = (ring.producer()?, ring.consumer()?);
+//! tx.push_value(&2.5f64)?;
+//! let e = rx.pop_value::<i64>().unwrap_err();
+//! assert!(matches!(e, PopError::WrongType { .. }));
+//! assert_eq!(
+//!     e.to_string(),
+//!     "received a message of type f64 where a value of type i64 (8 bytes, align 8) was \
+//!      expected: both ends must send and receive the same type"
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ```
 //! use shmkit::ring::message::Frame;
 //! use shmkit::ring::Ring;
@@ -39,6 +64,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::identity::ShmType;
 use crate::slot::read_slot;
 
 use super::consumer::Consumer;
@@ -59,6 +85,12 @@ pub struct Frame {
     /// This frame's index in its message, from 0.
     index: u32,
     data: [u8; FRAME_DATA],
+}
+
+/// A frame ring's identity: shmkit's own.
+impl crate::ShmType for Frame {
+    const TYPE: &'static crate::identity::TypeInfo =
+        &crate::identity::TypeInfo::opaque("shmkit.Frame", size_of::<Frame>(), align_of::<Frame>());
 }
 
 /// Frames a message of `len` bytes takes (an empty message takes one).
@@ -233,5 +265,122 @@ impl Consumer<Frame> {
         deadline: Option<Instant>,
     ) -> Result<(), PopError> {
         self.wait_for(deadline, || self.try_pop_bytes_into(out))
+    }
+}
+
+/// The most bytes of a type name a typed message carries.
+const MAX_TAG_NAME: usize = 64;
+
+/// Append a typed message's identity to `out`: the tag, the name's length,
+/// the name (its first [`MAX_TAG_NAME`] bytes, cut at a char boundary).
+pub(crate) fn put_identity(out: &mut Vec<u8>, tag: u64, name: &str) {
+    let mut end = name.len().min(MAX_TAG_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.push(end as u8);
+    out.extend_from_slice(&name.as_bytes()[..end]);
+}
+
+/// Split a typed message into its tag, its name and its payload; `None` for
+/// a message too short to be one (a byte message).
+pub(crate) fn split_identity(msg: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let tag = u64::from_le_bytes(msg.get(..8)?.try_into().ok()?);
+    let n = usize::from(*msg.get(8)?);
+    let name = msg.get(9..9 + n)?;
+    Some((tag, name, &msg[9 + n..]))
+}
+
+/// The payload of a message that must carry identity `tag`; `WrongType`,
+/// naming what it carries and what `expected()` gives (the name, and the
+/// type as messages show it), if it does not.
+pub(crate) fn payload_of(
+    msg: &[u8],
+    tag: u64,
+    expected: impl FnOnce() -> (String, String),
+) -> Result<&[u8], PopError> {
+    match split_identity(msg) {
+        Some((t, _, payload)) if t == tag => Ok(payload),
+        Some((_, name, _)) => {
+            let (want_name, want) = expected();
+            let name = String::from_utf8_lossy(name);
+            // The same name with another tag: the sender's layout differs.
+            let other = if name == want_name {
+                " with another layout"
+            } else {
+                ""
+            };
+            Err(PopError::WrongType {
+                found: format!("a message of type {name}{other}"),
+                expected: want,
+            })
+        }
+        None => Err(PopError::WrongType {
+            found: format!("a byte message of {} bytes", msg.len()),
+            expected: expected().1,
+        }),
+    }
+}
+
+/// `value` as a typed message, into `out` (cleared first).
+pub(crate) fn encode_value<T: ShmType>(value: &T, out: &mut Vec<u8>) {
+    out.clear();
+    put_identity(out, T::TYPE.message_tag(), &T::TYPE.name());
+    out.extend_from_slice(bytemuck::bytes_of(value));
+}
+
+/// The value a typed message of `T` carries.
+pub(crate) fn decode_value<T: ShmType>(msg: &[u8]) -> Result<T, PopError> {
+    let expected = || (T::TYPE.name(), T::TYPE.describe());
+    let payload = payload_of(msg, T::TYPE.message_tag(), expected)?;
+    // The tag matched, so a payload of another size is damage, not a type
+    // mix-up.
+    bytemuck::try_pod_read_unaligned(payload).map_err(|_| {
+        PopError::Corrupt(format!(
+            "a message of type {} carries {} bytes, not {}",
+            T::TYPE.name(),
+            payload.len(),
+            size_of::<T>()
+        ))
+    })
+}
+
+impl Producer<Frame> {
+    /// Push `value` as one typed message (its identity, then its bytes),
+    /// waiting while the ring lacks room.
+    pub fn push_value<T: ShmType>(&mut self, value: &T) -> Result<(), SendError> {
+        let mut msg = Vec::new();
+        encode_value(value, &mut msg);
+        self.push_bytes(&msg)
+    }
+
+    /// [`push_value`](Self::push_value) if the ring has room now
+    /// (`SendError::Full` if not; nothing was sent).
+    #[must_use = "the value may not have been sent (Full)"]
+    pub fn try_push_value<T: ShmType>(&mut self, value: &T) -> Result<(), SendError> {
+        let mut msg = Vec::new();
+        encode_value(value, &mut msg);
+        self.try_push_bytes(&msg)
+    }
+}
+
+impl Consumer<Frame> {
+    /// Take one typed message of `T` (waits while the ring is empty). A
+    /// message of another type is taken and reported as
+    /// [`PopError::WrongType`].
+    pub fn pop_value<T: ShmType>(&self) -> Result<T, PopError> {
+        decode_value(&self.pop_bytes()?)
+    }
+
+    /// [`pop_value`](Self::pop_value) if a message is there now.
+    #[must_use = "a message taken and dropped is lost to every consumer"]
+    pub fn try_pop_value<T: ShmType>(&self) -> Result<T, PopError> {
+        decode_value(&self.try_pop_bytes()?)
+    }
+
+    /// [`pop_value`](Self::pop_value), waiting at most `timeout`.
+    pub fn pop_value_timeout<T: ShmType>(&self, timeout: Duration) -> Result<T, PopError> {
+        decode_value(&self.pop_bytes_timeout(timeout)?)
     }
 }

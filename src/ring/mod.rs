@@ -80,6 +80,7 @@ use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
+use crate::identity::ShmType;
 use crate::object::{SegmentObject, object_api};
 use crate::segment::Segment;
 use crate::slot::words_for;
@@ -91,6 +92,8 @@ mod error;
 pub mod message;
 mod producer;
 mod registry;
+#[cfg(feature = "serde")]
+pub mod serde_msg;
 mod wait;
 
 pub use consumer::{Consumer, Iter, TryIter};
@@ -224,7 +227,7 @@ impl<T: Pod> Ring<T> {
 /// Bytes of the control block before the slots.
 const CTRL: u64 = size_of::<RingControl>() as u64;
 
-impl<T: Pod> SegmentObject for Ring<T> {
+impl<T: ShmType> SegmentObject for Ring<T> {
     const KIND: Kind = Kind::Ring;
     type Params = usize;
 
@@ -265,7 +268,7 @@ impl<T: Pod> SegmentObject for Ring<T> {
     }
 }
 
-object_api!(impl [T: Pod] Ring<T>, "ring", (capacity: usize), open_with);
+object_api!(impl [T: ShmType] Ring<T>, "ring", (capacity: usize), open_with);
 
 impl<T: Pod> Ring<T> {
     /// The segment underneath (`None` for an in-process ring). The name
