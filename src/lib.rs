@@ -27,6 +27,7 @@ pub mod array;
 pub mod lock;
 pub mod pipe;
 pub mod segment;
+pub mod worker;
 
 /// The crate shmkit's payload traits come from, re-exported so that your
 /// `Pod` types use the very version shmkit does, with no `bytemuck` line
