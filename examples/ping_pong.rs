@@ -1,6 +1,6 @@
 //! Python's classic `Pipe()` request/response: the parent sends 5 numbers,
 //! a worker process squares each and replies; closing the parent's end tells
-//! the worker to stop.
+//! the worker to stop (where Python sends a `None` sentinel).
 //!
 //! `cargo run --example ping_pong`
 
@@ -22,10 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pipe = Pipe::create_anonymous(64)?;
     let pool = Spawn::new("square").share(&pipe, "PIPE").start()?;
     let mut conn = pipe.end_a()?;
-    for n in 1..=5i64 {
+    for n in [3i64, 7, 11, 15, 20] {
         conn.send(&n)?;
         let sq: i64 = conn.recv()?;
-        println!("{n} -> {sq}");
+        println!("{n}^2 = {sq}");
         if sq != n * n {
             return Err(format!("{n} squared is not {sq}").into());
         }
