@@ -26,9 +26,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         conn.send(&n)?;
         let sq: i64 = conn.recv()?;
         println!("{n}^2 = {sq}");
-        if sq != n * n {
-            return Err(format!("{n} squared is not {sq}").into());
-        }
     }
     conn.close(); // the worker's recv now returns Disconnected
     pool.join_all()?;

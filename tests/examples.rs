@@ -318,6 +318,18 @@ fn mp_shared_memory_doubles_in_place() {
 }
 
 #[test]
+fn mp_shared_memory_numpy_squares_each_slice() {
+    let out = run("mp_shared_memory_numpy", &[]);
+    assert_eq!(
+        lines(&out),
+        [
+            "First 10: [0.0, 1.0, 4.0, 9.0, 16.0, 25.0, 36.0, 49.0, 64.0, 81.0]",
+            "Last: 999998000001.0"
+        ]
+    );
+}
+
+#[test]
 fn square_in_place_squares_a_million() {
     let out = run("square_in_place", &["1000000"]);
     assert!(
