@@ -7,7 +7,7 @@
 //! The parent describes the workers with [`Spawn`] and gets a [`Pool`]; each
 //! child asks [`current`] whether it is a worker, and if so runs its role:
 //!
-//! ```no_run
+//! ```standalone_crate
 //! use shmkit::worker::{self, Spawn};
 //! use shmkit::{Ordering, SharedValue};
 //!
