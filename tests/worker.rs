@@ -62,6 +62,7 @@ fn child_entry() {
         "parent_of_hang" => {
             let out = SharedArray::<u64>::open_inherited("OUT").unwrap();
             let pool = child_spawn(ENTRY, "hang")
+                .die_with_parent(true)
                 .share(&out, "OUT")
                 .start()
                 .unwrap();

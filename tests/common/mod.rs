@@ -76,10 +76,18 @@ pub fn child_command_at(exe: &std::path::Path, entry: &str, role: &str) -> Comma
 /// The worker helper's description of children running the test `entry` in
 /// `role` (stdin and stdout closed): add `.count(n)`, `.arg(..)`,
 /// `.share(..)`, then `.start()` for a pool.
+///
+/// Without `die_with_parent`: the kernel ties it to the spawning *thread*,
+/// and a test may spawn from a short-lived thread; a test's children are
+/// killed by its `Reaper` or pool instead (and CI's `timeout` kills the
+/// whole process group).
 pub fn child_spawn<'a>(entry: &str, role: &str) -> Spawn<'a> {
-    Spawn::new(role).libtest(entry).configure(|cmd, _| {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null());
-    })
+    Spawn::new(role)
+        .libtest(entry)
+        .die_with_parent(false)
+        .configure(|cmd, _| {
+            cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        })
 }
 
 /// How long any child may take before the test calls it hung. Far above
