@@ -1,60 +1,33 @@
 //! Python's classic `Pipe()` request/response: the parent sends 5 numbers,
-//! the child squares each and replies; closing the parent's end tells the
-//! child to stop.
+//! a worker process squares each and replies; closing the parent's end tells
+//! the worker to stop (where Python sends a `None` sentinel).
 //!
 //! `cargo run --example ping_pong`
 
-use std::process::{Command, ExitCode};
-
 use shmkit::pipe::Pipe;
 use shmkit::ring::PopError;
+use shmkit::worker::{self, Spawn};
 
-fn child() -> Result<(), Box<dyn std::error::Error>> {
-    let mut conn = Pipe::open_inherited("PIPE")?.end_b()?;
-    loop {
-        match conn.recv::<i64>() {
-            Ok(n) => conn.send(&(n * n))?,
-            Err(PopError::Disconnected) => return Ok(()), // parent closed
-            Err(e) => return Err(e.into()),
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if worker::current()?.is_some() {
+        let mut conn = Pipe::open_inherited("PIPE")?.end_b()?;
+        loop {
+            match conn.recv::<i64>() {
+                Ok(n) => conn.send(&(n * n))?,
+                Err(PopError::Disconnected) => return Ok(()), // parent closed
+                Err(e) => return Err(e.into()),
+            }
         }
     }
-}
-
-fn parent() -> Result<bool, Box<dyn std::error::Error>> {
     let pipe = Pipe::create_anonymous(64)?;
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--child");
-    pipe.share_with(&mut cmd, "PIPE");
-    let mut kid = cmd.spawn()?;
+    let pool = Spawn::new("square").share(&pipe, "PIPE").start()?;
     let mut conn = pipe.end_a()?;
-    let mut ok = true;
-    for n in 1..=5i64 {
+    for n in [3i64, 7, 11, 15, 20] {
         conn.send(&n)?;
         let sq: i64 = conn.recv()?;
-        println!("{n} -> {sq}");
-        ok &= sq == n * n;
+        println!("{n}^2 = {sq}");
     }
-    conn.close(); // the child's recv now returns Disconnected
-    ok &= kid.wait()?.success();
-    Ok(ok)
-}
-
-fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("--child") {
-        return match child() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("child: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    match parent() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    conn.close(); // the worker's recv now returns Disconnected
+    pool.join_all()?;
+    Ok(())
 }

@@ -9,43 +9,35 @@
 //! With `--joinable` the parent calls `join()`, which returns once every
 //! item was marked done: the results are complete before the queue closes.
 
-use std::process::{Command, ExitCode};
-
 use shmkit::ring::Ring;
+use shmkit::worker::{self, Spawn};
 use shmkit::{Ordering, SharedArray};
 
 const CONSUMERS: usize = 3;
 
-fn consumer(joinable: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let ring = Ring::<u64>::open_inherited("QUEUE_FD")?;
-    let results = SharedArray::<u64>::open_inherited("RESULTS_FD")?;
-    let rx = ring.consumer()?;
-    // Until the producer closes the ring and it is drained.
-    for item in &rx {
-        let slot = results.get(item as usize).ok_or("item out of range")?;
-        slot.store(item * 2, Ordering::Release);
-        if joinable {
-            rx.task_done()?;
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let joinable = std::env::args().any(|a| a == "--joinable");
+    if worker::current()?.is_some() {
+        let rx = Ring::<u64>::open_inherited("QUEUE")?.consumer()?;
+        let results = SharedArray::<u64>::open_inherited("RESULTS")?;
+        // Until the producer closes the ring and it is drained.
+        for item in &rx {
+            let slot = results.get(item as usize).ok_or("item out of range")?;
+            slot.store(item * 2, Ordering::Release);
+            if joinable {
+                rx.task_done()?;
+            }
         }
+        return Ok(());
     }
-    Ok(())
-}
-
-fn producer(joinable: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let ring = Ring::<u64>::create_anonymous(4)?;
     let results = SharedArray::<u64>::create_anonymous(10)?;
-    let exe = std::env::current_exe()?;
-    let mut kids = Vec::new();
-    for _ in 0..CONSUMERS {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("--consumer");
-        if joinable {
-            cmd.arg("--joinable");
-        }
-        ring.share_with(&mut cmd, "QUEUE_FD");
-        results.share_with(&mut cmd, "RESULTS_FD");
-        kids.push(cmd.spawn()?);
-    }
+    let consumers = Spawn::new("consumer")
+        .count(CONSUMERS)
+        .exe_args(std::env::args_os().skip(1)) // --joinable, if given
+        .share(&ring, "QUEUE")
+        .share(&results, "RESULTS")
+        .start()?;
     let mut tx = ring.producer()?;
     for item in 1..=9 {
         tx.push(item)?; // waits while the 4 slots are full
@@ -55,36 +47,11 @@ fn producer(joinable: bool) -> Result<bool, Box<dyn std::error::Error>> {
         println!("joined: all 9 items done");
     }
     drop(tx); // close: consumers drain what is left, then exit
-    let mut ok = true;
-    for mut k in kids {
-        ok &= k.wait()?.success();
-    }
+    consumers.join_all()?;
     let got: Vec<u64> = results.values().skip(1).collect();
     println!("results: {got:?}");
-    Ok(ok && got == (1..=9).map(|i| i * 2).collect::<Vec<_>>())
-}
-
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let joinable = args.iter().any(|a| a == "--joinable");
-    if args.iter().any(|a| a == "--consumer") {
-        return match consumer(joinable) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("consumer: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    if got != (1..=9).map(|i| i * 2).collect::<Vec<_>>() {
+        return Err("wrong results".into());
     }
-    match producer(joinable) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("wrong results");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    Ok(())
 }

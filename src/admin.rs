@@ -278,6 +278,22 @@ pub(crate) fn remove_if_stale(name: &str) -> bool {
     }
 }
 
+/// Remove every segment whose header names `creator` (pid and start time)
+/// as its creator; the names removed. For the worker pool: what a worker
+/// that failed created is part of its failed work (see `crate::worker`).
+/// Files that cannot be read, or were replaced since read, are left alone.
+pub(crate) fn remove_created_by(creator: ProcToken) -> Vec<String> {
+    let Ok(listing) = list() else {
+        return Vec::new();
+    };
+    listing
+        .entries
+        .into_iter()
+        .filter(|e| e.creator() == Some(creator) && remove_garbage(e).is_ok())
+        .map(|e| e.name)
+        .collect()
+}
+
 /// What [`gc`] did.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -29,6 +29,12 @@ pub mod lock;
 pub mod pipe;
 pub mod record_array;
 pub mod segment;
+pub mod worker;
+
+// The porting guide's code runs as doctests too (not part of the API).
+#[cfg(doctest)]
+#[doc = include_str!("../docs/from-multiprocessing.md")]
+struct FromMultiprocessingGuide;
 
 /// The crate shmkit's payload traits come from, re-exported so that your
 /// `Pod` types use the very version shmkit does, with no `bytemuck` line

@@ -65,6 +65,20 @@ impl ProcToken {
         liveness::start_ticks(pid).map(|start| Self::pack(pid, start))
     }
 
+    /// The token of child `pid` that the caller has not reaped yet, running
+    /// or a zombie (whose `/proc/PID/stat` still holds its start time; once
+    /// reaped, the pid may name another process). For the worker pool,
+    /// which must know who its dead worker was to remove what it created.
+    pub(crate) fn of_unreaped_child(pid: u32) -> Option<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: count
+        // fields from the last `)`; field 22, the start time, is the 20th
+        // after it.
+        let rest = &text[text.rfind(')')? + 1..];
+        let start = rest.split_ascii_whitespace().nth(19)?.parse().ok()?;
+        (pid != 0).then(|| Self::pack(pid, start))
+    }
+
     /// Is the process this token names still running (not exited, not a
     /// zombie, and not a newer process that reused the pid)?
     pub fn is_alive(self) -> bool {
@@ -122,6 +136,25 @@ mod tests {
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
         child.wait().unwrap();
         assert!(!token.is_alive());
+    }
+
+    #[test]
+    fn unreaped_child_token_matches_its_own_and_outlives_its_exit() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let before = ProcToken::of_unreaped_child(pid).expect("unreaped: in /proc");
+        // Exited or not, it is not reaped: the same token (now a zombie's).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while before.is_alive() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(!before.is_alive());
+        assert_eq!(ProcToken::of_unreaped_child(pid), Some(before));
+        child.wait().unwrap();
+        assert_eq!(
+            ProcToken::current(),
+            ProcToken::of_unreaped_child(std::process::id()).unwrap()
+        );
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! Helpers shared by the integration tests: unique segment names, cleanup
 //! that runs even when a test fails, and re-running this test binary as a
-//! child process.
+//! child process (through the worker helper, `shmkit::worker`).
 #![allow(dead_code)]
 // A test-name counter, not algorithm code: loom need not see it.
 #![allow(clippy::disallowed_types)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use shmkit::worker::{Pool, Spawn};
 
 /// The start of every name this test process makes (see [`unique`]).
 pub fn prefix() -> String {
@@ -43,28 +44,50 @@ impl Drop for Cleanup {
     }
 }
 
-/// Environment variable that turns this test binary into a child.
-pub const ROLE: &str = "SHMKIT_TEST_CHILD_ROLE";
+/// Environment variable that turns this test binary into a child: the worker
+/// helper's role variable (`shmkit::worker`).
+pub const ROLE: &str = shmkit::worker::ROLE_VAR;
 
-/// The child's role, if this process is a child.
+/// The child's role, if this process is a child (started by
+/// [`child_command`] or any `shmkit::worker::Spawn`).
 pub fn child_role() -> Option<String> {
-    std::env::var(ROLE).ok()
+    shmkit::worker::current()
+        .expect("worker environment")
+        .map(|w| w.role().to_owned())
 }
 
 /// A command that re-runs this test binary as a child: it runs only the test
-/// `entry` (which must call `child_role()` and act on it).
+/// `entry` (which must call `child_role()` and act on it). Built by the
+/// worker helper (`Spawn::libtest`), with stdin and stdout closed.
 pub fn child_command(entry: &str, role: &str) -> Command {
     child_command_at(&std::env::current_exe().expect("current_exe"), entry, role)
 }
 
 /// [`child_command`] running `exe`, a copy of this test binary.
 pub fn child_command_at(exe: &std::path::Path, entry: &str, role: &str) -> Command {
-    let mut cmd = Command::new(exe);
-    cmd.args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut cmd = child_spawn(entry, role)
+        .exe(exe)
+        .command(0)
+        .expect("command");
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
     cmd
+}
+
+/// The worker helper's description of children running the test `entry` in
+/// `role` (stdin and stdout closed): add `.count(n)`, `.arg(..)`,
+/// `.share(..)`, then `.start()` for a pool.
+///
+/// Without `die_with_parent`: the kernel ties it to the spawning *thread*,
+/// and a test may spawn from a short-lived thread; a test's children are
+/// killed by its `Reaper` or pool instead (and CI's `timeout` kills the
+/// whole process group).
+pub fn child_spawn<'a>(entry: &str, role: &str) -> Spawn<'a> {
+    Spawn::new(role)
+        .libtest(entry)
+        .die_with_parent(false)
+        .configure(|cmd, _| {
+            cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        })
 }
 
 /// How long any child may take before the test calls it hung. Far above
@@ -79,60 +102,35 @@ pub struct Reaper(pub Option<Child>);
 impl Reaper {
     /// Wait for the child to exit (at most [`CHILD_LIMIT`]) and assert that
     /// it succeeded. A child still running at the limit is killed and the
-    /// test fails.
+    /// test fails. The worker helper's pool joins it: a failure names the
+    /// pid and the exit code or signal, and removes what the child created.
     pub fn wait_ok(mut self) {
-        let mut c = self.0.take().unwrap();
-        let exited = exits_within(&c, CHILD_LIMIT);
-        if !exited {
-            let _ = c.kill();
+        let child = self.0.take().unwrap();
+        let mut pool = Pool::new();
+        pool.adopt(child, "child", 0);
+        for r in pool.join_timeout(CHILD_LIMIT) {
+            if let Err(e) = r {
+                panic!("{e}");
+            }
         }
-        let st = c.wait().unwrap();
-        assert!(
-            exited,
-            "child {} hung: killed after {CHILD_LIMIT:?}",
-            c.id()
-        );
-        assert!(st.success(), "child failed: {st}");
     }
 }
 
-/// Block until `child` exits or `limit` passes, without reaping it: poll(2)
-/// on a pidfd, which becomes readable when the process exits.
-fn exits_within(child: &Child, limit: Duration) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
-    // no memory is passed.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
-    assert!(raw >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-    // SAFETY: `raw` is a new descriptor that nothing else owns; OwnedFd
-    // closes it on every path out, panics included.
-    let owned = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
-    let fd = owned.as_raw_fd();
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `p` is one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
-        if n > 0 {
-            return true;
+/// Join every worker of `pool` within [`CHILD_LIMIT`], asserting that each
+/// succeeded.
+pub fn join_ok(pool: Pool) {
+    for r in pool.join_timeout(CHILD_LIMIT) {
+        if let Err(e) = r {
+            panic!("{e}");
         }
-        if n == 0 {
-            return false;
-        }
-        let e = std::io::Error::last_os_error();
-        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
     }
 }
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.0.take() {
+            // The pool's drop kills and reaps it.
+            Pool::new().adopt(c, "child", 0);
         }
     }
 }
