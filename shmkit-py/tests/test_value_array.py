@@ -45,6 +45,27 @@ def test_array_written_by_children(ctx):
     assert arr[:] == [i * 100 + j for i in range(4) for j in range(8)]
 
 
+def add_and_report(v, arr, i, n):
+    for _ in range(n):
+        v.add(1)
+    arr[i] = i + 1
+
+
+def test_handles_pass_to_a_process_pool_executor(ctx):
+    # ProcessPoolExecutor pickles each call's arguments for a worker that
+    # already runs: the handles travel by segment name, as with Process.
+    from concurrent.futures import ProcessPoolExecutor
+
+    v = shmkit.Value("q", 0)
+    arr = shmkit.Array("i", 8)
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+        done = [pool.submit(add_and_report, v, arr, i, 500) for i in range(8)]
+        for f in done:
+            f.result(timeout=60)
+    assert v.value == 8 * 500
+    assert arr[:] == list(range(1, 9))
+
+
 def test_fetch_add_and_compare_exchange():
     v = shmkit.Value("Q", 10)
     assert v.fetch_add(5) == 10
