@@ -56,13 +56,14 @@ def _echo(conn, go, n, i):
 
 def _timed(target, argsets):
     ctx = mp.get_context("fork")
-    go = ctx.Event()
+    # Every worker and this process meet at the start line; the clock starts
+    # when all of them have arrived, so process start-up is not timed.
+    go = ctx.Barrier(len(argsets) + 1)
     ps = [ctx.Process(target=target, args=a[:1] + (go,) + a[1:]) for a in argsets]
     for p in ps:
         p.start()
-    time.sleep(0.2)  # let the workers reach the start line (not timed)
+    go.wait()
     t0 = time.perf_counter()
-    go.set()
     for p in ps:
         p.join()
         if p.exitcode != 0:
@@ -81,11 +82,11 @@ def counter(n, make, target):
 def pipe_round_trip(n, pipe):
     a, b = pipe()
     ctx = mp.get_context("fork")
-    go = ctx.Event()
+    go = ctx.Barrier(2)
     p = ctx.Process(target=_echo, args=(b, go, n, 1))
     p.start()
     _pin(0)
-    go.set()
+    go.wait()
     msg = b"x" * 16
     t0 = time.perf_counter()
     for _ in range(n):
@@ -108,6 +109,19 @@ def numpy_sum(size, reps, arr, view):
     if s != size:
         raise SystemExit("numpy sum is wrong")
     return size * 8 / dt / 1e9  # GB/s read
+
+
+def cpu_model():
+    """The CPU's model name as /proc/cpuinfo gives it (figures differ a lot
+    between hosts, so every run says which one it ran on)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main(argv):
@@ -143,7 +157,7 @@ def main(argv):
     except ImportError:
         print("  (numpy not installed: no array case)", file=sys.stderr)
 
-    print(f"shmkit.bench on {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+    print(f"shmkit.bench on {os.cpu_count()} cores ({cpu_model()}), "
           f"Python {platform.python_version()}, {'full' if full else 'quick'} run")
     for name, (med, lo, hi, unit) in rows.items():
         print(f"{name:<40} {med:>12.4g} {unit:<6} [{lo:.4g} - {hi:.4g}]")
