@@ -59,6 +59,12 @@ impl EventCount {
         key
     }
 
+    /// The futex word, for a thread that waits on many at once
+    /// ([`Futex::wait_any`]) with a key from [`prepare`](Self::prepare).
+    pub fn futex(&self) -> &Futex {
+        &self.futex
+    }
+
     /// Sleep while the word equals `key` (see [`Futex::wait`]).
     pub fn wait(&self, key: u32, timeout: Option<Duration>) {
         self.futex.wait(key, timeout)

@@ -21,6 +21,7 @@ mod object;
 pub mod process;
 pub mod ring;
 mod slot;
+mod waiter;
 mod words;
 
 pub mod admin;

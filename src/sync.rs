@@ -287,6 +287,91 @@ impl Futex {
     }
 }
 
+/// The most words one [`Futex::wait_any`] call sleeps on (the kernel's
+/// limit for `futex_waitv`).
+pub const WAIT_ANY_MAX: usize = 128;
+
+impl Futex {
+    /// Sleep until any of `waits`' futexes is woken or no longer holds its
+    /// expected value, or `timeout` passes: one thread waits on many words
+    /// at once (Linux `futex_waitv`, 5.16 and later). At most
+    /// [`WAIT_ANY_MAX`] entries are used; the rest are ignored.
+    ///
+    /// May return early for any reason, as [`wait`](Self::wait); callers
+    /// re-check every word. Returns `false` when the kernel has no
+    /// `futex_waitv` (ENOSYS) and the caller must poll instead.
+    pub fn wait_any(waits: &[(&Futex, u32)], timeout: Option<Duration>) -> bool {
+        step();
+        #[cfg(not(shmkit_loom))]
+        {
+            /// The kernel's `struct futex_waitv` (include/uapi/linux/futex.h).
+            #[repr(C)]
+            struct FutexWaitv {
+                val: u64,
+                uaddr: u64,
+                flags: u32,
+                reserved: u32,
+            }
+            // FUTEX2_SIZE_U32 without FUTEX2_PRIVATE: the words are shared
+            // between processes, like every futex of ours.
+            const FUTEX2_SIZE_U32: u32 = 0x02;
+            let list: Vec<FutexWaitv> = waits
+                .iter()
+                .take(WAIT_ANY_MAX)
+                .map(|(f, expected)| FutexWaitv {
+                    val: u64::from(*expected),
+                    uaddr: f.word.0.as_ptr() as usize as u64,
+                    flags: FUTEX2_SIZE_U32,
+                    reserved: 0,
+                })
+                .collect();
+            // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
+            let deadline = timeout.map(|d| {
+                let mut now = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: `now` is a valid timespec for clock_gettime to fill.
+                unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+                let nanos = (now.tv_nsec as u64).saturating_add(u64::from(d.subsec_nanos()));
+                libc::timespec {
+                    tv_sec: now
+                        .tv_sec
+                        .saturating_add(d.as_secs().min(i64::MAX as u64 / 2) as libc::time_t)
+                        .saturating_add((nanos / 1_000_000_000) as libc::time_t),
+                    tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+                }
+            });
+            let ts_ptr = deadline
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `list` holds `list.len()` (at most 128) initialised
+            // entries, each naming a live, aligned 4-byte word borrowed for
+            // the whole call (the kernel only reads them); `ts_ptr` is null
+            // or points to `deadline`, which outlives the call. EAGAIN, EINTR
+            // and ETIMEDOUT need no action: callers re-check.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_futex_waitv,
+                    list.as_ptr(),
+                    list.len() as libc::c_uint,
+                    0 as libc::c_uint,
+                    ts_ptr,
+                    libc::CLOCK_MONOTONIC,
+                )
+            };
+            !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+        }
+        #[cfg(shmkit_loom)]
+        {
+            // Not modelled: a spurious wake-up, which callers must handle.
+            let _ = (waits, timeout);
+            loom::thread::yield_now();
+            true
+        }
+    }
+}
+
 /// Process identity and liveness, the OS side of [`crate::process`].
 ///
 /// A process is named by its pid and its start time (clock ticks since boot,

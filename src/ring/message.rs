@@ -60,6 +60,8 @@
 //! ```
 
 use std::cell::Cell;
+use std::future::Future;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
@@ -167,6 +169,24 @@ impl Producer<Frame> {
             .map_err(SendError::from)
     }
 
+    /// Push one message, waiting asynchronously while the ring lacks room:
+    /// the `async` form of [`push_bytes`](Self::push_bytes) (see
+    /// [`Consumer::pop_async`](super::Consumer::pop_async)). A future dropped
+    /// before it completes has sent nothing.
+    pub fn push_bytes_async<'a>(
+        &'a mut self,
+        msg: &'a [u8],
+    ) -> impl Future<Output = Result<(), SendError>> + 'a {
+        let mut pending = Some(());
+        std::future::poll_fn(move |cx| {
+            if let Err(e) = self.check_len(msg) {
+                return Poll::Ready(Err(e));
+            }
+            self.poll_room(cx, &mut pending, |p, ()| p.try_push_checked(msg))
+                .map(|r| r.map_err(SendError::from))
+        })
+    }
+
     /// The longest message this ring carries.
     pub fn max_message_len(&self) -> usize {
         max_message_len(self.capacity())
@@ -240,6 +260,13 @@ impl Consumer<Frame> {
         let mut v = Vec::new();
         self.try_pop_bytes_into(&mut v)?;
         Ok(v)
+    }
+
+    /// Take one whole message, waiting asynchronously while the ring is
+    /// empty: the `async` form of [`pop_bytes`](Self::pop_bytes);
+    /// cancellation-safe as [`pop_async`](Self::pop_async).
+    pub fn pop_bytes_async(&self) -> impl Future<Output = Result<Vec<u8>, PopError>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_for(cx, || self.try_pop_bytes()))
     }
 
     /// Take one whole message, waiting while the ring is empty.

@@ -5,8 +5,10 @@
 //! `registry.rs`'s; the control block is `control.rs`'s; byte messages are
 //! `message.rs`'s (through `reserve`, `write_reserved`, `publish_reserved`).
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytemuck::Pod;
@@ -319,6 +321,57 @@ impl<T: Pod> Producer<T> {
             if let Some(r) = outcome {
                 return r;
             }
+        }
+    }
+
+    /// Push one item, waiting asynchronously while the ring is full: the
+    /// `async` form of [`push`](Self::push) (see
+    /// [`Consumer::pop_async`](super::Consumer::pop_async) for how a pending
+    /// call waits). A future dropped before it completes has pushed nothing:
+    /// the item is dropped with it.
+    pub fn push_async(&mut self, item: T) -> impl Future<Output = Result<(), PushError<T>>> + '_ {
+        let mut pending = Some(item);
+        std::future::poll_fn(move |cx| self.poll_room(cx, &mut pending, Self::try_push))
+    }
+
+    /// The poll step of the async pushes: one attempt with the value in
+    /// `pending`; if the ring is full, register on `not_full`, try again,
+    /// and park the task (the value stays in `pending` for the next poll).
+    /// The async twin of [`push_with`](Self::push_with), with the same
+    /// all-consumers-gone rule. A poll after completion stays pending.
+    pub(super) fn poll_room<X>(
+        &mut self,
+        cx: &mut Context<'_>,
+        pending: &mut Option<X>,
+        mut attempt: impl FnMut(&mut Self, X) -> Result<(), PushError<X>>,
+    ) -> Poll<Result<(), PushError<X>>> {
+        let Some(x) = pending.take() else {
+            return Poll::Pending;
+        };
+        let x = match attempt(self, x) {
+            Err(PushError::Full(x)) => x,
+            other => return Poll::Ready(other),
+        };
+        let mem = self.mem.clone();
+        let cold = &mem.ctrl().cold;
+        // Either a consumer's wake sees our bit, or the re-check sees its head
+        // (the EventCount's fences).
+        let key = cold.not_full.prepare();
+        match attempt(self, x) {
+            Err(PushError::Full(x)) if self.mem.consumers_gone() => {
+                // The last consumer may have made room before leaving.
+                Poll::Ready(match attempt(self, x) {
+                    Err(PushError::Full(x)) => Err(PushError::Disconnected(x)),
+                    other => other,
+                })
+            }
+            Err(PushError::Full(x)) => {
+                *pending = Some(x);
+                let keep: Arc<RingMem> = mem.clone();
+                crate::waiter::park(cold.not_full.futex(), key, keep, cx.waker());
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
         }
     }
 

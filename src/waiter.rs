@@ -1,0 +1,158 @@
+//! The process's one waiter thread for async calls (`pop_async`,
+//! `push_async`, ...): a future that finds nothing to do parks its waker
+//! here, with the futex word it would have slept on and the key it got from
+//! the event count's `prepare`; this thread sleeps on all parked words at
+//! once with `futex_waitv` and wakes the wakers whose word moved.
+//!
+//! So any number of pending futures cost one thread per process, not a
+//! thread each, and a waker never waits for a poll interval: a producer's
+//! `notify` wakes this thread through the kernel, as it would wake a
+//! blocked `pop`. Every [`SLICE`] the thread wakes every parked future, so a
+//! future re-checks its peers' liveness (a dead producer gives
+//! `Disconnected`) as a blocking call does.
+//!
+//! No lost wake-up: a future parks with the key it read *before* its last
+//! attempt, and this thread sleeps only while each word still equals its key
+//! (the kernel compares them under the futex bucket lock), so a notify
+//! between the attempt and the sleep makes the sleep return at once. A
+//! registration made while the thread sleeps on an older list bumps
+//! `news`, one of the words it sleeps on.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use crate::sync::{Futex, Ordering, WAIT_ANY_MAX};
+
+/// How often every parked future is woken to re-check its peers' liveness
+/// (the blocking calls' slice, `ring::wait::LIVENESS_SLICE`).
+pub(crate) const SLICE: Duration = Duration::from_millis(200);
+
+/// One parked future.
+struct Parked {
+    futex: *const Futex,
+    key: u32,
+    waker: Waker,
+    /// Keeps the mapping that holds `futex` alive while this entry exists.
+    _keep: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: `futex` points into memory that `_keep` keeps mapped, and it is
+// only read (atomically) while the entry exists; a `Waker` is Send.
+unsafe impl Send for Parked {}
+
+struct Waiter {
+    parked: Mutex<Vec<Parked>>,
+    /// Bumped and woken by every registration, so a thread asleep on an
+    /// older list wakes to take the new entry in.
+    news: Futex,
+}
+
+/// The waiter, started on first use; `None` if its thread could not start
+/// (then futures poll again at once instead of parking: a busy wait, not a
+/// hang).
+fn waiter() -> Option<&'static Waiter> {
+    static WAITER: OnceLock<Option<&'static Waiter>> = OnceLock::new();
+    *WAITER.get_or_init(|| {
+        let w: &'static Waiter = Box::leak(Box::new(Waiter {
+            parked: Mutex::new(Vec::new()),
+            news: Futex::new(0),
+        }));
+        std::thread::Builder::new()
+            .name("shmkit-waiter".into())
+            .spawn(move || run(w))
+            .ok()
+            .map(|_| w)
+    })
+}
+
+/// Park `waker` until `futex` no longer holds `key` (or is woken), or at most
+/// [`SLICE`]. `keep` must own the memory `futex` lives in.
+pub(crate) fn park(futex: &Futex, key: u32, keep: Arc<dyn Any + Send + Sync>, waker: &Waker) {
+    let Some(w) = waiter() else {
+        waker.wake_by_ref();
+        return;
+    };
+    // A poisoned lock only means a waker panicked while being woken; the
+    // list itself is still a valid list.
+    w.parked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Parked {
+            futex,
+            key,
+            waker: waker.clone(),
+            _keep: keep,
+        });
+    // Release: pairs with the Acquire load at the top of `run`'s loop; a
+    // thread that loads the bumped value takes the list after our push.
+    w.news.word().fetch_add(1, Ordering::Release);
+    w.news.wake(1);
+}
+
+fn run(w: &'static Waiter) {
+    let mut since = Instant::now();
+    let mut wake = Vec::new();
+    loop {
+        // Acquire: pairs with the Release bump in `park` (see there).
+        let news = w.news.word().load(Ordering::Acquire);
+        let mut words: Vec<(*const Futex, u32)> = w
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|p| (p.futex, p.key))
+            .collect();
+        words.sort_unstable();
+        words.dedup();
+        // Past the kernel's limit the rest are polled: every entry is woken
+        // after a short sleep instead of waiting for its word.
+        let overflow = words.len() >= WAIT_ANY_MAX;
+        let mut waits: Vec<(&Futex, u32)> = Vec::with_capacity(words.len().min(WAIT_ANY_MAX));
+        waits.push((&w.news, news));
+        for &(f, key) in words.iter().take(WAIT_ANY_MAX - 1) {
+            // SAFETY: every pointer comes from an entry still in `parked`,
+            // and only this thread removes entries (below, after `waits` is
+            // gone), so the memory each entry's `_keep` holds is mapped.
+            waits.push((unsafe { &*f }, key));
+        }
+        let left = SLICE.saturating_sub(since.elapsed());
+        let supported = Futex::wait_any(
+            &waits,
+            Some(if overflow {
+                Duration::from_millis(1)
+            } else {
+                left
+            }),
+        );
+        drop(waits);
+        if !supported {
+            // No futex_waitv (a kernel before 5.16): poll every millisecond.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let all = overflow || !supported || since.elapsed() >= SLICE;
+        if all {
+            since = Instant::now();
+        }
+        {
+            let mut parked = w.parked.lock().unwrap_or_else(|e| e.into_inner());
+            parked.retain_mut(|p| {
+                // SAFETY: as above: the entry, and so its mapping, exists.
+                // Relaxed: only a hint that the word moved; the woken future
+                // re-reads everything it needs with its own orderings.
+                let moved = unsafe { &*p.futex }.word().load(Ordering::Relaxed) != p.key;
+                if all || moved {
+                    wake.push(p.waker.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        // Woken outside the lock: a waker may run code that parks again.
+        for waker in wake.drain(..) {
+            waker.wake();
+        }
+    }
+}

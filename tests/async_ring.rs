@@ -1,0 +1,281 @@
+//! The async ring calls under tokio's multi-thread runtime: exactly-once
+//! delivery to async consumers fed by another process, cancellation that
+//! loses nothing, one waiter thread however many calls are pending, a dead
+//! producer ending a pending pop, and async pushes waiting for room.
+#![cfg(not(shmkit_loom))]
+// Test bookkeeping (a wake counter), not algorithm code.
+#![allow(clippy::disallowed_types)]
+
+mod common;
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, Reaper, child_command, child_role};
+use shmkit::ring::{PopError, PushError, Ring};
+
+const ENTRY: &str = "child_entry";
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap()
+}
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    let ring = Ring::<u64>::open(&env("RING")).unwrap();
+    let mut tx = ring.producer().unwrap();
+    match role.as_str() {
+        "produce" => {
+            let n: u64 = env("N").parse().unwrap();
+            for v in 0..n {
+                tx.push(v).unwrap();
+            }
+            // Dropping the producer closes the ring: consumers drain, then
+            // get Disconnected.
+        }
+        "produce_one_then_park" => {
+            tx.push(41).unwrap();
+            loop {
+                std::thread::park(); // until killed
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn async_consumers_get_each_item_of_another_process_once() {
+    const N: u64 = 200_000;
+    let r = Cleanup::new("aring");
+    let ring = Ring::<u64>::create(r.name(), 256).unwrap();
+    // Consumers first, so the producer's close cannot come before them.
+    let consumers: Vec<_> = (0..3).map(|_| ring.consumer().unwrap()).collect();
+    let child = Reaper(Some(
+        child_command(ENTRY, "produce")
+            .env("RING", r.name())
+            .env("N", N.to_string())
+            .spawn()
+            .unwrap(),
+    ));
+    let (count, sum) = runtime().block_on(async {
+        let tasks: Vec<_> = consumers
+            .into_iter()
+            .map(|rx| {
+                tokio::spawn(async move {
+                    let (mut count, mut sum, mut last) = (0u64, 0u64, None);
+                    loop {
+                        match rx.pop_async().await {
+                            Ok(v) => {
+                                // One producer: each consumer sees its
+                                // items in the order pushed.
+                                assert!(last.is_none_or(|l| l < v), "{last:?} then {v}");
+                                last = Some(v);
+                                count += 1;
+                                sum += v;
+                            }
+                            Err(PopError::Disconnected) => return (count, sum),
+                            Err(e) => panic!("pop_async: {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut total = (0, 0);
+        for t in tasks {
+            let (c, s) = t.await.unwrap();
+            total.0 += c;
+            total.1 += s;
+        }
+        total
+    });
+    child.wait_ok();
+    assert_eq!((count, sum), (N, N * (N - 1) / 2));
+}
+
+#[test]
+fn a_cancelled_pop_loses_no_item() {
+    const N: u64 = 20_000;
+    let ring = Ring::<u64>::new_in_process(64).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for v in 0..N {
+            tx.push(v).unwrap();
+            if v % 512 == 0 {
+                // Gaps, so that many pops are pending when cancelled.
+                std::thread::yield_now();
+            }
+        }
+    });
+    let (got, cancelled) = runtime().block_on(async {
+        let (mut got, mut cancelled) = (Vec::new(), 0u64);
+        loop {
+            match tokio::time::timeout(Duration::from_micros(20), rx.pop_async()).await {
+                Ok(Ok(v)) => got.push(v),
+                Ok(Err(PopError::Disconnected)) => return (got, cancelled),
+                Ok(Err(e)) => panic!("pop_async: {e}"),
+                Err(_elapsed) => cancelled += 1,
+            }
+        }
+    });
+    feeder.join().unwrap();
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "after {cancelled} cancelled pops"
+    );
+}
+
+/// A waker that counts its wakes.
+struct Counter(AtomicUsize);
+
+impl Wake for Counter {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, StdOrdering::SeqCst);
+    }
+}
+
+/// Threads of this process named `shmkit-waiter`.
+fn waiter_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "shmkit-waiter")
+        .count()
+}
+
+#[test]
+fn many_pending_pops_share_one_waiter_thread_and_all_wake() {
+    const K: usize = 40;
+    let rings: Vec<Ring<u64>> = (0..K).map(|_| Ring::new_in_process(4).unwrap()).collect();
+    let mut txs: Vec<_> = rings.iter().map(|r| r.producer().unwrap()).collect();
+    let rxs: Vec<_> = rings.iter().map(|r| r.consumer().unwrap()).collect();
+    let counter = Arc::new(Counter(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut futs: Vec<_> = rxs.iter().map(|rx| Box::pin(rx.pop_async())).collect();
+    for f in &mut futs {
+        assert!(
+            f.as_mut().poll(&mut cx).is_pending(),
+            "an empty ring gave an item"
+        );
+    }
+    assert_eq!(
+        waiter_threads(),
+        1,
+        "one waiter thread for {K} pending pops"
+    );
+    for (i, tx) in txs.iter_mut().enumerate() {
+        tx.push(i as u64).unwrap();
+    }
+    // Each pending pop is woken by its push, through the waiter thread.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.0.load(StdOrdering::SeqCst) < K {
+        assert!(Instant::now() < deadline, "not every pending pop was woken");
+        std::thread::yield_now();
+    }
+    for (i, f) in futs.iter_mut().enumerate() {
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(v)) => assert_eq!(v, i as u64),
+            other => panic!("pop {i} after its wake: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_killed_producer_ends_a_pending_pop() {
+    let r = Cleanup::new("adead");
+    let ring = Ring::<u64>::create(r.name(), 8).unwrap();
+    let rx = ring.consumer().unwrap();
+    let mut child = Reaper(Some(
+        child_command(ENTRY, "produce_one_then_park")
+            .env("RING", r.name())
+            .spawn()
+            .unwrap(),
+    ));
+    runtime().block_on(async {
+        assert_eq!(rx.pop_async().await.unwrap(), 41);
+        let pending = tokio::spawn(async move { rx.pop_async().await });
+        child.0.as_mut().unwrap().kill().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), pending)
+            .await
+            .expect("a pop pending on a dead producer's ring hung")
+            .unwrap();
+        assert!(matches!(got, Err(PopError::Disconnected)), "{got:?}");
+    });
+}
+
+#[test]
+fn an_async_push_waits_for_room_and_bytes_round_trip() {
+    let ring = Ring::<u64>::new_in_process(2).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    runtime().block_on(async {
+        let pusher = tokio::spawn(async move {
+            for v in 0..1000u64 {
+                tx.push_async(v).await.unwrap();
+            }
+        });
+        let mut want = 0;
+        while want < 1000 {
+            assert_eq!(rx.pop_async().await.unwrap(), want);
+            want += 1;
+        }
+        pusher.await.unwrap();
+    });
+
+    // The consumers leave: a push pending on a full ring ends.
+    let ring = Ring::<u64>::new_in_process(2).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    tx.push(1).unwrap();
+    tx.push(2).unwrap();
+    let waker = Waker::from(Arc::new(Counter(AtomicUsize::new(0))));
+    let mut cx = Context::from_waker(&waker);
+    {
+        let mut f = pin!(tx.push_async(3));
+        assert!(
+            f.as_mut().poll(&mut cx).is_pending(),
+            "a full ring took an item"
+        );
+        drop(rx);
+        assert!(matches!(
+            f.as_mut().poll(&mut cx),
+            Poll::Ready(Err(PushError::Disconnected(3)))
+        ));
+    }
+
+    let ring = Ring::<shmkit::ring::message::Frame>::new_in_process(64).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    runtime().block_on(async {
+        let big = vec![7u8; 1000];
+        let sender = tokio::spawn(async move {
+            for i in 0..200u32 {
+                let msg: Vec<u8> = big.iter().map(|b| b ^ i as u8).collect();
+                tx.push_bytes_async(&msg).await.unwrap();
+            }
+            let too_big = vec![0u8; 64 * 64 * 2];
+            assert!(tx.push_bytes_async(&too_big).await.is_err());
+        });
+        for i in 0..200u32 {
+            let msg = rx.pop_bytes_async().await.unwrap();
+            assert_eq!(msg.len(), 1000);
+            assert!(msg.iter().all(|&b| b == 7 ^ i as u8), "message {i} changed");
+        }
+        sender.await.unwrap();
+    });
+}
