@@ -163,31 +163,44 @@ fn many_pending_pops_share_one_waiter_thread_and_all_wake() {
     let rings: Vec<Ring<u64>> = (0..K).map(|_| Ring::new_in_process(4).unwrap()).collect();
     let mut txs: Vec<_> = rings.iter().map(|r| r.producer().unwrap()).collect();
     let rxs: Vec<_> = rings.iter().map(|r| r.consumer().unwrap()).collect();
-    let counter = Arc::new(Counter(AtomicUsize::new(0)));
-    let waker = Waker::from(counter.clone());
-    let mut cx = Context::from_waker(&waker);
+    let counters: Vec<_> = (0..K)
+        .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
+        .collect();
+    let wakers: Vec<Waker> = counters.iter().map(|c| Waker::from(c.clone())).collect();
     let mut futs: Vec<_> = rxs.iter().map(|rx| Box::pin(rx.pop_async())).collect();
-    for f in &mut futs {
-        assert!(
-            f.as_mut().poll(&mut cx).is_pending(),
-            "an empty ring gave an item"
-        );
+    let mut parked_at = vec![0; K];
+    for (i, f) in futs.iter_mut().enumerate() {
+        // Poll through the spin phase (each such poll wakes its own waker
+        // at once) until the future parks: a poll that leaves it unwoken.
+        let mut cx = Context::from_waker(&wakers[i]);
+        loop {
+            let before = counters[i].0.load(StdOrdering::SeqCst);
+            assert!(
+                f.as_mut().poll(&mut cx).is_pending(),
+                "an empty ring gave an item"
+            );
+            if counters[i].0.load(StdOrdering::SeqCst) == before {
+                parked_at[i] = before;
+                break;
+            }
+        }
     }
-    assert_eq!(
-        waiter_threads(),
-        1,
-        "one waiter thread for {K} pending pops"
-    );
+    // The other tests of this binary may have started it already: one
+    // thread per process, never one per parked call.
+    assert_eq!(waiter_threads(), 1, "one waiter thread for {K} parked pops");
     for (i, tx) in txs.iter_mut().enumerate() {
         tx.push(i as u64).unwrap();
     }
-    // Each pending pop is woken by its push, through the waiter thread.
+    // Each parked pop is woken (by its push, through the waiter thread).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while counter.0.load(StdOrdering::SeqCst) < K {
-        assert!(Instant::now() < deadline, "not every pending pop was woken");
-        std::thread::yield_now();
+    for (i, c) in counters.iter().enumerate() {
+        while c.0.load(StdOrdering::SeqCst) == parked_at[i] {
+            assert!(Instant::now() < deadline, "parked pop {i} was never woken");
+            std::thread::yield_now();
+        }
     }
     for (i, f) in futs.iter_mut().enumerate() {
+        let mut cx = Context::from_waker(&wakers[i]);
         match f.as_mut().poll(&mut cx) {
             Poll::Ready(Ok(v)) => assert_eq!(v, i as u64),
             other => panic!("pop {i} after its wake: {other:?}"),
@@ -252,10 +265,16 @@ fn an_async_push_waits_for_room_and_bytes_round_trip() {
             "a full ring took an item"
         );
         drop(rx);
-        assert!(matches!(
-            f.as_mut().poll(&mut cx),
-            Poll::Ready(Err(PushError::Disconnected(3)))
-        ));
+        // Polled again until it ends (through the spin phase first).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let end = loop {
+            if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "a push on a deserted ring hung");
+            std::thread::yield_now();
+        };
+        assert!(matches!(end, Err(PushError::Disconnected(3))), "{end:?}");
     }
 
     let ring = Ring::<shmkit::ring::message::Frame>::new_in_process(64).unwrap();

@@ -641,13 +641,17 @@ fn os_pipe() -> Res<(OwnedFd, OwnedFd)> {
 pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
     let spin_n: u64 = if o.full { 200_000 } else { 20_000 };
     let block_n: u64 = if o.full { 20_000 } else { 2_000 };
-    let mut pct: [Vec<[f64; 3]>; 4] = Default::default();
+    let mut pct: [Vec<[f64; 3]>; 5] = Default::default();
     for _ in 0..reps(o) {
         let cl = shmkit::SharedArray::<u64>::create_anonymous(16).map_err(e)?;
         pct[0].push(pingpong("lat-cl", spin_n, &|c, _| {
             cl.share_with(c, "B_DATA")
         })?);
-        for (k, mode, n) in [(1, "spin", spin_n), (2, "block", block_n)] {
+        for (k, mode, n) in [
+            (1, "spin", spin_n),
+            (2, "block", block_n),
+            (4, "async", block_n),
+        ] {
             let a = Ring::<u64>::create_anonymous(64).map_err(e)?;
             let b = Ring::<u64>::create_anonymous(64).map_err(e)?;
             pct[k].push(pingpong(&format!("lat-ring-{mode}"), n, &|c, _| {
@@ -684,6 +688,11 @@ pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
             "two rings, blocking pop: spins and yields up to 60 us, then sleeps",
         ),
         ("pipe", "two pipes, blocking read"),
+        (
+            "shmkit-ring-async",
+            "two rings, pop_async on a current-thread tokio runtime: re-polls up to \
+             60 us, then parks with the process's waiter thread",
+        ),
     ];
     let mut out = Vec::new();
     for (i, (name, what)) in names.iter().enumerate() {
@@ -1296,7 +1305,11 @@ fn worker_inner(args: &[String]) -> Res<()> {
         }
         c if c.starts_with("lat-ring-") => {
             let spin = c.contains("spin");
+            let asynchronous = c.contains("async");
             let ping = c.ends_with("ping");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(e)?;
             let a = Ring::<u64>::open_inherited("B_RING").map_err(e)?;
             let b = Ring::<u64>::open_inherited("B_RING2").map_err(e)?;
             let (mut tx, rx) = if ping {
@@ -1313,6 +1326,8 @@ fn worker_inner(args: &[String]) -> Res<()> {
                             Err(x) => return Err(e(x)),
                         }
                     }
+                } else if asynchronous {
+                    rt.block_on(rx.pop_async()).map_err(e)
                 } else {
                     rx.pop().map_err(e)
                 }

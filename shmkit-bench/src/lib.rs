@@ -359,6 +359,8 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("latency", "shmkit-ring-spin", "cacheline-pingpong"),
     ("latency", "shmkit-ring-spin", "pipe"),
     ("latency", "shmkit-ring-blocking", "pipe"),
+    ("latency", "shmkit-ring-async", "pipe"),
+    ("latency", "shmkit-ring-async", "shmkit-ring-blocking"),
     ("pipe", "shmkit-pipe-roundtrip", "kernel-pipe-roundtrip"),
     ("pipe", "shmkit-pipe-roundtrip", "socketpair-roundtrip"),
     ("pipe", "shmkit-pipe-64B", "kernel-pipe-64B"),

@@ -19,7 +19,7 @@ use crate::sync::{AtomicU64, Ordering, spin_loop};
 
 use super::control::{RingMem, check_seq};
 use super::error::{PopError, TaskDoneError};
-use super::wait::{Waiting, sleep_slice};
+use super::wait::{Waiting, keep_polling, sleep_slice};
 
 /// A consumer of a ring. Any number may exist; each item goes to exactly one.
 /// Methods take `&self`, so one consumer may be shared by threads.
@@ -300,10 +300,13 @@ impl<T: Pod> Consumer<T> {
 
     /// Take one item, waiting asynchronously while the ring is empty: the
     /// `async` form of [`pop`](Self::pop), for any executor (tokio, smol,
-    /// ...). A pending pop costs no thread of its own: the process's one
-    /// waiter thread sleeps on every pending call's futex at once and wakes
-    /// the task when the producer pushes (or every 200 ms, to notice a dead
-    /// producer, which gives `Disconnected` as `pop` does).
+    /// ...). As `pop` spins before it sleeps, the future first polls again
+    /// at once for up to 60 us (yielding to the executor in between, so
+    /// other tasks run); then it parks. A parked pop costs no thread of its
+    /// own: the process's one waiter thread sleeps on every parked call's
+    /// futex at once and wakes the task when the producer pushes (or every
+    /// 200 ms, to notice a dead producer, which gives `Disconnected` as
+    /// `pop` does).
     ///
     /// Cancellation-safe: an item is taken only in the poll that returns it,
     /// so dropping the future (a `select!` branch that lost, a timeout)
@@ -333,22 +336,29 @@ impl<T: Pod> Consumer<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pop_async(&self) -> impl Future<Output = Result<T, PopError>> + '_ {
-        std::future::poll_fn(move |cx| self.poll_for(cx, || self.try_pop()))
+        let mut since = None;
+        std::future::poll_fn(move |cx| self.poll_for(cx, &mut since, || self.try_pop()))
     }
 
     /// The poll step of the async pops: one attempt; if it finds the ring
-    /// empty, register on `not_empty`, try once more, and park the task with
-    /// the process's waiter (`waiter.rs`) under the key registered. The
-    /// async twin of [`wait_for`](Self::wait_for), with the same dead-producer
-    /// rule.
+    /// empty, poll again at once while within the spin budget (`since`, the
+    /// future's state: the executor runs other tasks in between), else
+    /// register on `not_empty`, try once more, and park the task with the
+    /// process's waiter (`waiter.rs`) under the key registered. The async
+    /// twin of [`wait_for`](Self::wait_for), with the same dead-producer rule.
     pub(super) fn poll_for<R>(
         &self,
         cx: &mut Context<'_>,
+        since: &mut Option<std::time::Instant>,
         mut attempt: impl FnMut() -> Result<R, PopError>,
     ) -> Poll<Result<R, PopError>> {
         match attempt() {
             Err(PopError::Empty) => {}
             other => return Poll::Ready(other),
+        }
+        if keep_polling(since) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         let ctrl = self.mem.ctrl();
         // The registration's fence orders it before the re-check: either the

@@ -177,13 +177,15 @@ impl Producer<Frame> {
         &'a mut self,
         msg: &'a [u8],
     ) -> impl Future<Output = Result<(), SendError>> + 'a {
-        let mut pending = Some(());
+        let (mut pending, mut since) = (Some(()), None);
         std::future::poll_fn(move |cx| {
             if let Err(e) = self.check_len(msg) {
                 return Poll::Ready(Err(e));
             }
-            self.poll_room(cx, &mut pending, |p, ()| p.try_push_checked(msg))
-                .map(|r| r.map_err(SendError::from))
+            self.poll_room(cx, &mut pending, &mut since, |p, ()| {
+                p.try_push_checked(msg)
+            })
+            .map(|r| r.map_err(SendError::from))
         })
     }
 
@@ -266,7 +268,8 @@ impl Consumer<Frame> {
     /// empty: the `async` form of [`pop_bytes`](Self::pop_bytes);
     /// cancellation-safe as [`pop_async`](Self::pop_async).
     pub fn pop_bytes_async(&self) -> impl Future<Output = Result<Vec<u8>, PopError>> + '_ {
-        std::future::poll_fn(move |cx| self.poll_for(cx, || self.try_pop_bytes()))
+        let mut since = None;
+        std::future::poll_fn(move |cx| self.poll_for(cx, &mut since, || self.try_pop_bytes()))
     }
 
     /// Take one whole message, waiting while the ring is empty.

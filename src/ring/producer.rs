@@ -20,7 +20,7 @@ use crate::sync::Ordering;
 use super::control::{RingMem, check_seq};
 use super::error::{JoinError, PushError};
 use super::registry::ProducerClaim;
-use super::wait::{Waiting, sleep_slice};
+use super::wait::{Waiting, keep_polling, sleep_slice};
 
 /// The one producer of a ring. Dropping it closes the ring.
 ///
@@ -330,19 +330,21 @@ impl<T: Pod> Producer<T> {
     /// call waits). A future dropped before it completes has pushed nothing:
     /// the item is dropped with it.
     pub fn push_async(&mut self, item: T) -> impl Future<Output = Result<(), PushError<T>>> + '_ {
-        let mut pending = Some(item);
-        std::future::poll_fn(move |cx| self.poll_room(cx, &mut pending, Self::try_push))
+        let (mut pending, mut since) = (Some(item), None);
+        std::future::poll_fn(move |cx| self.poll_room(cx, &mut pending, &mut since, Self::try_push))
     }
 
     /// The poll step of the async pushes: one attempt with the value in
-    /// `pending`; if the ring is full, register on `not_full`, try again,
-    /// and park the task (the value stays in `pending` for the next poll).
+    /// `pending`; if the ring is full, poll again at once while within the
+    /// spin budget (`since`), else register on `not_full`, try again, and
+    /// park the task (the value stays in `pending` for the next poll).
     /// The async twin of [`push_with`](Self::push_with), with the same
     /// all-consumers-gone rule. A poll after completion stays pending.
     pub(super) fn poll_room<X>(
         &mut self,
         cx: &mut Context<'_>,
         pending: &mut Option<X>,
+        since: &mut Option<std::time::Instant>,
         mut attempt: impl FnMut(&mut Self, X) -> Result<(), PushError<X>>,
     ) -> Poll<Result<(), PushError<X>>> {
         let Some(x) = pending.take() else {
@@ -352,6 +354,11 @@ impl<T: Pod> Producer<T> {
             Err(PushError::Full(x)) => x,
             other => return Poll::Ready(other),
         };
+        if keep_polling(since) {
+            *pending = Some(x);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mem = self.mem.clone();
         let cold = &mem.ctrl().cold;
         // Either a consumer's wake sees our bit, or the re-check sees its head

@@ -47,6 +47,17 @@ impl Waiting {
     }
 }
 
+/// The async calls' spin phase: whether a future that found nothing to do
+/// should poll again at once (after letting its executor run other tasks)
+/// rather than park, because the first empty poll was less than the spin
+/// budget ago. `since` is the future's own state.
+pub(super) fn keep_polling(since: &mut Option<Instant>) -> bool {
+    if SPIN_BUDGET.is_zero() {
+        return false;
+    }
+    since.get_or_insert_with(Instant::now).elapsed() < SPIN_BUDGET
+}
+
 /// How long the next sleep may last: one liveness slice, shortened to the
 /// deadline; `None` once the deadline has passed. Sleepers wake at least
 /// every slice to check that their peers are alive.
