@@ -305,6 +305,25 @@ impl Connection {
         self.rx.pop_bytes_timeout(timeout)
     }
 
+    /// [`send_bytes`](Self::send_bytes) for async code: waits
+    /// asynchronously while the other end's buffer is full (see
+    /// [`Consumer::pop_async`](crate::ring::Consumer::pop_async) for how).
+    /// A future dropped before it completes has sent nothing.
+    pub fn send_bytes_async<'a>(
+        &'a mut self,
+        msg: &'a [u8],
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + 'a {
+        self.tx.push_bytes_async(msg)
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes) for async code; cancellation-safe (a
+    /// message is taken only by the poll that returns it).
+    pub fn recv_bytes_async(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, PopError>> + '_ {
+        self.rx.pop_bytes_async()
+    }
+
     /// Whether a message is waiting (Python's `poll()` without a timeout).
     pub fn poll(&self) -> bool {
         !self.rx.is_empty()

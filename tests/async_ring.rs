@@ -298,3 +298,23 @@ fn an_async_push_waits_for_room_and_bytes_round_trip() {
         sender.await.unwrap();
     });
 }
+
+#[test]
+fn a_pipe_round_trips_from_async_code() {
+    let pipe = shmkit::pipe::Pipe::create_anonymous(4096).unwrap();
+    let (mut a, mut b) = (pipe.end_a().unwrap(), pipe.end_b().unwrap());
+    runtime().block_on(async {
+        let echo = tokio::spawn(async move {
+            while let Ok(msg) = b.recv_bytes_async().await {
+                b.send_bytes_async(&msg).await.unwrap();
+            }
+        });
+        for i in 0..500u32 {
+            let msg = i.to_le_bytes().repeat(1 + i as usize % 40);
+            a.send_bytes_async(&msg).await.unwrap();
+            assert_eq!(a.recv_bytes_async().await.unwrap(), msg);
+        }
+        a.close();
+        echo.await.unwrap();
+    });
+}
