@@ -338,7 +338,11 @@ impl<T: ShmType> SharedCell<T> {
         fence(Ordering::Acquire);
         // Relaxed: ordered by the fence above.
         let s = self.stamp(b).load(Ordering::Relaxed);
-        Ok(if s == v { Attempt::Got(v, rec) } else { Attempt::Torn })
+        Ok(if s == v {
+            Attempt::Got(v, rec)
+        } else {
+            Attempt::Torn
+        })
     }
 
     /// Up to `attempts` lock-free copies; `None` if every one was torn.
@@ -606,16 +610,42 @@ mod tests {
 
     #[test]
     fn stores_alternate_buffers_and_publish_versions() {
-        let c = SharedCell::new_in_process(Rec { a: 1, b: 2, c: 3, d: 4 }).unwrap();
+        let c = SharedCell::new_in_process(Rec {
+            a: 1,
+            b: 2,
+            c: 3,
+            d: 4,
+        })
+        .unwrap();
         assert_eq!(c.version().unwrap(), 0);
-        assert_eq!(c.load().unwrap(), Rec { a: 1, b: 2, c: 3, d: 4 });
+        assert_eq!(
+            c.load().unwrap(),
+            Rec {
+                a: 1,
+                b: 2,
+                c: 3,
+                d: 4
+            }
+        );
         for i in 1..=5u64 {
-            let r = Rec { a: i, b: i as u32, c: i as u16, d: i as u16 };
+            let r = Rec {
+                a: i,
+                b: i as u32,
+                c: i as u16,
+                d: i as u16,
+            };
             assert_eq!(c.store(&r).unwrap(), i);
             assert_eq!(c.load_versioned().unwrap(), (i, r));
             assert_eq!(c.stamp((i & 1) as usize).load(Ordering::Relaxed), i);
         }
-        assert_eq!(c.update(|r| { r.a += 10; r.a }).unwrap(), 15);
+        assert_eq!(
+            c.update(|r| {
+                r.a += 10;
+                r.a
+            })
+            .unwrap(),
+            15
+        );
         assert_eq!(c.load().unwrap().a, 15);
         assert_eq!(c.version().unwrap(), 6);
         assert_eq!(c.takeovers(), 0);
