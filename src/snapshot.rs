@@ -25,12 +25,13 @@
 //! Two buffers, a stamp per buffer and a published version word, after the
 //! writers' lock (the crate's own robust [`LockArea`]):
 //!
-//! | word | meaning |
-//! |---|---|
-//! | `version` | how many stores completed, `0 ..= MAX_VERSION`; the record of version `v` is in buffer `v % 2` |
-//! | `stamp[b]` | the version whose record buffer `b` holds, or `BUSY \| n` while the writer of version `n` fills it |
-//! | `takeovers` | writers (or falling-back readers) that found the lock's holder dead (wrapping) |
-//! | `buf[0]`, `buf[1]` | the record, as atomic words (`slot::write_slot` / `read_slot`) |
+//! | bytes of the body | word | meaning |
+//! |---|---|---|
+//! | 0..128 | lock | the writers' [`LockArea`] |
+//! | 128 | `version` | how many stores completed, `0 ..= MAX_VERSION`; the record of version `v` is in buffer `v % 2` |
+//! | 136, 144 | `stamp[b]` | the version whose record buffer `b` holds, or `BUSY \| n` while the writer of version `n` fills it |
+//! | 152 | `takeovers` | writers (or falling-back readers) that found the lock's holder dead (wrapping) |
+//! | 256.. | `buf[0]`, `buf[1]` | the record (each rounded up to 8 bytes), as atomic words (`slot::write_slot` / `read_slot`) |
 //!
 //! - **A writer** (holding the lock) reads `version` = `v`, sets the stamp
 //!   of the *other* buffer `b = (v + 1) % 2` to `BUSY | v+1`, fences
