@@ -533,33 +533,6 @@ impl<T: ShmType> SharedCell<T> {
     pub fn segment(&self) -> Option<&Segment> {
         self.words.segment()
     }
-
-    /// A store that a model's process may die in at any step: the lock is
-    /// taken with [`LockArea::lock_or_die`], then the write runs (it dies
-    /// at the facade's step counting, see `sync::liveness::model`).
-    #[doc(hidden)]
-    pub fn store_or_die(&self, rec: &T, fate: &mut impl FnMut() -> bool) -> Option<Result<u64>> {
-        let g = match self.lock_area().lock_or_die(fate) {
-            Err(_) => return None,
-            Ok(Ok(g)) => g,
-            Ok(Err(LockError::OwnerDied(mut g))) => {
-                // Relaxed: a statistic.
-                self.word(TAKEOVERS).fetch_add(1, Ordering::Relaxed);
-                g.mark_consistent();
-                g
-            }
-            Ok(Err(_)) => unreachable!("lock_or_die waits"),
-        };
-        if !fate() {
-            std::mem::forget(g);
-            return None;
-        }
-        let r = self.write(&g, rec);
-        match g.unlock_or_die(fate) {
-            Ok(()) => Some(r),
-            Err(_) => None,
-        }
-    }
 }
 
 /// The body of a validated (or freshly sized) cell segment as words: the
