@@ -78,6 +78,9 @@ pub enum Kind {
     Map = 5,
     /// A [`SharedList`](crate::list::SharedList).
     List = 6,
+    /// A [`SharedCell`](crate::SharedCell): the writers' lock, a version,
+    /// two stamped buffers.
+    Cell = 8,
 }
 
 impl Kind {
@@ -91,6 +94,7 @@ impl Kind {
             4 => Kind::Lock,
             5 => Kind::Map,
             6 => Kind::List,
+            8 => Kind::Cell,
             _ => return None,
         })
     }
@@ -104,6 +108,7 @@ impl Kind {
             Kind::Lock => "lock",
             Kind::Map => "map",
             Kind::List => "list",
+            Kind::Cell => "cell",
         }
     }
 }
@@ -240,7 +245,7 @@ pub struct Header {
     ready: Futex,
     /// The creator's [`LAYOUT_VERSION`].
     version: AtomicU32,
-    /// [`Kind`] as its `u32` value, 1 to 6.
+    /// [`Kind`] as its `u32` value, 1 to 6 or 8.
     kind: AtomicU32,
     /// `size_of` the element type, at least 1.
     elem_size: AtomicU32,
@@ -284,7 +289,7 @@ const _: () = assert!(crate::sync::MODELLED || size_of::<Header>() == HEADER_SIZ
 /// afterwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderInfo {
-    /// The body's [`Kind`] as its `u32` value (1 to 6); see
+    /// The body's [`Kind`] as its `u32` value (1 to 6 or 8); see
     /// [`HeaderInfo::kind`].
     pub kind_raw: u32,
     /// The element type the body holds.

@@ -30,6 +30,7 @@ pub mod lock;
 pub mod pipe;
 pub mod record_array;
 pub mod segment;
+pub mod snapshot;
 pub mod worker;
 
 // The porting guide's code runs as doctests too (not part of the API).
@@ -80,3 +81,4 @@ pub use array::{ArrayGuard, SharedAccumulator, SharedArray, SharedValue};
 pub use lock::{LockError, LockGuard, ShmLock};
 pub use record_array::RecordArray;
 pub use segment::{CreateOptions, OpenOptions, Segment};
+pub use snapshot::SharedCell;

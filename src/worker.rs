@@ -211,6 +211,7 @@ share_via_object!(
     [T: crate::ShmType] crate::ring::Ring<T>,
     [K: crate::ShmType + PartialEq, V: crate::cell::Element] crate::map::SharedMap<K, V>,
     [T: crate::ShmType] crate::list::SharedList<T>,
+    [T: crate::ShmType] crate::snapshot::SharedCell<T>,
 );
 
 impl Share for crate::pipe::Pipe {
