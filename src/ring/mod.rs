@@ -98,7 +98,7 @@ mod wait;
 
 pub use consumer::{Consumer, Iter, TryIter};
 pub use control::{MAX_CONSUMERS, RingState};
-pub use error::{JoinError, PopError, PushError, SendError, TaskDoneError};
+pub use error::{JoinError, JoinReport, PopError, PushError, SendError, TaskDoneError};
 pub use producer::Producer;
 pub use wait::LIVENESS_SLICE;
 
