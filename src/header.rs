@@ -10,7 +10,7 @@
 //! | `version` | [`LAYOUT_VERSION`] of the creator's shmkit |
 //! | `kind` | what the body is: [`Kind`] |
 //! | `elem_size`, `elem_align`, `elem_fingerprint`, `elem_name` | the element type |
-//! | `len` | number of elements (array), stripes (accumulator) or slots (ring) |
+//! | `len` | number of elements (array), stripes (accumulator) or slots (ring); a queue packs its three limits |
 //! | `data_offset` | where the body starts, a multiple of 128 |
 //! | `total_size` | bytes of the whole segment: equals the file size |
 //! | `creator` | [`ProcToken`] of the creating process |
@@ -78,6 +78,8 @@ pub enum Kind {
     Map = 5,
     /// A [`SharedList`](crate::list::SharedList).
     List = 6,
+    /// A [`Queue`](crate::queue::Queue): lanes of slots, one per producer.
+    Queue = 7,
 }
 
 impl Kind {
@@ -91,6 +93,7 @@ impl Kind {
             4 => Kind::Lock,
             5 => Kind::Map,
             6 => Kind::List,
+            7 => Kind::Queue,
             _ => return None,
         })
     }
@@ -104,6 +107,7 @@ impl Kind {
             Kind::Lock => "lock",
             Kind::Map => "map",
             Kind::List => "list",
+            Kind::Queue => "queue",
         }
     }
 }
@@ -240,7 +244,7 @@ pub struct Header {
     ready: Futex,
     /// The creator's [`LAYOUT_VERSION`].
     version: AtomicU32,
-    /// [`Kind`] as its `u32` value, 1 to 6.
+    /// [`Kind`] as its `u32` value, 1 to 7.
     kind: AtomicU32,
     /// `size_of` the element type, at least 1.
     elem_size: AtomicU32,
@@ -284,7 +288,7 @@ const _: () = assert!(crate::sync::MODELLED || size_of::<Header>() == HEADER_SIZ
 /// afterwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderInfo {
-    /// The body's [`Kind`] as its `u32` value (1 to 6); see
+    /// The body's [`Kind`] as its `u32` value (1 to 7); see
     /// [`HeaderInfo::kind`].
     pub kind_raw: u32,
     /// The element type the body holds.

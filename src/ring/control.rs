@@ -24,11 +24,11 @@ pub const MAX_CONSUMERS: usize = if crate::sync::MODELLED { 4 } else { 64 };
 /// 2^63 items at 10^9 a second take 292 years. A counter read there is
 /// corruption; and with every sequence below it, `sequence + capacity`
 /// cannot overflow.
-pub(super) const SEQ_LIMIT: u64 = 1 << 63;
+pub(crate) const SEQ_LIMIT: u64 = 1 << 63;
 
 /// `value` of shared counter `field`, if it is a possible sequence; else the
 /// detail of a `Corrupt` error naming the field.
-pub(super) fn check_seq(field: &str, value: u64) -> Result<u64, String> {
+pub(crate) fn check_seq(field: &str, value: u64) -> Result<u64, String> {
     if value >= SEQ_LIMIT {
         return Err(format!("{field} {value} is beyond any possible sequence"));
     }

@@ -87,14 +87,14 @@ use crate::slot::words_for;
 use crate::sync::AtomicU64;
 
 mod consumer;
-mod control;
+pub(crate) mod control;
 mod error;
 pub mod message;
 mod producer;
 mod registry;
 #[cfg(feature = "serde")]
 pub mod serde_msg;
-mod wait;
+pub(crate) mod wait;
 
 pub use consumer::{Consumer, Iter, TryIter};
 pub use control::{MAX_CONSUMERS, RingState};
