@@ -205,3 +205,50 @@ fn a_producer_blocked_on_a_full_ring_learns_its_consumer_died() {
         killed
     });
 }
+
+/// Issue 14: a consumer is killed at every step of taking an item and
+/// marking it done, while a second consumer lives and drains the rest. The
+/// producer's `join` returns — never waits for the dead — and reports at
+/// most the victim's one item abandoned (none if it was not killed); every
+/// item is done or abandoned.
+#[test]
+fn join_returns_when_a_consumer_dies_holding_an_item() {
+    for_every_kill_step(64, |k| {
+        timeouts_expire(true);
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        let survivor = ring.consumer().unwrap();
+        let r = ring.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let rx = r.consumer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                let took = rx.try_pop().is_ok();
+                if took {
+                    rx.task_done().unwrap();
+                }
+                took
+            })
+        });
+        let mut done = 0;
+        while survivor.try_pop().is_ok() {
+            survivor.task_done().unwrap();
+            done += 1;
+        }
+        let report = tx.join().expect("join returns");
+        let victim = victim.join().unwrap();
+        let killed = victim.is_none();
+        assert!(report.abandoned <= 1, "{report:?}");
+        if !killed {
+            assert_eq!(report.abandoned, 0);
+            done += usize::from(victim == Some(true));
+            assert_eq!(done, 2);
+        } else {
+            assert!(done + report.abandoned as usize <= 2);
+        }
+        drop(tx);
+        killed
+    });
+}

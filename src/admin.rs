@@ -107,6 +107,7 @@ fn expect_for(kind: Kind) -> Option<Expect> {
         Kind::Lock => crate::lock::body_size,
         Kind::Map => crate::map::map_body,
         Kind::List => crate::list::list_body,
+        Kind::Queue => <crate::queue::Queue<u8> as crate::object::SegmentObject>::body_size,
         Kind::Cell => crate::snapshot::cell_body,
     };
     Some(Expect {

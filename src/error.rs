@@ -174,11 +174,20 @@ pub enum Error {
         /// when another handle of this process holds it).
         pid: u32,
     },
-    /// A ring already has the most live consumers it can record.
+    /// A ring or queue already has the most live consumers it can record.
     TooManyConsumers {
-        /// The ring's name.
+        /// The ring's or queue's name.
         name: String,
-        /// The most consumers a ring records (64).
+        /// The most consumers it records (64 for a ring; a queue's limit is
+        /// set at creation, `QueueOptions`).
+        max: usize,
+    },
+    /// A queue already has as many live producers as it has lanes (the
+    /// limit set at creation, [`QueueOptions`](crate::queue::QueueOptions)).
+    TooManyProducers {
+        /// The queue's name.
+        name: String,
+        /// Its producer limit.
         max: usize,
     },
     /// The ring was closed; it takes no new producer.
@@ -226,6 +235,7 @@ impl Error {
             Error::InvalidArgument { .. } => "InvalidArgument",
             Error::ProducerExists { .. } => "ProducerExists",
             Error::TooManyConsumers { .. } => "TooManyConsumers",
+            Error::TooManyProducers { .. } => "TooManyProducers",
             Error::Closed { .. } => "Closed",
             Error::Os { .. } => "Os",
         }
@@ -371,8 +381,14 @@ impl fmt::Display for Error {
             ),
             Error::TooManyConsumers { name, max } => write!(
                 f,
-                "ring {name:?} already has {max} live consumers, the most it records: drop \
+                "{name:?} already has {max} live consumers, the most it records: drop \
                  a consumer first, or share one consumer handle between threads"
+            ),
+            Error::TooManyProducers { name, max } => write!(
+                f,
+                "queue {name:?} already has {max} live producers, the limit it was created \
+                 with (QueueOptions): drop a producer first, share one producer handle \
+                 between threads, or create the queue with more"
             ),
             Error::Closed { name } => write!(
                 f,

@@ -10,7 +10,7 @@
 //! | `version` | [`LAYOUT_VERSION`] of the creator's shmkit |
 //! | `kind` | what the body is: [`Kind`] |
 //! | `elem_size`, `elem_align`, `elem_fingerprint`, `elem_name` | the element type |
-//! | `len` | number of elements (array), stripes (accumulator) or slots (ring) |
+//! | `len` | number of elements (array), stripes (accumulator) or slots (ring); a queue packs its three limits |
 //! | `data_offset` | where the body starts, a multiple of 128 |
 //! | `total_size` | bytes of the whole segment: equals the file size |
 //! | `creator` | [`ProcToken`] of the creating process |
@@ -46,7 +46,10 @@ pub(crate) const READY: u32 = 0x5245_4459;
 /// 3: the element identity is a [`ShmType`]'s: `elem_name` holds the first
 /// 32 bytes of its name (not the last of a Rust type path) and
 /// `elem_fingerprint` its layout fingerprint (not a hash of the type path).
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: a ring's control block counts, per consumer entry, the items taken and
+/// not yet done, and the items of dead consumers (`held`, `abandoned`: join
+/// reports them instead of waiting for them); kinds 7 (queue) and 8 (cell).
+pub const LAYOUT_VERSION: u32 = 4;
 /// Size of the header; bodies start at or after it.
 pub(crate) const HEADER_SIZE: u64 = 256;
 /// Alignment of every body (fits `CachePadded`, which is 128 on x86-64).
@@ -78,6 +81,8 @@ pub enum Kind {
     Map = 5,
     /// A [`SharedList`](crate::list::SharedList).
     List = 6,
+    /// A [`Queue`](crate::queue::Queue): lanes of slots, one per producer.
+    Queue = 7,
     /// A [`SharedCell`](crate::SharedCell): the writers' lock, a version,
     /// two stamped buffers.
     Cell = 8,
@@ -94,6 +99,7 @@ impl Kind {
             4 => Kind::Lock,
             5 => Kind::Map,
             6 => Kind::List,
+            7 => Kind::Queue,
             8 => Kind::Cell,
             _ => return None,
         })
@@ -108,6 +114,7 @@ impl Kind {
             Kind::Lock => "lock",
             Kind::Map => "map",
             Kind::List => "list",
+            Kind::Queue => "queue",
             Kind::Cell => "cell",
         }
     }
@@ -245,7 +252,7 @@ pub struct Header {
     ready: Futex,
     /// The creator's [`LAYOUT_VERSION`].
     version: AtomicU32,
-    /// [`Kind`] as its `u32` value, 1 to 6 or 8.
+    /// [`Kind`] as its `u32` value, 1 to 8.
     kind: AtomicU32,
     /// `size_of` the element type, at least 1.
     elem_size: AtomicU32,
@@ -289,7 +296,7 @@ const _: () = assert!(crate::sync::MODELLED || size_of::<Header>() == HEADER_SIZ
 /// afterwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderInfo {
-    /// The body's [`Kind`] as its `u32` value (1 to 6 or 8); see
+    /// The body's [`Kind`] as its `u32` value (1 to 8); see
     /// [`HeaderInfo::kind`].
     pub kind_raw: u32,
     /// The element type the body holds.

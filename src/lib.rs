@@ -19,6 +19,7 @@ pub mod map;
 mod name;
 mod object;
 pub mod process;
+pub mod queue;
 pub mod ring;
 mod slot;
 mod waiter;
@@ -74,6 +75,7 @@ pub use bytemuck::{Pod, Zeroable};
 pub use cell::{Atomic, Element};
 pub use error::{Error, Result};
 pub use identity::ShmType;
+pub use queue::{Queue, QueueOptions};
 pub use ring::{Consumer, PopError, Producer, PushError, Ring};
 pub use sync::Ordering;
 

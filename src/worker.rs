@@ -209,6 +209,7 @@ share_via_object!(
     [] crate::array::SharedAccumulator,
     [] crate::lock::ShmLock,
     [T: crate::ShmType] crate::ring::Ring<T>,
+    [T: crate::ShmType] crate::queue::Queue<T>,
     [K: crate::ShmType + PartialEq, V: crate::cell::Element] crate::map::SharedMap<K, V>,
     [T: crate::ShmType] crate::list::SharedList<T>,
     [T: crate::ShmType] crate::snapshot::SharedCell<T>,

@@ -369,3 +369,35 @@ fn task_done_and_join_across_handles() {
     tx.join().unwrap();
     t.join().unwrap();
 }
+
+/// Issue 14: a consumer killed between taking an item and `task_done`,
+/// while another consumer lives, used to make `join` wait forever. Its item
+/// is now reported abandoned.
+#[test]
+fn join_reports_the_item_of_a_consumer_killed_holding_it() {
+    let r = Cleanup::new("ringjoinkill");
+    let ring = Ring::<u64>::create(r.name(), 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    for v in 0..3 {
+        tx.push(v).unwrap();
+    }
+    let mut victim = spawn("consume_one_then_park", r.name(), "");
+    wait_until("the victim to take one", CHILD_LIMIT, || ring.len() == 2);
+    let rx = ring.consumer().unwrap();
+    for _ in 0..2 {
+        rx.pop().unwrap();
+        rx.task_done().unwrap();
+    }
+    assert_eq!(
+        tx.join_timeout(Duration::from_millis(50)),
+        Err(shmkit::ring::JoinError::Timeout),
+        "the victim holds its item, alive"
+    );
+    victim.0.as_mut().unwrap().kill().unwrap();
+    let report = tx.join_timeout(CHILD_LIMIT).unwrap();
+    assert_eq!(report.abandoned, 1);
+    // The dead consumer's entry is reused; the item stays counted.
+    drop(victim);
+    let _again = ring.consumer().unwrap();
+    assert_eq!(tx.join().unwrap().abandoned, 1);
+}

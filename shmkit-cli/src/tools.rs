@@ -190,6 +190,43 @@ pub fn inspect(name: &str) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        Some(shmkit::header::Kind::Queue) => {
+            let s = shmkit::queue::state_of(seg);
+            println!(
+                "queue lanes:     {} of {} slots",
+                s.lanes.len(),
+                s.cap_per_producer
+            );
+            let mut bad = false;
+            for (i, l) in s.lanes.iter().enumerate() {
+                let owner = match l.owner {
+                    Some((pid, alive)) => {
+                        format!("pid {pid} ({})", if alive { "alive" } else { "dead" })
+                    }
+                    None => "free".into(),
+                };
+                println!(
+                    "lane {i:<3}        head {} tail {} fill {}, producer {owner}",
+                    l.head,
+                    l.tail,
+                    l.tail.wrapping_sub(l.head)
+                );
+                bad |= l.head > l.tail || l.tail - l.head > s.cap_per_producer;
+            }
+            for (pid, alive, held) in &s.consumers {
+                println!(
+                    "consumer:        pid {pid} ({}), holding {held}",
+                    if *alive { "alive" } else { "dead" }
+                );
+            }
+            println!("done:            {}", s.done);
+            println!("abandoned:       {}", s.abandoned);
+            println!("closed:          {}", s.closed);
+            if bad {
+                println!("status:          CORRUPT: a lane's head/tail out of range");
+                return ExitCode::FAILURE;
+            }
+        }
         Some(shmkit::header::Kind::Array) => {
             print_lock(&shmkit::lock::state_of(&seg));
             drop(seg);

@@ -59,6 +59,11 @@ pub struct Consumer<T: Pod> {
     /// needs no load of the producer's cache line. (An atomic only because
     /// the handle may be shared by threads; it lives in process memory.)
     tail_cache: AtomicU64,
+    /// Items this handle took and has not marked done: the arbiter of
+    /// `task_done` (process memory, so threads sharing the handle cannot
+    /// both mark the same item). Its shared mirror is our `held` registry
+    /// entry, which outlives us if we are killed.
+    local_held: AtomicU64,
     /// Neither `Send` nor `Sync` by itself: the impls below say when.
     _elem: PhantomData<*const T>,
 }
@@ -80,6 +85,7 @@ impl<T: Pod> Consumer<T> {
             me,
             futex_calls: AtomicU64::new(0),
             tail_cache: AtomicU64::new(0),
+            local_held: AtomicU64::new(0),
             _elem: PhantomData,
         }
     }
@@ -106,6 +112,7 @@ impl<T: Pod> Consumer<T> {
     ) -> Result<usize, PopError> {
         let mem = &*self.mem;
         let ctrl = mem.ctrl();
+        let held = &*ctrl.held[self.slot];
         loop {
             // Acquire: pairs with the Release CAS of the consumer that moved
             // head here; that consumer had loaded tail >= h, so our tail load
@@ -173,6 +180,14 @@ impl<T: Pod> Consumer<T> {
             for i in 0..n {
                 copy(i, mem.slot(h + i as u64));
             }
+            // Announce the items as ours before the claim: killed between
+            // the two, we count n items as abandoned that another consumer
+            // then takes (a joiner may return that much early); announced
+            // after, a kill in between would leave them counted nowhere and
+            // every joiner waiting forever.
+            // Release: pairs with the Acquire load in
+            // `RingMem::abandoned_count` (registry.rs).
+            held.fetch_add(n as u64, Ordering::Release);
             // Release: our slot reads happen before the producer's Acquire
             // load of head (`Producer::room`, producer.rs) that lets it
             // overwrite them. Claim = commit.
@@ -181,12 +196,18 @@ impl<T: Pod> Consumer<T> {
                 .compare_exchange(h, h + n as u64, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => {
+                    // Relaxed: process-local bookkeeping, see `local_held`.
+                    self.local_held.fetch_add(n as u64, Ordering::Relaxed);
                     if mem.wake_producer() {
                         self.count_futex_call();
                     }
                     return Ok(n);
                 }
-                Err(_) => spin_loop(),
+                Err(_) => {
+                    // Relaxed: taking back our own announcement above.
+                    held.fetch_sub(n as u64, Ordering::Relaxed);
+                    spin_loop()
+                }
             }
         }
     }
@@ -428,6 +449,32 @@ impl<T: Pod> Consumer<T> {
     /// for an example with `join`.
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
         let ctrl = self.mem.ctrl();
+        // One of our own items, if we hold any (else another consumer's,
+        // as before: the shared count below still bounds the calls).
+        let mine = take_one(&self.local_held);
+        let r = self.mark_done(ctrl);
+        if mine {
+            match r {
+                // Done is counted: now the item is no longer ours. In this
+                // order, a kill in between counts it both done and
+                // abandoned (a joiner returns early by one), never neither.
+                // Release: as in `claim`.
+                Ok(()) => {
+                    ctrl.held[self.slot].fetch_sub(1, Ordering::Release);
+                }
+                // Not counted: still ours.
+                Err(_) => {
+                    self.local_held.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        r?;
+        ctrl.cold.all_done.notify();
+        Ok(())
+    }
+
+    /// Count one item done in the shared `done`, bounded by `head`.
+    fn mark_done(&self, ctrl: &super::control::RingControl) -> Result<(), TaskDoneError> {
         loop {
             // Acquire: pairs with the Release CAS of done below (another
             // consumer's task_done), which that consumer made after loading
@@ -450,12 +497,10 @@ impl<T: Pod> Consumer<T> {
                 .compare_exchange(d, d + 1, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
             {
-                break;
+                return Ok(());
             }
             spin_loop();
         }
-        ctrl.cold.all_done.notify();
-        Ok(())
     }
 
     /// Whether the producer closed the ring (items may still be left).
@@ -483,6 +528,21 @@ impl<T: Pod> Consumer<T> {
     pub fn futex_calls(&self) -> u64 {
         self.futex_calls.load(Ordering::Relaxed)
     }
+}
+
+/// Take one from a process-local count if it is not zero; whether it was.
+pub(crate) fn take_one(count: &AtomicU64) -> bool {
+    // Relaxed: process-local bookkeeping (`Consumer::local_held`), ordering
+    // nothing in shared memory.
+    let mut v = count.load(Ordering::Relaxed);
+    while v > 0 {
+        // Relaxed: as above.
+        match count.compare_exchange_weak(v, v - 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => v = now,
+        }
+    }
+    false
 }
 
 /// The blocking iterator of [`Consumer::iter`].

@@ -24,11 +24,11 @@ pub const MAX_CONSUMERS: usize = if crate::sync::MODELLED { 4 } else { 64 };
 /// 2^63 items at 10^9 a second take 292 years. A counter read there is
 /// corruption; and with every sequence below it, `sequence + capacity`
 /// cannot overflow.
-pub(super) const SEQ_LIMIT: u64 = 1 << 63;
+pub(crate) const SEQ_LIMIT: u64 = 1 << 63;
 
 /// `value` of shared counter `field`, if it is a possible sequence; else the
 /// detail of a `Corrupt` error naming the field.
-pub(super) fn check_seq(field: &str, value: u64) -> Result<u64, String> {
+pub(crate) fn check_seq(field: &str, value: u64) -> Result<u64, String> {
     if value >= SEQ_LIMIT {
         return Err(format!("{field} {value} is beyond any possible sequence"));
     }
@@ -55,6 +55,12 @@ pub(crate) struct RingControl {
     pub(super) not_empty: CachePadded<EventCount>,
     /// Rarely written state.
     pub(super) cold: CachePadded<Cold>,
+    /// Per registry entry: items its consumer took and has not marked done
+    /// (see `Consumer::claim` and `task_done`). Written by that consumer
+    /// (and by whoever folds a dead consumer's count into
+    /// `Cold::abandoned`); read by joiners for the dead entries. One cache
+    /// line each, so consumers do not share a line on every pop.
+    pub(super) held: [CachePadded<AtomicU64>; MAX_CONSUMERS],
 }
 
 #[repr(C)]
@@ -78,6 +84,9 @@ pub(super) struct Cold {
     pub(super) producer: AtomicU64,
     /// Consumers that ever registered (monotonic).
     pub(super) consumers_seen: AtomicU64,
+    /// Items taken by consumers that died before marking them done, folded
+    /// here from their `held` entries when the entry is reused (monotonic).
+    pub(super) abandoned: AtomicU64,
     /// Live consumers' tokens; 0 = free. A dead process's slot is reusable.
     pub(super) consumers: [AtomicU64; MAX_CONSUMERS],
 }
@@ -100,8 +109,10 @@ impl Default for RingControl {
                 _pad: AtomicU32::new(0),
                 producer: AtomicU64::new(0),
                 consumers_seen: AtomicU64::new(0),
+                abandoned: AtomicU64::new(0),
                 consumers: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
+            held: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
         }
     }
 }

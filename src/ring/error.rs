@@ -196,6 +196,35 @@ impl std::fmt::Display for PopError {
 
 impl std::error::Error for PopError {}
 
+/// What a successful `join` found: every item pushed was marked done or
+/// abandoned. An item is abandoned when the consumer that took it died (or
+/// dropped its handle) before marking it done; Python's `join` would wait
+/// for it forever.
+///
+/// ```
+/// use shmkit::ring::{JoinReport, Ring};
+/// let ring = Ring::<u32>::new_in_process(4)?;
+/// let mut tx = ring.producer()?;
+/// let rx = ring.consumer()?;
+/// tx.push(1)?;
+/// tx.push(2)?;
+/// rx.pop()?;
+/// rx.task_done()?;
+/// rx.pop()?;
+/// drop(rx); // leaves with 2 taken and not done
+/// assert_eq!(tx.join()?, JoinReport { abandoned: 1 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct JoinReport {
+    /// Items taken by consumers that died or left before marking them done.
+    /// (A consumer killed inside a pop, between announcing a claim and making
+    /// it, is counted as holding what it was claiming: the count may then be
+    /// one claim too high, and the join return that early.)
+    pub abandoned: u64,
+}
+
 /// Why `join` returned before every item was done.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -87,18 +87,18 @@ use crate::slot::words_for;
 use crate::sync::AtomicU64;
 
 mod consumer;
-mod control;
+pub(crate) mod control;
 mod error;
 pub mod message;
 mod producer;
 mod registry;
 #[cfg(feature = "serde")]
 pub mod serde_msg;
-mod wait;
+pub(crate) mod wait;
 
 pub use consumer::{Consumer, Iter, TryIter};
 pub use control::{MAX_CONSUMERS, RingState};
-pub use error::{JoinError, PopError, PushError, SendError, TaskDoneError};
+pub use error::{JoinError, JoinReport, PopError, PushError, SendError, TaskDoneError};
 pub use producer::Producer;
 pub use wait::LIVENESS_SLICE;
 

@@ -18,7 +18,7 @@ use crate::slot::write_slot;
 use crate::sync::Ordering;
 
 use super::control::{RingMem, check_seq};
-use super::error::{JoinError, PushError};
+use super::error::{JoinError, JoinReport, PushError};
 use super::registry::ProducerClaim;
 use super::wait::{Waiting, keep_polling, sleep_slice};
 
@@ -399,46 +399,40 @@ impl<T: Pod> Producer<T> {
 
     /// Wait until every item pushed so far was marked done with
     /// [`Consumer::task_done`](super::Consumer::task_done) (Python's
-    /// `JoinableQueue.join`).
-    pub fn join(&self) -> Result<(), JoinError> {
+    /// `JoinableQueue.join`), or abandoned: taken by a consumer that died,
+    /// or dropped its handle, before marking it done. The report says how
+    /// many were abandoned; Python's `join` would wait for them forever.
+    pub fn join(&self) -> Result<JoinReport, JoinError> {
         self.join_until(None)
     }
 
     /// [`join`](Self::join) with a timeout.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinError> {
+    pub fn join_timeout(&self, timeout: Duration) -> Result<JoinReport, JoinError> {
         self.join_until(Some(std::time::Instant::now() + timeout))
     }
 
-    fn join_until(&self, deadline: Option<std::time::Instant>) -> Result<(), JoinError> {
+    fn join_until(&self, deadline: Option<std::time::Instant>) -> Result<JoinReport, JoinError> {
         let target = self.tail;
         let ctrl = self.mem.ctrl();
         let cold = &ctrl.cold;
         loop {
-            // Acquire: pairs with the Release increment in
-            // `Consumer::task_done` (consumer.rs), so the consumers' work on
-            // the items happened before we return.
-            match self.done_covers(ctrl.done.load(Ordering::Acquire), target) {
-                Ok(false) => {}
-                other => return other.map(|_| ()),
+            if let Some(r) = self.joined(target)? {
+                return Ok(r);
             }
             cold.joiners.fetch_add(1, Ordering::Relaxed);
             let key = cold.all_done.prepare();
-            // Acquire: as above, pairs with `task_done`'s Release increment.
-            let outcome = match self.done_covers(ctrl.done.load(Ordering::Acquire), target) {
-                Ok(true) => Some(Ok(())),
+            let outcome = match self.joined(target) {
+                Ok(Some(r)) => Some(Ok(r)),
                 Err(e) => Some(Err(e)),
-                Ok(false) if self.mem.consumers_gone() => {
+                Ok(None) if self.mem.consumers_gone() => {
                     // The last consumer may have finished just before leaving.
-                    // Acquire: as above.
-                    Some(
-                        match self.done_covers(ctrl.done.load(Ordering::Acquire), target) {
-                            Ok(true) => Ok(()),
-                            Ok(false) => Err(JoinError::Disconnected),
-                            Err(e) => Err(e),
-                        },
-                    )
+                    Some(match self.joined(target) {
+                        Ok(Some(r)) => Ok(r),
+                        Ok(None) => Err(JoinError::Disconnected),
+                        Err(e) => Err(e),
+                    })
                 }
-                Ok(false) => match sleep_slice(deadline) {
+                Ok(None) => match sleep_slice(deadline) {
                     None => Some(Err(JoinError::Timeout)),
                     slice => {
                         cold.all_done.wait(key, slice);
@@ -453,16 +447,26 @@ impl<T: Pod> Producer<T> {
         }
     }
 
-    /// Whether `done` (as read from shared memory) covers `target`, our own
-    /// tail. `done <= head <= tail` in a correct ring, and only this
-    /// producer stores `tail`, so `done` past it is corruption.
-    fn done_covers(&self, done: u64, target: u64) -> Result<bool, JoinError> {
+    /// Whether every item below `target` (our own tail) is done or
+    /// abandoned; if so, how many were abandoned. `done <= head <= tail` in
+    /// a correct ring, and only this producer stores `tail`, so `done` past
+    /// it is corruption.
+    fn joined(&self, target: u64) -> Result<Option<JoinReport>, JoinError> {
+        // Acquire: pairs with the Release increment in `Consumer::task_done`
+        // (consumer.rs), so the consumers' work on the items happened before
+        // we return.
+        let done = self.mem.ctrl().done.load(Ordering::Acquire);
         if done > target {
             return Err(JoinError::Corrupt(format!(
                 "done {done} is past tail {target}"
             )));
         }
-        Ok(done == target)
+        let left = target - done;
+        if left == 0 {
+            return Ok(Some(JoinReport { abandoned: 0 }));
+        }
+        let abandoned = self.mem.abandoned_count();
+        Ok((abandoned >= u128::from(left)).then_some(JoinReport { abandoned: left }))
     }
 
     /// Items pushed and not yet taken (a snapshot).

@@ -111,11 +111,16 @@ impl RingMem {
             let cur = slot.load(Ordering::Relaxed);
             let free = ProcToken::from_raw(cur).is_none_or(|t| !t.is_alive());
             // Relaxed: the registry orders nothing; it is read for liveness.
+            // Acquire on success: a dead holder's `held` count (its last
+            // writes) is read below. (Relaxed would do for the token itself:
+            // the registry orders nothing else.)
             if free
                 && slot
-                    .compare_exchange(cur, me.raw(), Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(cur, me.raw(), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
+                // A dead holder's (or a dropped one's) unfinished items.
+                self.fold_held(i);
                 // Release: publishes our registry slot (claimed above) to
                 // `consumers_gone`, which must never count us as gone.
                 cold.consumers_seen.fetch_add(1, Ordering::Release);
@@ -128,9 +133,64 @@ impl RingMem {
         })
     }
 
+    /// Move what a dead consumer held in entry `i` (now ours) to
+    /// `abandoned`, so that joiners keep counting it. Added before it is
+    /// taken away: a process killed between the two counts it twice
+    /// (`join` may then return early by that much), never zero times (which
+    /// would make `join` wait forever).
+    pub(super) fn fold_held(&self, i: usize) {
+        let ctrl = self.ctrl();
+        let Some(held) = ctrl.held.get(i) else { return };
+        // Relaxed: our Acquire CAS of the token (in `register_consumer`)
+        // ordered the dead holder's writes before this load.
+        let v = held.load(Ordering::Relaxed);
+        if v == 0 {
+            return;
+        }
+        // Release: pairs with the Acquire load in `abandoned_count`, so a
+        // joiner that sees the fold also sees what came before it.
+        ctrl.cold.abandoned.fetch_add(v, Ordering::Release);
+        // Release: as above (a joiner reading the entry after the fold).
+        held.fetch_sub(v, Ordering::Release);
+        // A joiner may have read the entry as ours (alive) and the total
+        // before the fold: wake it to count again.
+        ctrl.cold.all_done.notify();
+    }
+
+    /// Items abandoned so far: taken by consumers that died before marking
+    /// them done (folded into `abandoned`, or still in a dead consumer's
+    /// registry entry). A u128: the counts come from shared memory, and a
+    /// sum of corrupt ones must not wrap.
+    ///
+    /// `abandoned` is read first, the entries after: an entry folded in
+    /// between is missed (counted low, so a joiner waits for the fold's
+    /// wake-up), never counted twice.
+    pub(super) fn abandoned_count(&self) -> u128 {
+        let ctrl = self.ctrl();
+        // Acquire: pairs with the Release add in `fold_held`.
+        let mut total = u128::from(ctrl.cold.abandoned.load(Ordering::Acquire));
+        for (tok, held) in ctrl.cold.consumers.iter().zip(ctrl.held.iter()) {
+            // Relaxed: liveness comes from the OS, and a dead process's last
+            // writes are ordered by how its death was learnt; the token only
+            // says whose entry this is.
+            let dead =
+                ProcToken::from_raw(tok.load(Ordering::Relaxed)).is_some_and(|t| !t.is_alive());
+            if dead {
+                // Acquire: pairs with the Release increment in
+                // `Consumer::claim` (and the decrement in `fold_held`).
+                total += u128::from(held.load(Ordering::Acquire));
+            }
+        }
+        total
+    }
+
     /// Free registry entry `slot`, only if it still holds `me`.
     pub(super) fn unregister_consumer(&self, slot: usize, me: ProcToken) {
         if let Some(s) = self.ctrl().cold.consumers.get(slot) {
+            // Items taken and never marked done are abandoned by leaving.
+            if s.load(Ordering::Relaxed) == me.raw() {
+                self.fold_held(slot);
+            }
             // Release: our pops and task_done calls happen before a waiter's
             // Acquire in `consumers_gone` that sees us gone.
             let _ = s.compare_exchange(me.raw(), 0, Ordering::Release, Ordering::Relaxed);

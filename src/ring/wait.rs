@@ -17,20 +17,20 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 const SPIN_BUDGET: Duration = Duration::from_micros(if crate::sync::MODELLED { 0 } else { 60 });
 
 /// Spin, then yield, until the budget is spent; `false` means "sleep now".
-pub(super) struct Waiting {
+pub(crate) struct Waiting {
     backoff: crossbeam_utils::Backoff,
     since: Option<Instant>,
 }
 
 impl Waiting {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Waiting {
             backoff: crossbeam_utils::Backoff::new(),
             since: None,
         }
     }
 
-    pub(super) fn keep_spinning(&mut self) -> bool {
+    pub(crate) fn keep_spinning(&mut self) -> bool {
         if SPIN_BUDGET.is_zero() {
             return false;
         }
@@ -61,7 +61,7 @@ pub(super) fn keep_polling(since: &mut Option<Instant>) -> bool {
 /// How long the next sleep may last: one liveness slice, shortened to the
 /// deadline; `None` once the deadline has passed. Sleepers wake at least
 /// every slice to check that their peers are alive.
-pub(super) fn sleep_slice(deadline: Option<Instant>) -> Option<Duration> {
+pub(crate) fn sleep_slice(deadline: Option<Instant>) -> Option<Duration> {
     match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
         Some(Duration::ZERO) => None,
         Some(left) => Some(left.min(LIVENESS_SLICE)),

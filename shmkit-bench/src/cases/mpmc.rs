@@ -1,8 +1,10 @@
 //! Group `queue-mpmc`: several producers and several consumers on one queue,
 //! the job of Python's `multiprocessing.Queue`. Each configuration runs the
 //! lock-based queue in shared memory (a process-shared pthread mutex and
-//! two condvars), crossbeam's `ArrayQueue` between threads (the in-process
-//! best of class), and, with `--python`, `multiprocessing.Queue` itself.
+//! two condvars), shmkit's `Queue` (a lane per producer, processes),
+//! crossbeam's `ArrayQueue` between threads (the in-process best of class),
+//! and, with `--python`, `multiprocessing.Queue` itself. Group
+//! `queue-single` sets one-producer `Queue` beside the SPMC `Ring`.
 //! Every run checks that the consumers together got each item once (count
 //! and sum of the values), so a queue that loses or repeats items fails the
 //! run instead of posting a figure.
@@ -65,6 +67,40 @@ fn pthread_ring(per: u64, p: usize, c: usize) -> Res<f64> {
     Ok(n as f64 / ctl.wall())
 }
 
+/// Slots per producer lane: the pthread ring's capacity shared out, so the
+/// queues hold the same number of items in all.
+fn lane_cap(p: usize) -> usize {
+    (RING_CAP / p).max(1).next_power_of_two()
+}
+
+/// shmkit's `Queue` in shared memory: `p` producer processes and `c`
+/// consumers, as [`pthread_ring`]. The last producer to finish closes the
+/// queue; consumers pop (in batches) until it is drained.
+fn shmkit_queue(per: u64, p: usize, c: usize) -> Res<f64> {
+    let q = shmkit::Queue::<u64>::create_anonymous(shmkit::QueueOptions::new(lane_cap(p), p, c))
+        .map_err(e)?;
+    let ctl = Ctl::create(p + c).map_err(e)?;
+    let args = [per.to_string(), p.to_string()];
+    let mut kids = Vec::with_capacity(p + c);
+    for i in 0..p + c {
+        let role = if i < p { "shmq-prod" } else { "shmq-cons" };
+        kids.push(
+            spawn_worker(&ctl, role, i, &args, |cmd| q.share_with(cmd, "B_QUEUE")).map_err(e)?,
+        );
+    }
+    ctl.go();
+    wait_all(kids)?;
+    let n = per * p as u64;
+    let got = (p..p + c)
+        .map(|i| ctl.slot(i, 2).load(Ordering::Acquire))
+        .sum();
+    let sum = (p..p + c)
+        .map(|i| ctl.slot(i, 3).load(Ordering::Acquire))
+        .sum();
+    check("shmkit-queue", n, got, sum)?;
+    Ok(n as f64 / ctl.wall())
+}
+
 /// `ArrayQueue` between `p` producer and `c` consumer threads, pinned like
 /// the processes. Consumers stop once every producer is done and the queue
 /// is empty.
@@ -117,13 +153,23 @@ pub(crate) fn mpmc(o: &Options) -> Res<Vec<Record>> {
     let mut out = Vec::new();
     for (p, c) in CONFIGS {
         let per = n / p as u64;
-        let [pr, aq] = alternate(
+        let [pr, aq, sq] = alternate(
             reps(o),
-            [&mut || pthread_ring(per, p, c), &mut || {
-                arrayqueue(per, p, c)
-            }],
+            [
+                &mut || pthread_ring(per, p, c),
+                &mut || arrayqueue(per, p, c),
+                &mut || shmkit_queue(per, p, c),
+            ],
         )?;
         let place = placement(p + c, "producers, consumers");
+        out.push(record(
+            "queue-mpmc",
+            format!("shmkit-queue/{p}p{c}c"),
+            "throughput",
+            "items/s",
+            sq,
+            format!("{place}; processes, a lane per producer, batches of 256"),
+        ));
         out.push(record(
             "queue-mpmc",
             format!("pthread-ring/{p}p{c}c"),
@@ -193,5 +239,47 @@ pub(in crate::cases) fn worker(
         }
         Ok(())
     };
+    let queue = || -> Res<()> {
+        let per = arg(args, 2)?;
+        let producers = arg(args, 3)?;
+        let q = shmkit::Queue::<u64>::open_inherited("B_QUEUE").map_err(e)?;
+        if case == "shmq-prod" {
+            let mut tx = q.producer().map_err(e)?;
+            let base = idx as u64 * per;
+            let items: Vec<u64> = (base..base + per).collect();
+            ctl.start(idx);
+            for chunk in items.chunks(256) {
+                tx.push_slice(chunk).map_err(e)?;
+            }
+            // The last producer done closes the queue for the consumers.
+            // AcqRel: the closer's close follows every producer's pushes.
+            if ctl.slot(0, 4).fetch_add(1, Ordering::AcqRel) + 1 == producers {
+                tx.close();
+            }
+            ctl.finish(idx);
+        } else {
+            let rx = q.consumer().map_err(e)?;
+            let (mut got, mut sum) = (0u64, 0u64);
+            let mut buf = [0u64; 256];
+            ctl.start(idx);
+            loop {
+                match rx.pop_into(&mut buf) {
+                    Ok(n) => {
+                        got += n as u64;
+                        sum += buf[..n].iter().sum::<u64>();
+                    }
+                    Err(shmkit::PopError::Disconnected) => break,
+                    Err(err) => return Err(e(err)),
+                }
+            }
+            ctl.finish(idx);
+            ctl.slot(idx, 2).store(got, Ordering::Release);
+            ctl.slot(idx, 3).store(sum, Ordering::Release);
+        }
+        Ok(())
+    };
+    if matches!(case, "shmq-prod" | "shmq-cons") {
+        return Some(queue());
+    }
     matches!(case, "mpring-prod" | "mpring-cons").then(run)
 }

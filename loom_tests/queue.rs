@@ -1,0 +1,170 @@
+//! loom models of the multi-producer queue (`src/queue`), on the production
+//! code: processes are threads, and a process dies before its k-th
+//! shared-memory operation for every k in turn
+//! (`sync::liveness::model::run_killed_after`).
+//!
+//! Each model asserts: no item twice, no torn item (every value is one that
+//! was pushed, whole), nothing lost beyond what a dead process held, and
+//! every waiter is woken (a hang is a loom deadlock or branch-limit
+//! failure). CI runs them at preemption bound 2 (.ci/run).
+#![cfg(shmkit_loom)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{drain, for_every_kill_step};
+use loom::thread;
+use shmkit::queue::{Queue, QueueOptions};
+use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
+
+/// An item whose two words must agree: a torn copy shows.
+type Item = [u64; 2];
+
+fn item(v: u64) -> Item {
+    [v, !v]
+}
+
+fn check_whole(got: &[Item]) -> Vec<u64> {
+    got.iter()
+        .map(|&[v, c]| {
+            assert_eq!(c, !v, "torn item {v:#x}/{c:#x}");
+            v
+        })
+        .collect()
+}
+
+fn opts(cap: usize, p: usize, c: usize) -> QueueOptions {
+    QueueOptions::new(cap, p, c).disconnect_when_producers_gone(true)
+}
+
+/// 2 producers × 2 consumers at capacity 2 per lane, 3 items each (so each
+/// lane wraps around). Blocking pushes and pops: producers sleep on full
+/// lanes, consumers on an empty queue; every item is delivered exactly
+/// once, each producer's in order, and the consumers end when the
+/// producers are gone.
+#[test]
+fn two_producers_two_consumers_wraparound() {
+    loom::model(|| {
+        let q = Queue::<Item>::new_in_process(opts(2, 2, 2)).unwrap();
+        let rx2 = q.consumer().unwrap();
+        let rx1 = q.consumer().unwrap();
+        let mut pa = q.producer().unwrap();
+        let mut pb = q.producer().unwrap();
+        let a = thread::spawn(move || {
+            for v in 1..=3 {
+                pa.push(item(v)).unwrap();
+            }
+        });
+        let b = thread::spawn(move || {
+            for v in 11..=13 {
+                pb.push(item(v)).unwrap();
+            }
+        });
+        let c = thread::spawn(move || check_whole(&drain(|| rx1.pop())));
+        let mine = check_whole(&drain(|| rx2.pop()));
+        a.join().unwrap();
+        b.join().unwrap();
+        let theirs = c.join().unwrap();
+        for got in [&mine, &theirs] {
+            for lane in [1..=3, 11..=13] {
+                let sub: Vec<u64> = got.iter().copied().filter(|v| lane.contains(v)).collect();
+                assert!(sub.is_sorted(), "out of order: {got:?}");
+            }
+        }
+        let mut all: Vec<u64> = mine.into_iter().chain(theirs).collect();
+        all.sort();
+        assert_eq!(all, [1, 2, 3, 11, 12, 13]);
+    });
+}
+
+/// A producer is killed at every step of pushing 1, 2 into its lane while
+/// another pushes 10 and leaves; the consumer gets the survivor's 10, a
+/// prefix of 1, 2 in order (never a half-written slot, nothing published
+/// lost), and then Disconnected: not left waiting on the dead.
+#[test]
+fn a_producer_killed_at_every_step_of_a_push() {
+    for_every_kill_step(64, |k| {
+        timeouts_expire(true);
+        let q = Queue::<Item>::new_in_process(opts(2, 2, 1)).unwrap();
+        let rx = q.consumer().unwrap();
+        let mut other = q.producer().unwrap();
+        let qv = q.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let mut tx = qv.producer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                tx.push(item(1)).unwrap();
+                tx.push(item(2)).unwrap();
+                drop(tx); // leaves: its lane is free
+            })
+            .is_none()
+        });
+        let survivor = thread::spawn(move || {
+            other.push(item(10)).unwrap();
+        });
+        let got = check_whole(&drain(|| rx.pop()));
+        let killed = victim.join().unwrap();
+        survivor.join().unwrap();
+        let (tens, mine): (Vec<u64>, Vec<u64>) = got.iter().partition(|&&v| v == 10);
+        assert_eq!(tens, [10], "{got:?}");
+        assert!(mine.iter().copied().eq(1..=mine.len() as u64), "{got:?}");
+        if !killed {
+            assert_eq!(mine, [1, 2]);
+        }
+        killed
+    });
+}
+
+/// A consumer is killed at every step of taking an item and marking it
+/// done, while another drains the rest; `join` from an observer handle
+/// returns (never waits for the dead) with at most the victim's one item
+/// abandoned, none if it lived, and every item done or abandoned.
+#[test]
+fn join_with_a_consumer_that_dies_holding_an_item() {
+    for_every_kill_step(96, |k| {
+        timeouts_expire(true);
+        let q = Queue::<Item>::new_in_process(opts(2, 1, 2)).unwrap();
+        let mut tx = q.producer().unwrap();
+        tx.push(item(1)).unwrap();
+        tx.push(item(2)).unwrap();
+        let survivor = q.consumer().unwrap();
+        let victim_got = Arc::new(Mutex::new(Vec::new()));
+        let vg = victim_got.clone();
+        let qv = q.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let rx = qv.consumer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                if let Ok(v) = rx.try_pop() {
+                    vg.lock().unwrap().push(v);
+                    rx.task_done().unwrap();
+                }
+            })
+            .is_none()
+        });
+        let mut got = Vec::new();
+        while let Ok(v) = survivor.try_pop() {
+            got.push(v);
+            survivor.task_done().unwrap();
+        }
+        let observer = q.clone();
+        let report = observer.join().expect("join returns");
+        let killed = victim.join().unwrap();
+        got.extend(victim_got.lock().unwrap().iter().copied());
+        let mut vals = check_whole(&got);
+        vals.sort();
+        let n = vals.len();
+        vals.dedup();
+        assert_eq!(n, vals.len(), "delivered twice: {vals:?}");
+        assert!(report.abandoned <= 1, "{report:?}");
+        if killed {
+            assert!(2 - n <= 1, "lost more than the victim held: {vals:?}");
+        } else {
+            assert_eq!((n, report.abandoned), (2, 0));
+        }
+        drop(tx);
+        killed
+    });
+}

@@ -1,0 +1,364 @@
+//! The queue's consumer handle: [`Consumer`] scans the lanes round-robin
+//! from a rotating start and claims from the first non-empty one by the
+//! ring's claim = commit CAS of that lane's head, announcing the items in
+//! its registry entry first (so a consumer killed holding items leaves them
+//! counted as abandoned); it sleeps on the shared `not_empty` while every
+//! lane is empty, and marks items done.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use crate::process::ProcToken;
+use crate::ring::control::check_seq;
+use crate::ring::wait::{Waiting, sleep_slice};
+use crate::ring::{JoinError, JoinReport, PopError, TaskDoneError};
+use crate::slot::read_slot;
+use crate::sync::{AtomicU64, Ordering, spin_loop};
+
+use super::mem::QueueMem;
+
+/// One consumer of a [`Queue`](super::Queue). Each item goes to exactly one
+/// consumer; items of one producer arrive in the order it pushed them.
+/// Methods take `&self`, so threads may share a consumer.
+///
+/// ```
+/// use shmkit::queue::{Queue, QueueOptions};
+/// let q = Queue::<u64>::new_in_process(QueueOptions::new(8, 2, 2))?;
+/// let mut tx = q.producer()?;
+/// let rx = q.consumer()?;
+/// tx.push_slice(&[1, 2, 3])?;
+/// let mut buf = [0u64; 8];
+/// let n = rx.pop_into(&mut buf)?; // one claim, up to 8 items
+/// assert_eq!(&buf[..n], [1, 2, 3]);
+/// for _ in 0..n {
+///     rx.task_done()?;
+/// }
+/// assert_eq!(q.join()?.abandoned, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping the consumer unregisters it"]
+pub struct Consumer<T: Pod> {
+    mem: Arc<QueueMem>,
+    /// Our registry entry.
+    entry: usize,
+    me: ProcToken,
+    /// The lane the next scan starts at (process-local).
+    next: AtomicU64,
+    /// Items we took and have not marked done (process-local: the arbiter
+    /// of `task_done`; its shared mirror is our entry's `held`).
+    local_held: AtomicU64,
+    futex_calls: AtomicU64,
+    _elem: PhantomData<*const T>,
+}
+
+// SAFETY: the consumer owns no `T`; it hands out copies made from shared
+// memory, so moving it needs `T: Send`; the rest is atomics.
+unsafe impl<T: Pod + Send> Send for Consumer<T> {}
+// SAFETY: pops take `&self`; whichever thread pops gets the `T`.
+unsafe impl<T: Pod + Send> Sync for Consumer<T> {}
+
+/// What one lane had for a claim.
+enum Lane {
+    Empty,
+    Took(usize),
+}
+
+impl<T: Pod> Consumer<T> {
+    pub(super) fn new(mem: Arc<QueueMem>) -> crate::Result<Self> {
+        let (entry, me) = mem.register_consumer()?;
+        Ok(Consumer {
+            mem,
+            entry,
+            me,
+            next: AtomicU64::new(0),
+            local_held: AtomicU64::new(0),
+            futex_calls: AtomicU64::new(0),
+            _elem: PhantomData,
+        })
+    }
+
+    /// Claim up to `max` items from lane `i` with one CAS of its head;
+    /// `copy(k, slot)` copies the k-th, and counts only if the CAS wins.
+    fn claim_lane(
+        &self,
+        i: usize,
+        max: usize,
+        copy: &mut impl FnMut(usize, &[AtomicU64]),
+    ) -> Result<Lane, PopError> {
+        let mem = &*self.mem;
+        let lane = mem.lane(i);
+        let held = &mem.entry(self.entry).held;
+        let cap = mem.geo().cap;
+        loop {
+            // Acquire: pairs with the Release CAS of the consumer that moved
+            // head here, which had loaded tail >= h; so our tail load below
+            // cannot see less than h.
+            let h = lane.head.load(Ordering::Acquire);
+            // Acquire: pairs with the producer's Release store of tail
+            // (producer.rs, `publish`): the slot words below it are visible.
+            let t = lane.tail.load(Ordering::Acquire);
+            check_seq("tail", t)
+                .and_then(|_| check_seq("head", h))
+                .map_err(|d| PopError::Corrupt(format!("lane {i}: {d}")))?;
+            if t == h {
+                return Ok(Lane::Empty);
+            }
+            if t < h || t - h > cap {
+                // Legitimate only if head moved between our two loads.
+                // Relaxed: compared only.
+                if lane.head.load(Ordering::Relaxed) == h {
+                    return Err(PopError::Corrupt(if t < h {
+                        format!("lane {i}: head {h} is past tail {t}")
+                    } else {
+                        format!(
+                            "lane {i}: tail {t} is {} past head {h}, more than the capacity {cap}",
+                            t - h
+                        )
+                    }));
+                }
+                continue;
+            }
+            let n = ((t - h) as usize).min(max);
+            for k in 0..n {
+                copy(k, mem.slot(i, h + k as u64));
+            }
+            // Announce before the claim: killed in between, we count n
+            // items abandoned that another consumer takes (a join returns
+            // early by that much); announced after, a kill in between would
+            // leave them counted nowhere and joiners waiting forever.
+            // Release: pairs with the Acquire load in `abandoned_count`.
+            held.fetch_add(n as u64, Ordering::Release);
+            // Release: our slot reads happen before the producer's Acquire
+            // load of head that lets it overwrite them. Claim = commit.
+            match lane
+                .head
+                .compare_exchange(h, h + n as u64, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    // Relaxed: process-local bookkeeping.
+                    self.local_held.fetch_add(n as u64, Ordering::Relaxed);
+                    if mem.ctrl().not_full.notify() {
+                        self.futex_calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(Lane::Took(n));
+                }
+                Err(_) => {
+                    // Relaxed: taking back our own announcement.
+                    held.fetch_sub(n as u64, Ordering::Relaxed);
+                    spin_loop();
+                }
+            }
+        }
+    }
+
+    /// One pass over the lanes from the rotating start.
+    fn scan(
+        &self,
+        max: usize,
+        copy: &mut impl FnMut(usize, &[AtomicU64]),
+    ) -> Result<Option<usize>, PopError> {
+        let lanes = self.mem.geo().producers;
+        // Relaxed: process-local.
+        let start = (self.next.load(Ordering::Relaxed) % lanes as u64) as usize;
+        for j in 0..lanes {
+            let i = (start + j) % lanes;
+            if let Lane::Took(n) = self.claim_lane(i, max, copy)? {
+                // Relaxed: process-local. The next scan starts after this
+                // lane, so no lane starves the others.
+                self.next.store((i + 1) as u64, Ordering::Relaxed);
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A claim over every lane: `Empty`, or `Disconnected` once the queue is
+    /// closed (or, if asked for at creation, its producers are gone) and a
+    /// scan made after learning so found nothing.
+    fn claim(
+        &self,
+        max: usize,
+        mut copy: impl FnMut(usize, &[AtomicU64]),
+    ) -> Result<usize, PopError> {
+        if let Some(n) = self.scan(max, &mut copy)? {
+            return Ok(n);
+        }
+        let mem = &*self.mem;
+        // Both checks Acquire (see `closed`, `producers_gone`): the scan
+        // below sees every push made before a close or a leave.
+        let ended = mem.closed() || (mem.disconnect_when_producers_gone() && mem.producers_gone());
+        if !ended {
+            return Err(PopError::Empty);
+        }
+        match self.scan(max, &mut copy)? {
+            Some(n) => Ok(n),
+            None => Err(PopError::Disconnected),
+        }
+    }
+
+    /// Take one item if there is one, without waiting.
+    #[must_use = "an item taken and dropped is lost to every consumer"]
+    pub fn try_pop(&self) -> Result<T, PopError> {
+        let mut out = T::zeroed();
+        self.claim(1, |_, slot| out = read_slot(slot))?;
+        Ok(out)
+    }
+
+    /// Take up to `buf.len()` items from one lane with one claim; how many.
+    #[must_use = "only the first n items of `buf` were filled"]
+    pub fn try_pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.claim(buf.len(), |k, slot| buf[k] = read_slot(slot))
+    }
+
+    /// Take one item, waiting while the queue is empty. `Disconnected` once
+    /// it is closed and drained (or, with
+    /// [`disconnect_when_producers_gone`](super::QueueOptions::disconnect_when_producers_gone),
+    /// every producer has left and it is drained).
+    pub fn pop(&self) -> Result<T, PopError> {
+        self.wait_for(None, || self.try_pop())
+    }
+
+    /// [`pop`](Self::pop), waiting at most `timeout`.
+    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
+        self.wait_for(Some(Instant::now() + timeout), || self.try_pop())
+    }
+
+    /// Take at least one and up to `buf.len()` items, waiting while empty.
+    pub fn pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.wait_for(None, || self.try_pop_into(buf))
+    }
+
+    /// [`pop_into`](Self::pop_into), waiting at most `timeout`.
+    pub fn pop_into_timeout(&self, buf: &mut [T], timeout: Duration) -> Result<usize, PopError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.wait_for(Some(Instant::now() + timeout), || self.try_pop_into(buf))
+    }
+
+    fn wait_for<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> Result<R, PopError>,
+    ) -> Result<R, PopError> {
+        let mut waiting = Waiting::new();
+        loop {
+            match attempt() {
+                Err(PopError::Empty) => {}
+                other => return other,
+            }
+            if waiting.keep_spinning() {
+                continue;
+            }
+            let ctrl = self.mem.ctrl();
+            ctrl.cold.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
+            let key = ctrl.not_empty.prepare();
+            // A sleeper wakes at least every liveness slice: a producer that
+            // died notifies nobody, and `attempt` re-checks who is gone.
+            let outcome = match attempt() {
+                Err(PopError::Empty) => match sleep_slice(deadline) {
+                    None => Some(Err(PopError::Timeout)),
+                    slice => {
+                        ctrl.not_empty.wait(key, slice);
+                        self.futex_calls.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                },
+                other => Some(other),
+            };
+            ctrl.cold.consumers_sleeping.fetch_sub(1, Ordering::Relaxed);
+            if let Some(r) = outcome {
+                return r;
+            }
+        }
+    }
+
+    /// The items, one [`pop`](Self::pop) each, until `Disconnected` (or any
+    /// other error).
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(|| self.pop().ok())
+    }
+
+    /// Mark one item this consumer took as done (Python's
+    /// `JoinableQueue.task_done`). `TooMany` if this consumer has marked
+    /// every item it took already.
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        if !take_one(&self.local_held) {
+            return Err(TaskDoneError::TooMany);
+        }
+        let ctrl = self.mem.ctrl();
+        // Release: our work on the item happens before a joiner's Acquire
+        // load of done (`QueueMem::joined`).
+        ctrl.done.fetch_add(1, Ordering::Release);
+        // Counted done first, then no longer ours: a kill in between counts
+        // it both done and abandoned (a join returns early), never neither.
+        // Release: pairs with the Acquire load in `abandoned_count`.
+        self.mem
+            .entry(self.entry)
+            .held
+            .fetch_sub(1, Ordering::Release);
+        ctrl.cold.all_done.notify();
+        Ok(())
+    }
+
+    /// Items this consumer took and has not marked done.
+    pub fn held(&self) -> u64 {
+        self.local_held.load(Ordering::Relaxed)
+    }
+
+    /// Wait until every item pushed is done or abandoned (see
+    /// [`Queue::join`](super::Queue::join)).
+    pub fn join(&self) -> Result<JoinReport, JoinError> {
+        super::join_until(&self.mem, None)
+    }
+
+    /// [`join`](Self::join), waiting at most `timeout`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<JoinReport, JoinError> {
+        super::join_until(&self.mem, Some(Instant::now() + timeout))
+    }
+
+    /// Whether the queue was closed (items may still be left).
+    pub fn is_closed(&self) -> bool {
+        self.mem.closed()
+    }
+
+    /// Futex system calls made through this handle.
+    pub fn futex_calls(&self) -> u64 {
+        self.futex_calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Take one from a process-local count if it is not zero; whether it was.
+fn take_one(count: &AtomicU64) -> bool {
+    // Relaxed: process-local bookkeeping, ordering nothing shared.
+    let mut v = count.load(Ordering::Relaxed);
+    while v > 0 {
+        // Relaxed: as above.
+        match count.compare_exchange_weak(v, v - 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => v = now,
+        }
+    }
+    false
+}
+
+impl<T: Pod> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // A killed process runs no destructor (only a model's dying thread
+        // gets here): its entry stays, and what it held counts as abandoned.
+        if crate::sync::liveness::current_is_dead() {
+            return;
+        }
+        self.mem.unregister_consumer(self.entry, self.me);
+    }
+}

@@ -1,0 +1,251 @@
+//! The queue's producer handle: [`Producer`] owns one lane and pushes into
+//! it exactly as the ring's producer does (write the slots, then one
+//! Release store of the lane's tail), sleeping on the shared `not_full`
+//! while its lane is full. Claiming the lane is `mem.rs`'s.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use crate::process::ProcToken;
+use crate::ring::control::check_seq;
+use crate::ring::wait::{Waiting, sleep_slice};
+use crate::ring::{JoinError, JoinReport, PushError};
+use crate::slot::write_slot;
+use crate::sync::Ordering;
+
+use super::mem::QueueMem;
+
+/// One producer of a [`Queue`](super::Queue): it owns a lane of the queue
+/// while it lives. Dropping it gives the lane back (its items stay, for the
+/// consumers); it does not close the queue.
+///
+/// ```
+/// use shmkit::queue::{Queue, QueueOptions};
+/// let q = Queue::<u64>::new_in_process(QueueOptions::new(4, 2, 1))?;
+/// let mut a = q.producer()?;
+/// let mut b = q.producer()?;
+/// let rx = q.consumer()?;
+/// a.push(1)?;
+/// b.push_slice(&[10, 11])?;
+/// let mut got = vec![rx.pop()?, rx.pop()?, rx.pop()?];
+/// got.sort();
+/// assert_eq!(got, [1, 10, 11]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping the producer gives its lane back"]
+pub struct Producer<T: Pod> {
+    mem: Arc<QueueMem>,
+    lane: usize,
+    me: ProcToken,
+    /// Our copy of the lane's tail: only we store it.
+    tail: u64,
+    /// Last head we read; re-read only when the lane looks full.
+    head_cache: u64,
+    futex_calls: u64,
+    _elem: PhantomData<*const T>,
+}
+
+// SAFETY: the producer owns no `T`; it copies `T`s into shared memory that
+// other threads read, so moving it needs `T: Send`.
+unsafe impl<T: Pod + Send> Send for Producer<T> {}
+// SAFETY: every method that moves a `T` takes `&mut self`.
+unsafe impl<T: Pod + Send> Sync for Producer<T> {}
+
+impl<T: Pod> Producer<T> {
+    pub(super) fn new(mem: Arc<QueueMem>) -> crate::Result<Self> {
+        let (lane, me, tail, head) = mem.claim_lane()?;
+        Ok(Producer {
+            mem,
+            lane,
+            me,
+            tail,
+            head_cache: head,
+            futex_calls: 0,
+            _elem: PhantomData,
+        })
+    }
+
+    /// Which lane this producer owns (0-based; for diagnostics).
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
+
+    /// Room for `want` more? Re-reads the lane's head only when the cached
+    /// copy says no. `Err(detail)` if the shared head is impossible.
+    /// `head_cache <= tail <= head_cache + cap` holds (checked at claim and
+    /// on each re-read), and `tail` stays below `SEQ_LIMIT`.
+    fn room(&mut self, want: u64) -> Result<u64, String> {
+        let cap = self.mem.geo().cap;
+        let used = self.tail - self.head_cache;
+        if used.saturating_add(want) <= cap {
+            return Ok(cap - used);
+        }
+        check_seq("tail", self.tail)?;
+        // Acquire: pairs with the Release CAS of head in the consumer's
+        // `claim_lane` (consumer.rs): their slot reads are done.
+        let head = self.mem.lane(self.lane).head.load(Ordering::Acquire);
+        if head > self.tail {
+            return Err(format!(
+                "lane {}: head {head} is past tail {}",
+                self.lane, self.tail
+            ));
+        }
+        if head < self.head_cache {
+            return Err(format!(
+                "lane {}: head {head} went back (it was {})",
+                self.lane, self.head_cache
+            ));
+        }
+        self.head_cache = head;
+        // tail - head <= cap: head only grew since the claim's check.
+        Ok(cap.saturating_sub(self.tail - head))
+    }
+
+    fn publish(&mut self, new_tail: u64) {
+        let ctrl = self.mem.ctrl();
+        // Release: publishes the slot words; pairs with the Acquire load of
+        // tail in the consumer's `claim_lane` (consumer.rs).
+        self.mem
+            .lane(self.lane)
+            .tail
+            .store(new_tail, Ordering::Release);
+        self.tail = new_tail;
+        if ctrl.not_empty.notify() {
+            self.futex_calls += 1;
+        }
+    }
+
+    /// Push one item if there is room in our lane, without waiting.
+    #[must_use = "the item comes back in the error when the lane is full"]
+    pub fn try_push(&mut self, item: T) -> Result<(), PushError<T>> {
+        if self.mem.closed() {
+            return Err(PushError::Closed(item));
+        }
+        match self.room(1) {
+            Err(detail) => return Err(PushError::Corrupt { item, detail }),
+            Ok(0) => return Err(PushError::Full(item)),
+            Ok(_) => {}
+        }
+        write_slot(self.mem.slot(self.lane, self.tail), &item);
+        self.publish(self.tail + 1);
+        Ok(())
+    }
+
+    /// Push as many of `items` as fit now, publishing them with one store;
+    /// how many were pushed (0 when full).
+    #[must_use = "fewer items than given may have been pushed"]
+    pub fn try_push_slice(&mut self, items: &[T]) -> Result<usize, PushError<()>> {
+        if self.mem.closed() {
+            return Err(PushError::Closed(()));
+        }
+        let room = match self.room(items.len() as u64) {
+            Err(detail) => return Err(PushError::Corrupt { item: (), detail }),
+            Ok(r) => r,
+        };
+        let n = (room as usize).min(items.len());
+        for (i, item) in items[..n].iter().enumerate() {
+            write_slot(self.mem.slot(self.lane, self.tail + i as u64), item);
+        }
+        if n > 0 {
+            self.publish(self.tail + n as u64);
+        }
+        Ok(n)
+    }
+
+    /// Push, waiting while our lane is full.
+    pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
+        self.push_until(item, None)
+    }
+
+    /// Push, waiting at most `timeout` for room.
+    pub fn push_timeout(&mut self, item: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(item, Some(Instant::now() + timeout))
+    }
+
+    /// Push every item, waiting for room as needed (each run that fits is
+    /// published with one store). On error, how many were pushed before it.
+    pub fn push_slice(&mut self, items: &[T]) -> Result<(), PushError<usize>> {
+        let mut sent = 0;
+        while sent < items.len() {
+            match self.try_push_slice(&items[sent..]) {
+                Ok(0) => match self.push(items[sent]) {
+                    Ok(()) => sent += 1,
+                    Err(e) => return Err(e.map(|_| sent)),
+                },
+                Ok(n) => sent += n,
+                Err(e) => return Err(e.map(|()| sent)),
+            }
+        }
+        Ok(())
+    }
+
+    fn push_until(&mut self, item: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        let mut waiting = Waiting::new();
+        loop {
+            match self.try_push(item) {
+                Err(PushError::Full(_)) => {}
+                other => return other,
+            }
+            if waiting.keep_spinning() {
+                continue;
+            }
+            let mem = self.mem.clone();
+            let key = mem.ctrl().not_full.prepare();
+            match self.try_push(item) {
+                Err(PushError::Full(x)) => {
+                    if mem.consumers_gone() {
+                        // The last consumer may have made room first.
+                        return match self.try_push(item) {
+                            Err(PushError::Full(x)) => Err(PushError::Disconnected(x)),
+                            other => other,
+                        };
+                    }
+                    match sleep_slice(deadline) {
+                        None => return Err(PushError::Timeout(x)),
+                        slice => {
+                            mem.ctrl().not_full.wait(key, slice);
+                            self.futex_calls += 1;
+                        }
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Futex system calls (wakes and waits) this producer has made.
+    pub fn futex_calls(&self) -> u64 {
+        self.futex_calls
+    }
+
+    /// Close the queue for everyone (see [`Queue::close`](super::Queue::close)).
+    pub fn close(&self) {
+        self.mem.close();
+    }
+
+    /// Wait until every item pushed (by any producer) is done or abandoned
+    /// (see [`Queue::join`](super::Queue::join)).
+    pub fn join(&self) -> Result<JoinReport, JoinError> {
+        super::join_until(&self.mem, None)
+    }
+
+    /// [`join`](Self::join), waiting at most `timeout`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<JoinReport, JoinError> {
+        super::join_until(&self.mem, Some(Instant::now() + timeout))
+    }
+}
+
+impl<T: Pod> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // A killed process gives nothing back (only a model's dying thread
+        // gets here): the lane is taken over once its owner is seen dead.
+        if crate::sync::liveness::current_is_dead() {
+            return;
+        }
+        self.mem.release_lane(self.lane, self.me);
+    }
+}
