@@ -30,7 +30,8 @@ use pyo3::types::{PyBytes, PyDict, PySlice, PyTuple};
 
 use shmkit::pipe::{Connection, Pipe};
 use shmkit::ring::{PopError, SendError};
-use shmkit::{Element, Error, LockError, Ordering, SharedArray, ShmLock};
+use shmkit::snapshot::CellError;
+use shmkit::{Element, Error, LockError, Ordering, SharedArray, SharedCell, ShmLock};
 
 create_exception!(
     _shmkit,
@@ -1084,6 +1085,234 @@ impl PipeEnd {
     }
 }
 
+// ------------------------------------------------------------ namespace
+
+// The record a `Namespace` keeps its pickled dict in: its length, then the
+// bytes. Two sizes, so a small namespace does not copy 64 KiB on each read.
+shmkit::record! {
+    #[name = "shmkit.py.Namespace4K/1"]
+    struct Blob4K {
+        len: u64,
+        data: [u8; 4088],
+    }
+}
+shmkit::record! {
+    #[name = "shmkit.py.Namespace64K/1"]
+    struct Blob64K {
+        len: u64,
+        data: [u8; 65528],
+    }
+}
+
+/// What the namespace needs of a blob record, whatever its size.
+trait Blob: shmkit::ShmType + Send + Sync {
+    const CAPACITY: usize;
+    fn new(bytes: &[u8]) -> Self;
+    fn bytes(&self) -> PyResult<&[u8]>;
+    fn set(&mut self, bytes: &[u8]);
+}
+
+macro_rules! blob {
+    ($($ty:ident),*) => {$(
+        impl Blob for $ty {
+            const CAPACITY: usize = std::mem::size_of::<$ty>() - 8;
+            fn new(bytes: &[u8]) -> Self {
+                let mut b: $ty = shmkit::Zeroable::zeroed();
+                b.set(bytes);
+                b
+            }
+            fn bytes(&self) -> PyResult<&[u8]> {
+                // The length comes from shared memory: checked, never trusted.
+                usize::try_from(self.len)
+                    .ok()
+                    .and_then(|n| self.data.get(..n))
+                    .ok_or_else(|| {
+                        CorruptError::new_err(format!(
+                            "a namespace records {} bytes in a record of {}",
+                            self.len,
+                            Self::CAPACITY
+                        ))
+                    })
+            }
+            fn set(&mut self, bytes: &[u8]) {
+                self.data[..bytes.len()].copy_from_slice(bytes);
+                self.len = bytes.len() as u64;
+            }
+        }
+    )*};
+}
+blob!(Blob4K, Blob64K);
+
+/// A `SharedCell` of a blob, whatever its size.
+trait BlobCell: Send + Sync {
+    fn capacity(&self) -> usize;
+    fn name(&self) -> Option<String>;
+    fn load(&self) -> PyResult<Vec<u8>>;
+    fn version(&self) -> PyResult<u64>;
+    /// Under the writers' lock (waiting at most `wait`): the current bytes
+    /// through `f`, and what it returns stored. `None`: the wait ran out.
+    fn update(
+        &self,
+        wait: Duration,
+        f: &mut dyn FnMut(&[u8]) -> PyResult<Vec<u8>>,
+    ) -> PyResult<Option<()>>;
+}
+
+impl<B: Blob> BlobCell for SharedCell<B> {
+    fn capacity(&self) -> usize {
+        B::CAPACITY
+    }
+    fn name(&self) -> Option<String> {
+        self.segment()?.name().map(str::to_owned)
+    }
+    fn load(&self) -> PyResult<Vec<u8>> {
+        let rec = SharedCell::load(self).map_err(py_err)?;
+        Ok(rec.bytes()?.to_vec())
+    }
+    fn version(&self) -> PyResult<u64> {
+        SharedCell::version(self).map_err(py_err)
+    }
+    fn update(
+        &self,
+        wait: Duration,
+        f: &mut dyn FnMut(&[u8]) -> PyResult<Vec<u8>>,
+    ) -> PyResult<Option<()>> {
+        let r = self.update_timeout(wait, |rec| -> PyResult<()> {
+            // Everything that can fail comes before the record changes: on
+            // an error it is written back as it was.
+            let new = f(rec.bytes()?)?;
+            if new.len() > B::CAPACITY {
+                return Err(too_big(new.len(), B::CAPACITY));
+            }
+            rec.set(&new);
+            Ok(())
+        });
+        match r {
+            Ok(r) => r.map(Some),
+            Err(CellError::Timeout) => Ok(None),
+            Err(CellError::Failed(e)) => Err(py_err(e)),
+        }
+    }
+}
+
+fn too_big(len: usize, cap: usize) -> PyErr {
+    PyValueError::new_err(format!(
+        "the namespace's fields pickle to {len} bytes, more than its {cap}: \
+         create it with a larger _size (at most {})",
+        Blob64K::CAPACITY
+    ))
+}
+
+/// The shared record behind a `shmkit.Namespace`: a pickled dict in a
+/// `SharedCell`, read lock-free and consistent, written under its lock.
+#[pyclass(module = "shmkit._shmkit", name = "_Blob")]
+struct PyBlob {
+    cell: Box<dyn BlobCell>,
+}
+
+#[pymethods]
+impl PyBlob {
+    /// A new blob holding `initial`, in a record of 4 KiB (`size` up to
+    /// 4096) or 64 KiB (up to 65536).
+    #[new]
+    fn py_new(size: usize, initial: &[u8]) -> PyResult<Self> {
+        fn make<B: Blob + 'static>(initial: &[u8]) -> PyResult<Box<dyn BlobCell>> {
+            if initial.len() > B::CAPACITY {
+                return Err(too_big(initial.len(), B::CAPACITY));
+            }
+            let cell = SharedCell::create(&fresh_name("ns"), B::new(initial)).map_err(py_err)?;
+            Ok(Box::new(cell))
+        }
+        // `size` is the record's: the pickled fields may fill all of it
+        // but the 8-byte length.
+        let cell = if size <= std::mem::size_of::<Blob4K>() {
+            make::<Blob4K>(initial)?
+        } else if size <= std::mem::size_of::<Blob64K>() {
+            make::<Blob64K>(initial)?
+        } else {
+            return Err(PyValueError::new_err(format!(
+                "a namespace's record is at most {} bytes, not {size}",
+                std::mem::size_of::<Blob64K>()
+            )));
+        };
+        Ok(PyBlob { cell })
+    }
+
+    /// The pickled dict as last stored (lock-free, never torn).
+    fn load<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let b = self.cell.load()?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    /// Read-modify-write under the writers' lock: `f(bytes) -> bytes`.
+    /// Waits in slices so Ctrl-C can interrupt; an exception from `f`
+    /// leaves the record as it was.
+    fn update(&self, py: Python<'_>, f: Bound<'_, PyAny>) -> PyResult<()> {
+        loop {
+            let mut call = |cur: &[u8]| -> PyResult<Vec<u8>> {
+                let out = f.call1((PyBytes::new(py, cur),))?;
+                let out = out
+                    .cast::<PyBytes>()
+                    .map_err(|_| PyTypeError::new_err("the update function must return bytes"))?;
+                Ok(out.as_bytes().to_vec())
+            };
+            if self.cell.update(SLICE, &mut call)?.is_some() {
+                return Ok(());
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Completed stores since creation.
+    #[getter]
+    fn version(&self) -> PyResult<u64> {
+        self.cell.version()
+    }
+
+    /// The most bytes of pickled fields it holds.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.cell.capacity()
+    }
+
+    /// The segment's name (what pickling sends).
+    #[getter]
+    fn name(&self) -> Option<String> {
+        self.cell.name()
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let name = self
+            .cell
+            .name()
+            .ok_or_else(|| PyTypeError::new_err("an anonymous namespace cannot be pickled"))?;
+        let open = py.import("shmkit._shmkit")?.getattr("_open_blob")?;
+        let args = PyTuple::new(
+            py,
+            [
+                name.into_pyobject(py)?.into_any(),
+                self.cell.capacity().into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        PyTuple::new(py, [open.into_any(), args.into_any()])
+    }
+}
+
+/// Open a pickled `_Blob` by its name and capacity.
+#[pyfunction]
+fn _open_blob(name: &str, capacity: usize) -> PyResult<PyBlob> {
+    let cell: Box<dyn BlobCell> = if capacity == Blob4K::CAPACITY {
+        Box::new(SharedCell::<Blob4K>::open(name).map_err(py_err)?)
+    } else if capacity == Blob64K::CAPACITY {
+        Box::new(SharedCell::<Blob64K>::open(name).map_err(py_err)?)
+    } else {
+        return Err(PyValueError::new_err(format!(
+            "no namespace holds {capacity} bytes"
+        )));
+    };
+    Ok(PyBlob { cell })
+}
+
 /// The compiled module.
 #[pymodule]
 fn _shmkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -1092,6 +1321,8 @@ fn _shmkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArray>()?;
     m.add_class::<PyLock>()?;
     m.add_class::<PipeEnd>()?;
+    m.add_class::<PyBlob>()?;
+    m.add_function(wrap_pyfunction!(_open_blob, m)?)?;
     m.add_function(wrap_pyfunction!(_open_value, m)?)?;
     m.add_function(wrap_pyfunction!(_open_array, m)?)?;
     m.add_function(wrap_pyfunction!(_open_lock, m)?)?;

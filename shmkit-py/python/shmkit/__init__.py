@@ -32,6 +32,7 @@ from multiprocessing import (  # noqa: F401  (re-exported)
 )
 
 from ._shmkit import Array, CorruptError, Lock, OwnerDiedError, Value
+from ._shmkit import _Blob
 from ._shmkit import PipeEnd as _PipeEnd
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Connection",
     "CorruptError",
     "Lock",
+    "Namespace",
     "OwnerDiedError",
     "Pipe",
     "Process",
@@ -155,3 +157,91 @@ def Pipe(duplex=True, capacity=DEFAULT_PIPE_CAPACITY):
     if duplex:
         return Connection(a), Connection(b)
     return Connection(b, writable=False), Connection(a, readable=False)
+
+
+class Namespace:
+    """`multiprocessing.Manager().Namespace()` without a manager process:
+    named fields that every process holding it reads and writes.
+
+    ::
+
+        status = shmkit.Namespace(step=0, loss=1.0)
+        status.step = 10                  # in any process
+        status._update(step=11, loss=0.5) # several fields in one store
+        snap = status._snapshot()         # {'step': 11, 'loss': 0.5}, never torn
+
+    The fields live pickled in one shared record (a `SharedCell`): reading
+    any field copies a consistent snapshot of all of them without a lock
+    (never a mix of two stores), and writers take turns under a lock that
+    survives a writer's death (a writer killed mid-store leaves the last
+    complete record). As with the manager's Namespace, ``ns.x += 1`` is a
+    read then a write, not atomic; ``ns._modify(f)`` runs ``f`` on the dict
+    under the writers' lock for read-modify-write.
+
+    Names starting with ``_`` are the namespace's own. ``_size`` (4096 by
+    default, or up to 65536) is the shared record's size: all fields
+    together, pickled, may take all of it but 8 bytes. A store that would
+    exceed it raises ValueError and changes nothing.
+    """
+
+    __slots__ = ("_blob",)
+
+    def __init__(self, _size=4096, **fields):
+        object.__setattr__(self, "_blob", _Blob(_size, _pickle.dumps(fields)))
+
+    @classmethod
+    def _attach(cls, blob):
+        ns = cls.__new__(cls)
+        object.__setattr__(ns, "_blob", blob)
+        return ns
+
+    def __reduce__(self):
+        return (Namespace._attach, (self._blob,))
+
+    def _snapshot(self):
+        """Every field, as one consistent dict."""
+        return _pickle.loads(self._blob.load())
+
+    def _modify(self, f):
+        """Call ``f(fields)`` under the writers' lock and store the dict it
+        changed in place; an exception from ``f`` stores nothing."""
+
+        def step(raw):
+            fields = _pickle.loads(raw)
+            f(fields)
+            return _pickle.dumps(fields)
+
+        self._blob.update(step)
+
+    def _update(self, **fields):
+        """Set several fields in one store: readers see all or none."""
+        self._modify(lambda d: d.update(fields))
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._snapshot()[name]
+        except KeyError:
+            raise AttributeError(f"'Namespace' object has no attribute {name!r}") from None
+
+    def __setattr__(self, name, value):
+        if name.startswith("_"):
+            raise AttributeError(f"names starting with '_' are the Namespace's own: {name!r}")
+        self._update(**{name: value})
+
+    def __delattr__(self, name):
+        def drop(fields):
+            if name not in fields:
+                raise AttributeError(f"'Namespace' object has no attribute {name!r}")
+            del fields[name]
+
+        self._modify(drop)
+
+    def __dir__(self):
+        return sorted(set(self._snapshot()) | {"_snapshot", "_modify", "_update"})
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._snapshot().items())
+        return f"Namespace({fields})"
+
