@@ -84,6 +84,10 @@ def weaker(op, order):
     return table.get(op, {}).get(order, [])
 
 
+# The facade's fences: the plain one and the two halves of the asymmetric
+# pair (sync::fence_light / fence_heavy), each a fence in the models.
+FENCES = ("fence", "fence_light", "fence_heavy")
+
 RMW = {"swap", "fetch_add", "fetch_sub", "fetch_or", "fetch_and", "fetch_xor",
        "fetch_max", "fetch_min", "fetch_update", "fetch_nand"}
 
@@ -119,7 +123,7 @@ def classify(text, pos):
         return "rmw", commas
     if name in ("compare_exchange", "compare_exchange_weak"):
         return ("rmw" if commas == 2 else "cas_fail"), commas
-    if name == "fence":
+    if name in FENCES:
         return "fence", commas
     return None, commas
 
@@ -198,8 +202,9 @@ def sites(only=None):
 def mutate_text(text, s):
     if s["to"] != "(none)":
         return text[:s["start"]] + "Ordering::" + s["to"] + text[s["end"]:]
-    # Remove the whole `fence(Ordering::X)` call, keeping the statement.
-    call = text.rfind("fence(", 0, s["start"])
+    # Remove the whole `fence(Ordering::X)` call (or an asymmetric half's),
+    # keeping the statement.
+    call = max(text.rfind(f + "(", 0, s["start"]) for f in FENCES)
     close = text.find(")", s["end"])
     return text[:call] + "()" + text[close + 1:]
 

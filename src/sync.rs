@@ -30,6 +30,141 @@ pub fn fence(order: Ordering) {
     imp::fence(order)
 }
 
+/// The cheap half of an asymmetric fence: a fence of `order` for the side
+/// of a store-then-load handshake that runs on every operation (an event
+/// count's waker), paired with [`fence_heavy`] on the side that runs
+/// rarely (a sleeper registering).
+///
+/// Normal builds: only a compiler fence, once this process is registered
+/// for `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`: a [`fence_heavy`] in
+/// any process then makes every running thread of this one execute a full
+/// barrier, so the pair orders as two `fence(order)`s would (the technique
+/// of Linux's `membarrier(2)`, folly's `asymmetricLightBarrier` and
+/// liburcu). The first call registers (the system call itself is a full
+/// barrier); a process whose registration fails uses `fence(order)`
+/// instead, which also pairs with a heavy fence. A forked child starts
+/// unregistered (the registration belongs to the parent's address space).
+/// Model builds: `fence(order)`, the semantics the pair provides.
+#[inline]
+pub fn fence_light(order: Ordering) {
+    #[cfg(not(shmkit_loom))]
+    {
+        use std::sync::atomic::{Ordering as O, compiler_fence};
+        match asymmetric::LIGHT.load(O::Relaxed) {
+            asymmetric::REGISTERED => compiler_fence(order),
+            asymmetric::FAILED => imp::fence(order),
+            _ => {
+                asymmetric::register_light();
+                imp::fence(order);
+            }
+        }
+    }
+    #[cfg(shmkit_loom)]
+    fence(order)
+}
+
+/// The expensive half of an asymmetric fence (see [`fence_light`]): a
+/// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` system call, which runs a
+/// full barrier on every running thread of every registered process (and
+/// on ours). Returns whether it did; `false` (no membarrier here: an old
+/// kernel, a seccomp filter) means it was only `fence(order)`, which does
+/// not pair with a waker's compiler fence, so the caller must not sleep
+/// long on the strength of it ([`asymmetric_ok`]). Model builds:
+/// `fence(order)`, returning `true`.
+pub fn fence_heavy(order: Ordering) -> bool {
+    #[cfg(not(shmkit_loom))]
+    {
+        if asymmetric::heavy() {
+            return true;
+        }
+        imp::fence(order);
+        false
+    }
+    #[cfg(shmkit_loom)]
+    {
+        fence(order);
+        true
+    }
+}
+
+/// Whether [`fence_heavy`] works in this process (it has not failed yet).
+pub fn asymmetric_ok() -> bool {
+    #[cfg(not(shmkit_loom))]
+    {
+        use std::sync::atomic::Ordering as O;
+        asymmetric::HEAVY_FAILED.load(O::Relaxed) == 0
+    }
+    #[cfg(shmkit_loom)]
+    true
+}
+
+/// The process-local state of the asymmetric fences: std atomics in this
+/// process's memory, never in a segment.
+#[cfg(not(shmkit_loom))]
+mod asymmetric {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    pub(super) const REGISTERED: u8 = 1;
+    pub(super) const FAILED: u8 = 2;
+    // From linux/membarrier.h.
+    const CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+    const CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+    /// 0: not yet registered (or a forked child); REGISTERED; FAILED.
+    pub(super) static LIGHT: AtomicU8 = AtomicU8::new(0);
+    /// 1 once a heavy fence failed: from then on every heavy fence is a
+    /// plain fence, and sleepers keep their sleeps short.
+    pub(super) static HEAVY_FAILED: AtomicU8 = AtomicU8::new(0);
+
+    fn membarrier(cmd: libc::c_int) -> bool {
+        // SAFETY: membarrier takes no pointers; a command the kernel lacks
+        // fails with EINVAL or ENOSYS, which we report.
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                cmd,
+                0 as libc::c_uint,
+                0 as libc::c_int,
+            ) == 0
+        }
+    }
+
+    /// A forked child's registration state: none (see `fence_light`).
+    extern "C" fn forked() {
+        LIGHT.store(0, Ordering::Relaxed);
+    }
+
+    #[cold]
+    pub(super) fn register_light() {
+        static AT_FORK: std::sync::Once = std::sync::Once::new();
+        AT_FORK.call_once(|| {
+            // SAFETY: `forked` is async-signal-safe (one atomic store) and
+            // lives for the whole program.
+            unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+        });
+        let state = if membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) {
+            REGISTERED
+        } else {
+            FAILED
+        };
+        // Relaxed: a process-local flag; the caller's own full fence
+        // follows, and a thread that reads a stale 0 registers again.
+        LIGHT.store(state, Ordering::Relaxed);
+    }
+
+    #[cold]
+    pub(super) fn heavy() -> bool {
+        if HEAVY_FAILED.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        if membarrier(CMD_GLOBAL_EXPEDITED) {
+            return true;
+        }
+        HEAVY_FAILED.store(1, Ordering::Relaxed);
+        false
+    }
+}
+
 /// One operation on shared memory is about to happen. In model builds this
 /// is where a process the model kills at its k-th step dies (see
 /// [`liveness::model::run_killed_after`]); in normal builds it is nothing.

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use crate::sync::{Futex, Ordering, WAIT_ANY_MAX};
+use crate::event::UNPAIRED_SLEEP;
+use crate::sync::{Futex, Ordering, WAIT_ANY_MAX, asymmetric_ok};
 
 /// How often every parked future is woken to re-check its peers' liveness
 /// (the blocking calls' slice, `ring::wait::LIVENESS_SLICE`).
@@ -117,7 +118,14 @@ fn run(w: &'static Waiter) {
             // gone), so the memory each entry's `_keep` holds is mapped.
             waits.push((unsafe { &*f }, key));
         }
-        let left = SLICE.saturating_sub(since.elapsed());
+        // Where a sleeper's fence cannot pair with the wakers' (no
+        // membarrier, see `event.rs`), a notify may be missed: poll often.
+        let slice = if asymmetric_ok() {
+            SLICE
+        } else {
+            UNPAIRED_SLEEP
+        };
+        let left = slice.saturating_sub(since.elapsed());
         let supported = Futex::wait_any(
             &waits,
             Some(if overflow {
@@ -131,7 +139,7 @@ fn run(w: &'static Waiter) {
             // No futex_waitv (a kernel before 5.16): poll every millisecond.
             std::thread::sleep(Duration::from_millis(1));
         }
-        let all = overflow || !supported || since.elapsed() >= SLICE;
+        let all = overflow || !supported || since.elapsed() >= slice;
         if all {
             since = Instant::now();
         }
