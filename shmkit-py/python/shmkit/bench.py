@@ -3,8 +3,10 @@ multiprocessing's, side by side in one run, with the same worker counts.
 
 Cases: a counter incremented by 2 processes (`Value.add` against
 multiprocessing's `Value` under `get_lock()`), a `Pipe` round trip of a
-small message between 2 processes, and the sum of a shared array through
-numpy (zero-copy on both sides). Workers are pinned to cores (worker i to
+small message between 2 processes, a field of a `Namespace` stored and
+read back (against a `Manager().Namespace()`, whose fields live in the
+manager's server process), and the sum of a shared array through numpy
+(zero-copy on both sides). Workers are pinned to cores (worker i to
 core i mod cores). Each figure is the median of the repetitions; the last
 lines give the ratios (> 1: shmkit faster).
 """
@@ -145,6 +147,22 @@ def main(argv):
         lambda: pipe_round_trip(n // 5, shmkit.Pipe))
     add("multiprocessing Pipe round trip 16 B", "us",
         lambda: pipe_round_trip(n // 5, mp.Pipe))
+    def namespace_ops(n, ns):
+        # One process reads and writes fields of a namespace another process
+        # could read at any time (the manager's lives in its server process).
+        ns.x = 0
+        t0 = time.perf_counter()
+        for i in range(n):
+            ns.x = i
+            if ns.x != i:
+                raise SystemExit("namespace lost a store")
+        return 2 * n / (time.perf_counter() - t0)
+
+    add("shmkit Namespace set+get", "ops/s",
+        lambda: namespace_ops(n // 10, shmkit.Namespace()))
+    with mp.Manager() as manager:
+        add("multiprocessing Manager Namespace set+get", "ops/s",
+            lambda: namespace_ops(n // 100, manager.Namespace()))
     try:
         import numpy as np
 
@@ -171,6 +189,7 @@ def main(argv):
     ratio("shmkit Value.add /2p", "multiprocessing Value + get_lock /2p")
     ratio("shmkit Value + get_lock /2p", "multiprocessing Value + get_lock /2p")
     ratio("shmkit Pipe round trip 16 B", "multiprocessing Pipe round trip 16 B", True)
+    ratio("shmkit Namespace set+get", "multiprocessing Manager Namespace set+get")
     ratio("shmkit Array numpy sum", "multiprocessing Array numpy sum")
 
 
