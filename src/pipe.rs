@@ -324,6 +324,13 @@ impl Connection {
         self.rx.pop_bytes_async()
     }
 
+    /// How this end waits, for room to send and for a message to receive
+    /// (see [`WaitStrategy`](crate::ring::WaitStrategy)).
+    pub fn set_wait(&mut self, strategy: crate::ring::WaitStrategy) {
+        self.tx.set_wait(strategy);
+        self.rx.set_wait(strategy);
+    }
+
     /// Whether a message is waiting (Python's `poll()` without a timeout).
     pub fn poll(&self) -> bool {
         !self.rx.is_empty()

@@ -10,7 +10,7 @@ use super::{
     Ctl, Options, Record, now_ns, percentiles, pin, progress, spawn_worker, summary, wait_all,
 };
 use shmkit::Ordering;
-use shmkit::ring::{PopError, Ring};
+use shmkit::ring::{PopError, Ring, WaitStrategy};
 use shmkit::{SharedAccumulator, SharedValue};
 
 mod mpmc;
@@ -641,7 +641,7 @@ fn os_pipe() -> Res<(OwnedFd, OwnedFd)> {
 pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
     let spin_n: u64 = if o.full { 200_000 } else { 20_000 };
     let block_n: u64 = if o.full { 20_000 } else { 2_000 };
-    let mut pct: [Vec<[f64; 3]>; 5] = Default::default();
+    let mut pct: [Vec<[f64; 3]>; 7] = Default::default();
     for _ in 0..reps(o) {
         let cl = shmkit::SharedArray::<u64>::create_anonymous(16).map_err(e)?;
         pct[0].push(pingpong("lat-cl", spin_n, &|c, _| {
@@ -651,6 +651,8 @@ pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
             (1, "spin", spin_n),
             (2, "block", block_n),
             (4, "async", block_n),
+            (5, "yield", spin_n),
+            (6, "sleep", block_n),
         ] {
             let a = Ring::<u64>::create_anonymous(64).map_err(e)?;
             let b = Ring::<u64>::create_anonymous(64).map_err(e)?;
@@ -682,16 +684,24 @@ pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
             "cacheline-pingpong",
             "one word bouncing between two cores (the floor)",
         ),
-        ("shmkit-ring-spin", "two rings, try_pop spinning"),
+        ("shmkit-ring-spin", "two rings, pop with WaitStrategy::Spin"),
         (
             "shmkit-ring-blocking",
-            "two rings, blocking pop: spins and yields up to 60 us, then sleeps",
+            "two rings, pop with the default WaitStrategy::SpinThenSleep(60 us)",
         ),
         ("pipe", "two pipes, blocking read"),
         (
             "shmkit-ring-async",
             "two rings, pop_async on a current-thread tokio runtime: re-polls up to \
              60 us, then parks with the process's waiter thread",
+        ),
+        (
+            "shmkit-ring-spinyield",
+            "two rings, pop with WaitStrategy::SpinYield (never sleeps)",
+        ),
+        (
+            "shmkit-ring-block",
+            "two rings, pop with WaitStrategy::Block (sleeps at once: every hand-off a wake-up)",
         ),
     ];
     let mut out = Vec::new();
@@ -1304,29 +1314,30 @@ fn worker_inner(args: &[String]) -> Res<()> {
             report(&ctl, idx, &mut xs);
         }
         c if c.starts_with("lat-ring-") => {
-            let spin = c.contains("spin");
             let asynchronous = c.contains("async");
+            let wait = if c.contains("-spin-") {
+                WaitStrategy::Spin
+            } else if c.contains("-yield-") {
+                WaitStrategy::SpinYield
+            } else if c.contains("-sleep-") {
+                WaitStrategy::Block
+            } else {
+                WaitStrategy::default()
+            };
             let ping = c.ends_with("ping");
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .map_err(e)?;
             let a = Ring::<u64>::open_inherited("B_RING").map_err(e)?;
             let b = Ring::<u64>::open_inherited("B_RING2").map_err(e)?;
-            let (mut tx, rx) = if ping {
+            let (mut tx, mut rx) = if ping {
                 (a.producer().map_err(e)?, b.consumer().map_err(e)?)
             } else {
                 (b.producer().map_err(e)?, a.consumer().map_err(e)?)
             };
+            rx.set_wait(wait);
             let recv = |rx: &shmkit::ring::Consumer<u64>| -> Res<u64> {
-                if spin {
-                    loop {
-                        match rx.try_pop() {
-                            Ok(v) => return Ok(v),
-                            Err(PopError::Empty) => std::hint::spin_loop(),
-                            Err(x) => return Err(e(x)),
-                        }
-                    }
-                } else if asynchronous {
+                if asynchronous {
                     rt.block_on(rx.pop_async()).map_err(e)
                 } else {
                     rx.pop().map_err(e)

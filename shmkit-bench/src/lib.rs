@@ -361,6 +361,8 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("latency", "shmkit-ring-blocking", "pipe"),
     ("latency", "shmkit-ring-async", "pipe"),
     ("latency", "shmkit-ring-async", "shmkit-ring-blocking"),
+    ("latency", "shmkit-ring-spinyield", "pipe"),
+    ("latency", "shmkit-ring-block", "pipe"),
     ("pipe", "shmkit-pipe-roundtrip", "kernel-pipe-roundtrip"),
     ("pipe", "shmkit-pipe-roundtrip", "socketpair-roundtrip"),
     ("pipe", "shmkit-pipe-64B", "kernel-pipe-64B"),

@@ -13,7 +13,7 @@ use bytemuck::Pod;
 
 use crate::process::ProcToken;
 use crate::ring::control::check_seq;
-use crate::ring::wait::{Waiting, sleep_slice};
+use crate::ring::wait::{WaitStrategy, Waiting, sleep_slice};
 use crate::ring::{JoinError, JoinReport, PopError, TaskDoneError};
 use crate::slot::read_slot;
 use crate::sync::{AtomicU64, Ordering, spin_loop};
@@ -52,6 +52,8 @@ pub struct Consumer<T: Pod> {
     /// of `task_done`; its shared mirror is our entry's `held`).
     local_held: AtomicU64,
     futex_calls: AtomicU64,
+    /// How this handle waits while the queue is empty.
+    wait: WaitStrategy,
     _elem: PhantomData<*const T>,
 }
 
@@ -77,8 +79,15 @@ impl<T: Pod> Consumer<T> {
             next: AtomicU64::new(0),
             local_held: AtomicU64::new(0),
             futex_calls: AtomicU64::new(0),
+            wait: WaitStrategy::default(),
             _elem: PhantomData,
         })
+    }
+
+    /// How this consumer waits while the queue is empty (see
+    /// [`WaitStrategy`]; the default spins 60 us, then sleeps).
+    pub fn set_wait(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
     }
 
     /// Claim up to `max` items from lane `i` with one CAS of its head;
@@ -251,7 +260,7 @@ impl<T: Pod> Consumer<T> {
         deadline: Option<Instant>,
         mut attempt: impl FnMut() -> Result<R, PopError>,
     ) -> Result<R, PopError> {
-        let mut waiting = Waiting::new();
+        let mut waiting = Waiting::new(self.wait, deadline);
         loop {
             match attempt() {
                 Err(PopError::Empty) => {}
@@ -269,8 +278,9 @@ impl<T: Pod> Consumer<T> {
                 Err(PopError::Empty) => match sleep_slice(deadline) {
                     None => Some(Err(PopError::Timeout)),
                     slice => {
-                        ctrl.not_empty.wait(key, slice);
-                        self.futex_calls.fetch_add(1, Ordering::Relaxed);
+                        if waiting.sleep(&ctrl.not_empty, key, slice) {
+                            self.futex_calls.fetch_add(1, Ordering::Relaxed);
+                        }
                         None
                     }
                 },

@@ -11,7 +11,7 @@ use bytemuck::Pod;
 
 use crate::process::ProcToken;
 use crate::ring::control::check_seq;
-use crate::ring::wait::{Waiting, sleep_slice};
+use crate::ring::wait::{WaitStrategy, Waiting, sleep_slice};
 use crate::ring::{JoinError, JoinReport, PushError};
 use crate::slot::write_slot;
 use crate::sync::Ordering;
@@ -46,6 +46,8 @@ pub struct Producer<T: Pod> {
     /// Last head we read; re-read only when the lane looks full.
     head_cache: u64,
     futex_calls: u64,
+    /// How this handle waits while its lane is full.
+    wait: WaitStrategy,
     _elem: PhantomData<*const T>,
 }
 
@@ -65,8 +67,15 @@ impl<T: Pod> Producer<T> {
             tail,
             head_cache: head,
             futex_calls: 0,
+            wait: WaitStrategy::default(),
             _elem: PhantomData,
         })
+    }
+
+    /// How this producer waits while its lane is full (see
+    /// [`WaitStrategy`]; the default spins 60 us, then sleeps).
+    pub fn set_wait(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
     }
 
     /// Which lane this producer owns (0-based; for diagnostics).
@@ -184,7 +193,7 @@ impl<T: Pod> Producer<T> {
     }
 
     fn push_until(&mut self, item: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
-        let mut waiting = Waiting::new();
+        let mut waiting = Waiting::new(self.wait, deadline);
         loop {
             match self.try_push(item) {
                 Err(PushError::Full(_)) => {}
@@ -207,8 +216,9 @@ impl<T: Pod> Producer<T> {
                     match sleep_slice(deadline) {
                         None => return Err(PushError::Timeout(x)),
                         slice => {
-                            mem.ctrl().not_full.wait(key, slice);
-                            self.futex_calls += 1;
+                            if waiting.sleep(&mem.ctrl().not_full, key, slice) {
+                                self.futex_calls += 1;
+                            }
                         }
                     }
                 }

@@ -19,7 +19,7 @@ use crate::sync::{AtomicU64, Ordering, spin_loop};
 
 use super::control::{RingMem, check_seq};
 use super::error::{PopError, TaskDoneError};
-use super::wait::{Waiting, keep_polling, sleep_slice};
+use super::wait::{WaitStrategy, Waiting, keep_polling, sleep_slice};
 
 /// A consumer of a ring. Any number may exist; each item goes to exactly one.
 /// Methods take `&self`, so one consumer may be shared by threads.
@@ -59,6 +59,8 @@ pub struct Consumer<T: Pod> {
     /// needs no load of the producer's cache line. (An atomic only because
     /// the handle may be shared by threads; it lives in process memory.)
     tail_cache: AtomicU64,
+    /// How this handle waits while the ring is empty.
+    wait: WaitStrategy,
     /// Items this handle took and has not marked done: the arbiter of
     /// `task_done` (process memory, so threads sharing the handle cannot
     /// both mark the same item). Its shared mirror is our `held` registry
@@ -85,6 +87,7 @@ impl<T: Pod> Consumer<T> {
             me,
             futex_calls: AtomicU64::new(0),
             tail_cache: AtomicU64::new(0),
+            wait: WaitStrategy::default(),
             local_held: AtomicU64::new(0),
             _elem: PhantomData,
         }
@@ -278,7 +281,7 @@ impl<T: Pod> Consumer<T> {
         deadline: Option<std::time::Instant>,
         mut attempt: impl FnMut() -> Result<R, PopError>,
     ) -> Result<R, PopError> {
-        let mut waiting = Waiting::new();
+        let mut waiting = Waiting::new(self.wait, deadline);
         loop {
             match attempt() {
                 Err(PopError::Empty) => {}
@@ -303,8 +306,9 @@ impl<T: Pod> Consumer<T> {
                         match sleep_slice(deadline) {
                             None => Some(Err(PopError::Timeout)),
                             slice => {
-                                ctrl.not_empty.wait(key, slice);
-                                self.count_futex_call();
+                                if waiting.sleep(&ctrl.not_empty, key, slice) {
+                                    self.count_futex_call();
+                                }
                                 None
                             }
                         }
@@ -317,6 +321,17 @@ impl<T: Pod> Consumer<T> {
                 return r;
             }
         }
+    }
+
+    /// How this consumer waits while the ring is empty (see
+    /// [`WaitStrategy`]; the default spins 60 us, then sleeps).
+    pub fn set_wait(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    /// This consumer's [`WaitStrategy`].
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
     }
 
     /// Take one item, waiting asynchronously while the ring is empty: the
@@ -377,7 +392,7 @@ impl<T: Pod> Consumer<T> {
             Err(PopError::Empty) => {}
             other => return Poll::Ready(other),
         }
-        if keep_polling(since) {
+        if keep_polling(self.wait, since) {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }

@@ -100,7 +100,7 @@ pub use consumer::{Consumer, Iter, TryIter};
 pub use control::{MAX_CONSUMERS, RingState};
 pub use error::{JoinError, JoinReport, PopError, PushError, SendError, TaskDoneError};
 pub use producer::Producer;
-pub use wait::LIVENESS_SLICE;
+pub use wait::{LIVENESS_SLICE, WaitStrategy};
 
 use control::{Backing, RingControl, RingMem};
 

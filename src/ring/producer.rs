@@ -20,7 +20,7 @@ use crate::sync::Ordering;
 use super::control::{RingMem, check_seq};
 use super::error::{JoinError, JoinReport, PushError};
 use super::registry::ProducerClaim;
-use super::wait::{Waiting, keep_polling, sleep_slice};
+use super::wait::{WaitStrategy, Waiting, keep_polling, sleep_slice};
 
 /// The one producer of a ring. Dropping it closes the ring.
 ///
@@ -48,6 +48,8 @@ pub struct Producer<T: Pod> {
     /// Futex system calls this handle made (wakes and waits): local, so
     /// counting costs no shared write.
     futex_calls: u64,
+    /// How this handle waits while the ring is full.
+    wait: WaitStrategy,
     /// Neither `Send` nor `Sync` by itself: the impls below say when.
     _elem: PhantomData<*const T>,
 }
@@ -70,6 +72,7 @@ impl<T: Pod> Producer<T> {
             me: claim.me,
             closed: false,
             futex_calls: 0,
+            wait: WaitStrategy::default(),
             _elem: PhantomData,
         }
     }
@@ -264,7 +267,7 @@ impl<T: Pod> Producer<T> {
         deadline: Option<std::time::Instant>,
         mut attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
     ) -> Result<(), PushError<X>> {
-        let mut waiting = Waiting::new();
+        let mut waiting = Waiting::new(self.wait, deadline);
         loop {
             match attempt(self) {
                 Err(PushError::Full(_)) => {}
@@ -308,8 +311,9 @@ impl<T: Pod> Producer<T> {
                         match sleep_slice(deadline) {
                             None => Some(Err(PushError::Timeout(x))),
                             slice => {
-                                cold.not_full.wait(key, slice);
-                                self.futex_calls += 1;
+                                if waiting.sleep(&cold.not_full, key, slice) {
+                                    self.futex_calls += 1;
+                                }
                                 None
                             }
                         }
@@ -322,6 +326,17 @@ impl<T: Pod> Producer<T> {
                 return r;
             }
         }
+    }
+
+    /// How this producer waits while the ring is full (see
+    /// [`WaitStrategy`]; the default spins 60 us, then sleeps).
+    pub fn set_wait(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    /// This producer's [`WaitStrategy`].
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
     }
 
     /// Push one item, waiting asynchronously while the ring is full: the
@@ -354,7 +369,7 @@ impl<T: Pod> Producer<T> {
             Err(PushError::Full(x)) => x,
             other => return Poll::Ready(other),
         };
-        if keep_polling(since) {
+        if keep_polling(self.wait, since) {
             *pending = Some(x);
             cx.waker().wake_by_ref();
             return Poll::Pending;

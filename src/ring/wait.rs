@@ -1,37 +1,124 @@
-//! How a blocking ring call waits: spin, then yield, for a short budget
-//! ([`Waiting`]), then sleep in slices of at most [`LIVENESS_SLICE`]
-//! ([`sleep_slice`]) so a sleeper notices a dead peer. The futex words slept
-//! on, and who wakes them, live with the callers (`producer.rs`,
-//! `consumer.rs`); whether a peer is dead is `registry.rs`'s question.
+//! How a blocking ring or queue call waits: by the handle's
+//! [`WaitStrategy`] ([`Waiting`]): spin, yield, or both for a budget, then
+//! sleep in slices of at most [`LIVENESS_SLICE`] ([`sleep_slice`]) so a
+//! sleeper notices a dead peer. The futex words slept on, and who wakes
+//! them, live with the callers (`producer.rs`, `consumer.rs`, the queue's);
+//! whether a peer is dead is the registries' question.
 
 use std::time::{Duration, Instant};
+
+use crate::event::EventCount;
 
 /// How often a sleeper checks whether its peers are still alive.
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 
-/// How long a blocking call spins and yields before it sleeps. A sleep and
-/// its wake-up cost 25-30 us on an idle-halting core, so waiting about twice
-/// that first is the classic competitive choice; yielding (not just
-/// spinning) lets a peer pinned to the same core run. loom: no spinning (it
-/// would only multiply the explored interleavings).
-const SPIN_BUDGET: Duration = Duration::from_micros(if crate::sync::MODELLED { 0 } else { 60 });
+/// How often a handle that never sleeps ([`WaitStrategy::Spin`],
+/// [`WaitStrategy::SpinYield`]) stops spinning to check its peers'
+/// liveness (the same check a sleeper makes when it wakes).
+const SPIN_CHECK: Duration = Duration::from_millis(20);
 
-/// Spin, then yield, until the budget is spent; `false` means "sleep now".
+/// The default spin budget. A sleep and its wake-up cost 25-30 us on an
+/// idle-halting core, so waiting about twice that first is the classic
+/// competitive choice.
+const DEFAULT_BUDGET: Duration = Duration::from_micros(60);
+
+/// How a handle waits when its ring or queue is empty (a consumer) or full
+/// (a producer): the trade between hand-off latency and CPU. Set per handle
+/// (`Consumer::set_wait`, `Producer::set_wait`, `Connection::set_wait`, and
+/// the queue's); the default is [`SpinThenSleep`](Self::SpinThenSleep) of
+/// 60 us.
+///
+/// Whatever the strategy, a waiting call notices a dead peer (within about
+/// [`LIVENESS_SLICE`] when it sleeps, 20 ms when it never does) and honours
+/// its timeout. Figures for each, side by side: `shmkit bench --only
+/// latency`.
+///
+/// ```
+/// use shmkit::ring::{Ring, WaitStrategy};
+/// let ring = Ring::<u64>::new_in_process(64)?;
+/// let mut tx = ring.producer()?;
+/// let mut rx = ring.consumer()?;
+/// rx.set_wait(WaitStrategy::Spin); // this consumer owns a core
+/// tx.push(1)?;
+/// assert_eq!(rx.pop()?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitStrategy {
+    /// Busy-spin, never sleep and never yield: the lowest hand-off latency
+    /// (a cache-line transfer, 25-200 ns depending on the host), for a
+    /// latency-critical consumer that owns a core. Burns that core while
+    /// waiting; on a shared core it slows everyone.
+    Spin,
+    /// Spin briefly, then yield the CPU in a loop; never sleep in the
+    /// kernel. Latency close to `Spin` when the core is free, and a peer on
+    /// the same core still runs; still 100% CPU while waiting.
+    SpinYield,
+    /// Spin and yield for the budget, then sleep on the futex until woken
+    /// (the default, with 60 us: about twice what a sleep and wake-up
+    /// cost, so a fast peer is met spinning and a slow one costs no CPU).
+    SpinThenSleep(Duration),
+    /// Sleep at once (after one more look): no CPU while waiting, and every
+    /// hand-off to a sleeping peer pays a wake-up (25-30 us on a core that
+    /// halted). For consumers that wait long and often.
+    Block,
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::SpinThenSleep(DEFAULT_BUDGET)
+    }
+}
+
+impl WaitStrategy {
+    /// Whether a handle waiting this way ever sleeps on the futex.
+    fn sleeps(self) -> bool {
+        matches!(self, WaitStrategy::SpinThenSleep(_) | WaitStrategy::Block)
+    }
+
+    /// How long to spin (and yield) before sleeping; `None`: never sleep.
+    /// loom: no spinning (it would only multiply the interleavings).
+    fn budget(self) -> Option<Duration> {
+        if crate::sync::MODELLED {
+            return Some(Duration::ZERO);
+        }
+        match self {
+            WaitStrategy::Spin | WaitStrategy::SpinYield => None,
+            WaitStrategy::SpinThenSleep(d) => Some(d),
+            WaitStrategy::Block => Some(Duration::ZERO),
+        }
+    }
+}
+
+/// One wait of a blocking call: spins and yields as the strategy says;
+/// `keep_spinning` returning `false` means "go to the sleep path" (register,
+/// look again, check liveness and the deadline), where [`sleep`](Self::sleep)
+/// sleeps only if the strategy does.
 pub(crate) struct Waiting {
+    strategy: WaitStrategy,
+    deadline: Option<Instant>,
     backoff: crossbeam_utils::Backoff,
     since: Option<Instant>,
+    spins: u32,
 }
 
 impl Waiting {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(strategy: WaitStrategy, deadline: Option<Instant>) -> Self {
         Waiting {
+            strategy,
+            deadline,
             backoff: crossbeam_utils::Backoff::new(),
             since: None,
+            spins: 0,
         }
     }
 
     pub(crate) fn keep_spinning(&mut self) -> bool {
-        if SPIN_BUDGET.is_zero() {
+        let Some(budget) = self.strategy.budget() else {
+            return self.spin_forever();
+        };
+        if budget.is_zero() {
             return false;
         }
         if !self.backoff.is_completed() {
@@ -39,23 +126,57 @@ impl Waiting {
             return true;
         }
         let since = *self.since.get_or_insert_with(Instant::now);
-        if since.elapsed() < SPIN_BUDGET {
+        if since.elapsed() < budget {
             std::thread::yield_now();
             return true;
         }
         false
     }
+
+    /// `Spin` and `SpinYield`: spin (or yield) on, except every
+    /// [`SPIN_CHECK`] and at the deadline, when the caller checks its peers
+    /// and its deadline. The clock is read every 64 spins only.
+    fn spin_forever(&mut self) -> bool {
+        self.spins = self.spins.wrapping_add(1);
+        if self.spins.is_multiple_of(64) {
+            let now = Instant::now();
+            let since = *self.since.get_or_insert(now);
+            if self.deadline.is_some_and(|d| now >= d) || now - since >= SPIN_CHECK {
+                self.since = Some(now);
+                return false;
+            }
+        }
+        match self.strategy {
+            WaitStrategy::SpinYield if self.backoff.is_completed() => std::thread::yield_now(),
+            WaitStrategy::SpinYield => self.backoff.snooze(),
+            _ => crate::sync::spin_loop(),
+        }
+        true
+    }
+
+    /// Sleep on `event` with `key` for at most `slice`, if the strategy
+    /// sleeps at all; returns whether it made the wait system call.
+    pub(crate) fn sleep(&self, event: &EventCount, key: u32, slice: Option<Duration>) -> bool {
+        if !self.strategy.sleeps() {
+            return false;
+        }
+        event.wait(key, slice);
+        true
+    }
 }
 
 /// The async calls' spin phase: whether a future that found nothing to do
 /// should poll again at once (after letting its executor run other tasks)
-/// rather than park, because the first empty poll was less than the spin
-/// budget ago. `since` is the future's own state.
-pub(super) fn keep_polling(since: &mut Option<Instant>) -> bool {
-    if SPIN_BUDGET.is_zero() {
+/// rather than park, because its first empty poll was less than the
+/// strategy's budget ago (`Spin` and `SpinYield`: a liveness slice, after
+/// which it parks and checks as a sleeper does). `since` is the future's
+/// own state.
+pub(crate) fn keep_polling(strategy: WaitStrategy, since: &mut Option<Instant>) -> bool {
+    let budget = strategy.budget().unwrap_or(LIVENESS_SLICE);
+    if budget.is_zero() {
         return false;
     }
-    since.get_or_insert_with(Instant::now).elapsed() < SPIN_BUDGET
+    since.get_or_insert_with(Instant::now).elapsed() < budget
 }
 
 /// How long the next sleep may last: one liveness slice, shortened to the

@@ -1,0 +1,160 @@
+//! Every `WaitStrategy` on the ring and the queue: items delivered exactly
+//! once, timeouts honoured, a dead producer noticed by consumers that never
+//! sleep, and no futex call from a handle that never sleeps.
+#![cfg(not(shmkit_loom))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cleanup, Reaper, child_command, child_role};
+use shmkit::ring::{PopError, Ring, WaitStrategy};
+use shmkit::{Queue, QueueOptions};
+
+const ENTRY: &str = "child_entry";
+
+const ALL: [WaitStrategy; 4] = [
+    WaitStrategy::Spin,
+    WaitStrategy::SpinYield,
+    WaitStrategy::SpinThenSleep(Duration::from_micros(60)),
+    WaitStrategy::Block,
+];
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    let ring = Ring::<u64>::open(&std::env::var("RING").unwrap()).unwrap();
+    match role.as_str() {
+        "push_one_then_park" => {
+            let mut tx = ring.producer().unwrap();
+            tx.push(7).unwrap();
+            loop {
+                std::thread::park(); // until killed
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn each_strategy_delivers_every_item_once_on_the_ring() {
+    const N: u64 = 50_000;
+    for w in ALL {
+        let ring = Ring::<u64>::new_in_process(64).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.set_wait(w);
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait(w);
+        assert_eq!(rx.wait_strategy(), w);
+        let feeder = std::thread::spawn(move || {
+            for v in 0..N {
+                tx.push(v).unwrap();
+            }
+        });
+        let (mut count, mut sum) = (0, 0);
+        while let Ok(v) = rx.pop() {
+            count += 1;
+            sum += v;
+        }
+        feeder.join().unwrap();
+        assert_eq!((count, sum), (N, N * (N - 1) / 2), "{w:?}");
+        if matches!(w, WaitStrategy::Spin | WaitStrategy::SpinYield) {
+            assert_eq!(rx.futex_calls(), 0, "{w:?} never sleeps");
+        }
+    }
+}
+
+#[test]
+fn each_strategy_delivers_every_item_once_on_the_queue() {
+    const N: u64 = 20_000;
+    for w in ALL {
+        let q = Queue::<u64>::new_in_process(QueueOptions::new(32, 2, 2)).unwrap();
+        let producers: Vec<_> = (0..2)
+            .map(|p| {
+                let mut tx = q.producer().unwrap();
+                tx.set_wait(w);
+                std::thread::spawn(move || {
+                    for v in 0..N {
+                        tx.push(p * N + v).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut rx = q.consumer().unwrap();
+                rx.set_wait(w);
+                std::thread::spawn(move || {
+                    let (mut count, mut sum) = (0u64, 0u64);
+                    while count < N {
+                        // Each consumer takes its share, then stops: the
+                        // queue stays open, so no Disconnected ends it.
+                        match rx.pop_timeout(Duration::from_millis(500)) {
+                            Ok(v) => {
+                                count += 1;
+                                sum += v;
+                            }
+                            Err(PopError::Timeout) => break,
+                            Err(e) => panic!("{w:?}: {e}"),
+                        }
+                    }
+                    (count, sum)
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let (mut count, mut sum) = (0, 0);
+        for c in consumers {
+            let (n, s) = c.join().unwrap();
+            count += n;
+            sum += s;
+        }
+        // What the consumers left (one may stop early on its timeout).
+        let rx = q.consumer().unwrap();
+        while let Ok(v) = rx.try_pop() {
+            count += 1;
+            sum += v;
+        }
+        let total = 2 * N;
+        assert_eq!((count, sum), (total, total * (total - 1) / 2), "{w:?}");
+    }
+}
+
+#[test]
+fn each_strategy_honours_a_timeout() {
+    for w in ALL {
+        let ring = Ring::<u64>::new_in_process(8).unwrap();
+        let _tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait(w);
+        assert!(
+            matches!(
+                rx.pop_timeout(Duration::from_millis(30)),
+                Err(PopError::Timeout)
+            ),
+            "{w:?}"
+        );
+    }
+}
+
+#[test]
+fn consumers_that_never_sleep_notice_a_killed_producer() {
+    for w in [WaitStrategy::Spin, WaitStrategy::SpinYield] {
+        let r = Cleanup::new("waitdead");
+        let ring = Ring::<u64>::create(r.name(), 8).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait(w);
+        let mut child = Reaper(Some(
+            child_command(ENTRY, "push_one_then_park")
+                .env("RING", r.name())
+                .spawn()
+                .unwrap(),
+        ));
+        assert_eq!(rx.pop().unwrap(), 7);
+        child.0.as_mut().unwrap().kill().unwrap();
+        assert!(matches!(rx.pop(), Err(PopError::Disconnected)), "{w:?}");
+        assert_eq!(rx.futex_calls(), 0, "{w:?} never sleeps");
+    }
+}
