@@ -244,7 +244,7 @@ fn random_words_never_panic_or_hang() {
         s ^= s >> 7;
         s ^= s << 17;
         // Small values too, so that plausible versions and stamps occur.
-        if s % 3 == 0 { s % 8 } else { s }
+        if s.is_multiple_of(3) { s % 8 } else { s }
     };
     let mut outcomes = [0u32; 3];
     for _ in 0..300 {
