@@ -7,7 +7,7 @@
 //! shmkit::record! {
 //!     #[name = "demo.Status/1"]
 //!     #[derive(Debug, PartialEq)]
-//!     pub struct Status { pub step: u64, pub loss: f64, pub done: u32 }
+//!     pub struct Status { pub step: u64, pub loss: f64, pub done: u64 }
 //! }
 //! use shmkit::SharedCell;
 //! let name = format!("shmkit-doc-cell-{}", std::process::id());
