@@ -1,26 +1,32 @@
 //! Port of `Manager().Namespace()` with `ns.x += 1; ns.items.append(ns.x)`
-//! in 5 processes: `x` is a shared value (the `+= 1` one atomic fetch_add,
-//! so no update is lost), `items` a shared list. (Coming: `SharedCell`, one
-//! record of several fields read and written whole.)
-use shmkit::list::SharedList;
+//! in 5 processes. The namespace is one record in a `SharedCell`: readers
+//! get it whole, and `update` is a read-modify-write under the writers'
+//! lock, so no `+= 1` is lost and each item is the `x` its process made.
 use shmkit::worker::{self, Spawn};
-use shmkit::{Ordering::SeqCst, SharedValue};
+use shmkit::{SharedCell, Zeroable};
+
+shmkit::record! {
+    #[name = "example.Namespace/1"]
+    struct Ns { x: i64, len: u64, items: [i64; 8] }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if worker::current()?.is_some() {
-        let x = SharedValue::<i64>::open_inherited("NS_X")?;
-        let items = SharedList::<i64>::open_inherited("NS_ITEMS")?;
-        let new_x = x.fetch_add(1, SeqCst) + 1; // the value this process made
-        items.push(new_x)?;
+        let ns = SharedCell::<Ns>::open_inherited("NS")?;
+        ns.update(|ns| {
+            ns.x += 1;
+            ns.items[ns.len as usize] = ns.x; // items.append(ns.x)
+            ns.len += 1;
+        })?;
         return Ok(());
     }
-    let x = SharedValue::<i64>::create_anonymous(0)?;
-    let items = SharedList::<i64>::create_anonymous(8)?;
-    let procs = Spawn::new("worker").count(5).share(&x, "NS_X");
-    procs.share(&items, "NS_ITEMS").start()?.join_all()?;
-    println!("x = {}", x.load(SeqCst));
+    let ns = SharedCell::create_anonymous(Ns::zeroed())?; // x = 0, items = []
+    let workers = Spawn::new("worker").count(5).share(&ns, "NS");
+    workers.start()?.join_all()?;
+    let ns = ns.load()?; // one consistent snapshot of every field
+    let items = &ns.items[..ns.len as usize];
     let mut sorted = items.to_vec();
     sorted.sort();
-    println!("items = {:?} (sorted: {sorted:?})", items.to_vec());
+    println!("x = {}\nitems = {items:?} (sorted: {sorted:?})", ns.x);
     Ok(())
 }

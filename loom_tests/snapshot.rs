@@ -164,3 +164,27 @@ fn a_writer_killed_at_every_step() {
         killed
     });
 }
+
+/// `version()` is an announcement: a writer sets another shared word
+/// (Relaxed), then stores; a reader that sees the new version sees that
+/// word set.
+#[test]
+fn version_announces_earlier_writes() {
+    loom::model(|| {
+        let cell = Arc::new(SharedCell::new_in_process(rec(0)).unwrap());
+        let flag = Arc::new(shmkit::sync::AtomicU64::new(0));
+        let r = {
+            let (cell, flag) = (cell.clone(), flag.clone());
+            thread::spawn(move || {
+                become_process(3);
+                if cell.version().unwrap() == 1 {
+                    assert_eq!(flag.load(shmkit::Ordering::Relaxed), 1);
+                }
+            })
+        };
+        become_process(2);
+        flag.store(1, shmkit::Ordering::Relaxed);
+        cell.store(&rec(1)).unwrap();
+        r.join().unwrap();
+    });
+}

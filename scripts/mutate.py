@@ -48,6 +48,7 @@ RING_DEATH = [("loom_ring_death", [], 3)]
 CELL = [("loom_cell", [], 3)]
 HEADER = [("loom_header", [], 3)]
 QUEUE = [("loom_queue", [], 3)]
+SNAPSHOT = [("loom_snapshot", [], 3)]
 COVER = [
     ("src/ring/", RING),
     ("src/queue", QUEUE),
@@ -56,6 +57,7 @@ COVER = [
     ("src/list.rs", MAP_LIST),
     ("src/cell.rs", CELL),
     ("src/header.rs", HEADER),
+    ("src/snapshot.rs", SNAPSHOT),
     ("src/slot.rs", RING + MAP_LIST),
     ("src/event.rs", RING),
     ("src/sync.rs", CELL + HEADER + RING + MAP_LIST + LOCK + QUEUE),

@@ -7,7 +7,7 @@
 //! shmkit::record! {
 //!     #[name = "demo.Status/1"]
 //!     #[derive(Debug, PartialEq)]
-//!     pub struct Status { pub step: u64, pub loss: f64, pub done: u32 }
+//!     pub struct Status { pub step: u64, pub loss: f64, pub done: u64 }
 //! }
 //! use shmkit::SharedCell;
 //! let name = format!("shmkit-doc-cell-{}", std::process::id());
@@ -509,10 +509,13 @@ impl<T: ShmType> SharedCell<T> {
 
     /// How many stores completed since the cell was created (the version of
     /// the record [`load`](Self::load) would return now). `Corrupt` if the
-    /// word holds garbage.
+    /// word holds garbage. A caller that sees version `n` also sees
+    /// everything the writer of `n` did before its store (as with `load`),
+    /// so a version can announce other shared data written first.
     pub fn version(&self) -> Result<u64> {
-        // Acquire: pairs with the Release store in `write` (a caller that
-        // sees version n and then loads sees n or later).
+        // Acquire: pairs with the Release store of `version` in `write`, so
+        // the writer's earlier writes (to anything) are visible to the
+        // caller (loom: version_announces_earlier_writes).
         self.checked_version(self.version_word().load(Ordering::Acquire))
     }
 

@@ -14,8 +14,10 @@ use shmkit::ring::{PopError, Ring, WaitStrategy};
 use shmkit::{SharedAccumulator, SharedValue};
 
 mod mpmc;
+mod snapshot;
 
 pub(super) use mpmc::mpmc;
+pub(super) use snapshot::snapshot;
 
 type Res<T> = Result<T, String>;
 
@@ -1496,6 +1498,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
         }
         other => {
             return mpmc::worker(other, idx, args, &ctl)
+                .or_else(|| snapshot::worker(other, idx, args, &ctl))
                 .unwrap_or_else(|| Err(format!("unknown case {other}")));
         }
     }

@@ -233,6 +233,13 @@ pub fn inspect(name: &str) -> ExitCode {
             println!("first values:    {}", first_values(name, &e));
         }
         Some(shmkit::header::Kind::Lock) => print_lock(&shmkit::lock::state_of(&seg)),
+        Some(shmkit::header::Kind::Cell) => {
+            // The writers' lock starts the body, as in an array.
+            print_lock(&shmkit::lock::state_of(&seg));
+            let (version, takeovers) = shmkit::snapshot::state_of(&seg);
+            println!("cell version:    {version} (stores completed)");
+            println!("takeovers:       {takeovers} (writers found dead holding the lock)");
+        }
         Some(shmkit::header::Kind::Accumulator) => {
             drop(seg);
             match shmkit::SharedAccumulator::open(name) {

@@ -188,6 +188,20 @@ fn inspect_shows_arrays_and_rings() {
 }
 
 #[test]
+fn inspect_shows_a_cell() {
+    let c = Cleanup::new("inspcell");
+    let cell = shmkit::SharedCell::create(c.name(), [1u64, 2]).unwrap();
+    cell.store(&[3, 4]).unwrap();
+    cell.store(&[5, 6]).unwrap();
+    let out = shmkit(&["inspect", c.name()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("cell version:    2"), "{t}");
+    assert!(t.contains("takeovers:       0"), "{t}");
+    assert!(t.contains("lock:            free"), "{t}");
+}
+
+#[test]
 fn inspect_reports_corruption() {
     let c = Cleanup::new("inspbad");
     let mut arr = SharedArray::<i32>::create(c.name(), 4).unwrap();
