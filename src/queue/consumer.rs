@@ -42,7 +42,7 @@ use super::mem::QueueMem;
 #[derive(Debug)]
 #[must_use = "dropping the consumer unregisters it"]
 pub struct Consumer<T: Pod> {
-    mem: Arc<QueueMem>,
+    pub(super) mem: Arc<QueueMem>,
     /// Our registry entry.
     entry: usize,
     me: ProcToken,
@@ -53,7 +53,7 @@ pub struct Consumer<T: Pod> {
     local_held: AtomicU64,
     futex_calls: AtomicU64,
     /// How this handle waits while the queue is empty.
-    wait: WaitStrategy,
+    pub(super) wait: WaitStrategy,
     _elem: PhantomData<*const T>,
 }
 

@@ -122,6 +122,7 @@ use crate::segment::Segment;
 use crate::slot::words_for;
 use crate::sync::Ordering;
 
+mod aio;
 mod consumer;
 mod mem;
 mod producer;

@@ -38,7 +38,7 @@ use super::mem::QueueMem;
 #[derive(Debug)]
 #[must_use = "dropping the producer gives its lane back"]
 pub struct Producer<T: Pod> {
-    mem: Arc<QueueMem>,
+    pub(super) mem: Arc<QueueMem>,
     lane: usize,
     me: ProcToken,
     /// Our copy of the lane's tail: only we store it.
@@ -47,7 +47,7 @@ pub struct Producer<T: Pod> {
     head_cache: u64,
     futex_calls: u64,
     /// How this handle waits while its lane is full.
-    wait: WaitStrategy,
+    pub(super) wait: WaitStrategy,
     _elem: PhantomData<*const T>,
 }
 
