@@ -274,3 +274,23 @@ fn random_words_never_panic_or_hang() {
     eprintln!("snapshot_corrupt fuzz: ok / corrupt / timeout = {outcomes:?}");
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
+
+/// The record's identity is checked at open, as for arrays: another record
+/// type, another kind, and open_or_create of an existing cell of another
+/// type are refused with the error that names both sides.
+#[test]
+fn opening_as_another_type_or_kind_is_refused() {
+    let c = Cleanup::new("celltype");
+    let _cell = SharedCell::create(c.name(), [1u64, 2]).unwrap();
+    let e = SharedCell::<[u32; 4]>::open(c.name()).unwrap_err();
+    assert!(matches!(e, Error::WrongElementType { .. }), "{e}");
+    assert!(e.to_string().contains("[u64; 2]"), "{e}");
+    let e = SharedCell::<[u32; 4]>::open_or_create(c.name(), [0; 4]).unwrap_err();
+    assert!(matches!(e, Error::WrongElementType { .. }), "{e}");
+    let e = shmkit::SharedArray::<u64>::open(c.name()).unwrap_err();
+    assert!(matches!(e, Error::WrongKind { .. }), "{e}");
+    assert!(e.to_string().contains("cell"), "{e}");
+    // The same type opens, and sees the same record.
+    let again = SharedCell::<[u64; 2]>::open_or_create(c.name(), [9, 9]).unwrap();
+    assert_eq!(again.load().unwrap(), [1, 2]);
+}
