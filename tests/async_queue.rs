@@ -4,10 +4,13 @@
 //! pops that lose nothing.
 #![cfg(not(shmkit_loom))]
 
+#[path = "common/aio.rs"]
+mod aio;
 mod common;
 
 use std::time::Duration;
 
+use aio::tokio_runtime;
 use common::{Cleanup, child_role, child_spawn, join_ok};
 use shmkit::ring::PopError;
 use shmkit::{Queue, QueueOptions};
@@ -32,14 +35,6 @@ fn child_entry() {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn async_consumers_and_an_async_join_with_producer_processes() {
     let name = Cleanup::new("aqueue");
@@ -51,7 +46,7 @@ fn async_consumers_and_an_async_join_with_producer_processes() {
         .arg(name.name())
         .start()
         .unwrap();
-    let (count, sum, report) = runtime().block_on(async {
+    let (count, sum, report) = tokio_runtime().block_on(async {
         let tasks: Vec<_> = consumers
             .into_iter()
             .map(|rx| {
@@ -96,7 +91,7 @@ fn a_join_pending_until_the_last_task_done() {
     let q = Queue::<u64>::new_in_process(QueueOptions::new(8, 1, 1)).unwrap();
     let mut tx = q.producer().unwrap();
     let rx = q.consumer().unwrap();
-    runtime().block_on(async {
+    tokio_runtime().block_on(async {
         tx.push_async(1).await.unwrap();
         assert_eq!(rx.pop_async().await.unwrap(), 1);
         let join = tokio::spawn(async move {
@@ -121,7 +116,7 @@ fn async_pushes_wait_for_room_and_cancelled_pops_lose_nothing() {
     let q = Queue::<u64>::new_in_process(QueueOptions::new(2, 1, 1)).unwrap();
     let mut tx = q.producer().unwrap();
     let rx = q.consumer().unwrap();
-    let got = runtime().block_on(async {
+    let got = tokio_runtime().block_on(async {
         let pusher = tokio::spawn(async move {
             for v in 0..M {
                 tx.push_async(v).await.unwrap();

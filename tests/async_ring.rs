@@ -6,6 +6,8 @@
 // Test bookkeeping (a wake counter), not algorithm code.
 #![allow(clippy::disallowed_types)]
 
+#[path = "common/aio.rs"]
+mod aio;
 mod common;
 
 use std::future::Future;
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use aio::tokio_runtime;
 use common::{Cleanup, Reaper, child_command, child_role};
 use shmkit::ring::{PopError, PushError, Ring};
 
@@ -48,14 +51,6 @@ fn child_entry() {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn async_consumers_get_each_item_of_another_process_once() {
     const N: u64 = 200_000;
@@ -70,7 +65,7 @@ fn async_consumers_get_each_item_of_another_process_once() {
             .spawn()
             .unwrap(),
     ));
-    let (count, sum) = runtime().block_on(async {
+    let (count, sum) = tokio_runtime().block_on(async {
         let tasks: Vec<_> = consumers
             .into_iter()
             .map(|rx| {
@@ -120,7 +115,7 @@ fn a_cancelled_pop_loses_no_item() {
             }
         }
     });
-    let (got, cancelled) = runtime().block_on(async {
+    let (got, cancelled) = tokio_runtime().block_on(async {
         let (mut got, mut cancelled) = (Vec::new(), 0u64);
         loop {
             match tokio::time::timeout(Duration::from_micros(20), rx.pop_async()).await {
@@ -219,7 +214,7 @@ fn a_killed_producer_ends_a_pending_pop() {
             .spawn()
             .unwrap(),
     ));
-    runtime().block_on(async {
+    tokio_runtime().block_on(async {
         assert_eq!(rx.pop_async().await.unwrap(), 41);
         let pending = tokio::spawn(async move { rx.pop_async().await });
         child.0.as_mut().unwrap().kill().unwrap();
@@ -236,7 +231,7 @@ fn an_async_push_waits_for_room_and_bytes_round_trip() {
     let ring = Ring::<u64>::new_in_process(2).unwrap();
     let mut tx = ring.producer().unwrap();
     let rx = ring.consumer().unwrap();
-    runtime().block_on(async {
+    tokio_runtime().block_on(async {
         let pusher = tokio::spawn(async move {
             for v in 0..1000u64 {
                 tx.push_async(v).await.unwrap();
@@ -280,7 +275,7 @@ fn an_async_push_waits_for_room_and_bytes_round_trip() {
     let ring = Ring::<shmkit::ring::message::Frame>::new_in_process(64).unwrap();
     let mut tx = ring.producer().unwrap();
     let rx = ring.consumer().unwrap();
-    runtime().block_on(async {
+    tokio_runtime().block_on(async {
         let big = vec![7u8; 1000];
         let sender = tokio::spawn(async move {
             for i in 0..200u32 {
@@ -303,7 +298,7 @@ fn an_async_push_waits_for_room_and_bytes_round_trip() {
 fn a_pipe_round_trips_from_async_code() {
     let pipe = shmkit::pipe::Pipe::create_anonymous(4096).unwrap();
     let (mut a, mut b) = (pipe.end_a().unwrap(), pipe.end_b().unwrap());
-    runtime().block_on(async {
+    tokio_runtime().block_on(async {
         let echo = tokio::spawn(async move {
             while let Ok(msg) = b.recv_bytes_async().await {
                 b.send_bytes_async(&msg).await.unwrap();

@@ -19,7 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, Reaper, child_command, child_role};
+use common::{Cleanup, Reaper, child_command, child_role, wait_until};
 use shmkit::lock::LockError;
 use shmkit::sync::AtomicU64;
 use shmkit::{Ordering, SharedArray};
@@ -131,14 +131,6 @@ fn spawn(role: &str, name: &str) -> Reaper {
     Reaper(Some(c))
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_micros(500));
-    }
-}
-
 #[test]
 fn killed_holders_are_noticed_within_a_second() {
     let set: Option<u64> = std::env::var("SHMKIT_LOCK_DEATH_ROUNDS")
@@ -154,13 +146,13 @@ fn killed_holders_are_noticed_within_a_second() {
     let mut done = 0;
     for round in 1..=rounds {
         let mut victim = spawn("victim", c.name());
-        wait_for("the victim holds the lock", Duration::from_secs(10), || {
+        wait_until("the victim holds the lock", Duration::from_secs(10), || {
             arr[READY].load(Ordering::Acquire) == 1
         });
         arr[READY].store(0, Ordering::Relaxed);
         arr[KILL_NS].store(mono_ns(), Ordering::Relaxed);
         victim.0.as_mut().unwrap().kill().unwrap();
-        wait_for("a worker repaired", Duration::from_secs(5), || {
+        wait_until("a worker repaired", Duration::from_secs(5), || {
             arr[REPAIRED].load(Ordering::Acquire) == round
         });
         drop(victim); // reap

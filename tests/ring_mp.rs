@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
+use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role, wait_until};
 use shmkit::ring::{PopError, PushError, Ring};
 use shmkit::{Error, Ordering, SharedArray};
 
@@ -85,15 +85,6 @@ fn spawn(role: &str, ring: &str, seen: &str) -> Reaper {
         .spawn()
         .unwrap();
     Reaper(Some(child))
-}
-
-/// Poll a condition that another process makes true, with a deadline.
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]

@@ -21,7 +21,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, Reaper, child_command, child_role};
+use common::{Cleanup, Reaper, child_command, child_role, wait_until};
 use shmkit::{Ordering, SharedArray, SharedCell};
 
 const ENTRY: &str = "child_entry";
@@ -145,15 +145,6 @@ fn spawn(role: &str, cell: &str, ctl: &str) -> Reaper {
     Reaper(Some(c))
 }
 
-/// Wait (polling) until `done`, failing after `limit`.
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::yield_now();
-    }
-}
-
 /// xorshift64: the random store counts, replayable from the printed seed.
 fn next(s: &mut u64) -> u64 {
     *s ^= *s << 13;
@@ -192,7 +183,7 @@ fn killed_writers_never_tear_or_block_readers() {
         let v0 = cell.version().unwrap();
         let stores = 1 + next(&mut seed) % 64;
         let mut writer = spawn("writer", c.name(), k.name());
-        wait_for("the writer stores", Duration::from_secs(10), || {
+        wait_until("the writer stores", Duration::from_secs(10), || {
             cell.version().unwrap() >= v0 + stores
         });
         let mut child = writer.0.take().unwrap();
@@ -213,7 +204,7 @@ fn killed_writers_never_tear_or_block_readers() {
     assert_eq!(r.unwrap(), rec(v + 1));
     // The readers run a little longer, then stop.
     let loads = ctl[LOADS].load(Ordering::Relaxed);
-    wait_for("the readers load", Duration::from_secs(10), || {
+    wait_until("the readers load", Duration::from_secs(10), || {
         ctl[LOADS].load(Ordering::Relaxed) > loads + 100
     });
     ctl[STOP].store(1, Ordering::Release);
@@ -261,7 +252,7 @@ fn a_killed_program_restarts_with_open_or_create() {
     let mut first = run();
     // Wait until the first run made the cell and got partway.
     let mut seen = None;
-    wait_for(
+    wait_until(
         "the first run counts to 50",
         Duration::from_secs(20),
         || {

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shmkit::worker::{Pool, Spawn};
 
@@ -172,5 +172,19 @@ impl ExeCopy {
 impl Drop for ExeCopy {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Poll `cond`, a state another process or thread makes true, until it
+/// holds; the test fails after `limit` naming `what`. A deadline on a
+/// condition, not a sleep standing in for one.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
