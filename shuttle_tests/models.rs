@@ -89,6 +89,10 @@ fn drain<T>(mut pop: impl FnMut() -> Result<Vec<T>, PopError>) -> Vec<T> {
 /// Every item arrives exactly once, each consumer's items increase, the
 /// sum is exact, and `join` (called before close) returns only once every
 /// item was marked done, with the consumers' work visible.
+///
+/// Planted bug that fails it (tried, and the next model too): `claim` in
+/// `src/ring/consumer.rs` moving head with a plain store instead of its
+/// CAS (two consumers take the same items: "delivered twice").
 #[test]
 fn ring_one_producer_three_consumers_exactly_once() {
     const ITEMS: u64 = 12;
@@ -208,6 +212,10 @@ fn ring_consumer_killed_among_three() {
 /// Three processes take the lock three times each and bump a counter with
 /// a load, a yield and a store (a lost update if two ever hold the lock at
 /// once); the sum is exact and the statistics agree.
+///
+/// Planted bug that fails it (tried, and the next model too): `claim` in
+/// `src/lock/raw.rs` as a load and a store instead of one CAS (two
+/// processes enter: a lost update).
 #[test]
 fn lock_three_processes_three_times_each() {
     check("lock 3 processes", 5000, || {
