@@ -247,7 +247,7 @@ def list_tests(exe, args, env):
             if line.endswith(": test")]
 
 
-def run_models(runs, target_dir, timeout, env, jobs=2):
+def run_models(runs, target_dir, timeout, env, jobs=2, only=None):
     """Run the loom runs; return (verdict, detail): 'passed', 'failed' (the
     detail names the model that failed), 'timeout' or 'compile-error'.
 
@@ -263,6 +263,8 @@ def run_models(runs, target_dir, timeout, env, jobs=2):
             return "compile-error", target
         e = dict(env, LOOM_MAX_PREEMPTIONS=str(bound))
         for name in list_tests(exe, args, e):
+            if only and not any(o in f"{target}::{name}" for o in only):
+                continue
             tasks.append((f"{target}::{name}", [exe, "--exact", name, "--test-threads", "1"], e))
     deadline = time.time() + timeout
     running = []  # (label, Popen)
@@ -323,6 +325,9 @@ def main():
                          "the line as --list prints it)")
     ap.add_argument("--timeout", type=int, default=900,
                     help="seconds the models of one mutant may take (default 900)")
+    ap.add_argument("--model", action="append", metavar="NAME",
+                    help="only the models whose target::test name contains NAME "
+                         "(repeatable): which model kills a planted bug")
     ap.add_argument("--jobs", type=int, default=2,
                     help="models run at once (default 2); the first failure stops the rest")
     ap.add_argument("--target-dir", default="target/mutate")
@@ -375,7 +380,7 @@ def main():
                 baseline.append(r)
     t0 = time.time()
     if not a.no_baseline:
-        verdict, detail = run_models(baseline, a.target_dir, a.timeout, env, a.jobs)
+        verdict, detail = run_models(baseline, a.target_dir, a.timeout, env, a.jobs, a.model)
         if verdict != "passed":
             print(f"the unmutated models did not pass ({verdict}: {detail}): fix that first",
                   flush=True)
@@ -390,7 +395,7 @@ def main():
         t0 = time.time()
         try:
             path.write_text(mutate_text(original, s))
-            verdict, detail = run_models(s["runs"], a.target_dir, a.timeout, env, a.jobs)
+            verdict, detail = run_models(s["runs"], a.target_dir, a.timeout, env, a.jobs, a.model)
         finally:
             path.write_text(original)
         word = {"failed": "killed", "passed": "SURVIVED"}.get(verdict, verdict)
