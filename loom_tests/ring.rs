@@ -207,3 +207,38 @@ fn registration_races_a_blocked_producer() {
         assert_eq!(t.join().unwrap(), (Ok(1), Ok(2)));
     });
 }
+
+/// join must see the work of a consumer that left: the only consumer takes
+/// the item, works on it, marks it done and drops (unregisters) while the
+/// producer joins. join returns Ok (never Disconnected: everything was
+/// done before the consumer left) and the work is visible.
+///
+/// Planted bugs that fail it (tried): `task_done`'s Release CAS of `done`
+/// made Relaxed (the joiner sees done but not the work); and `join_until`
+/// answering Disconnected as soon as `consumers_gone` says so, without the
+/// re-check of `done` (the consumer finished just before leaving). Not
+/// caught, a loom limit (loom_tests/MUTATIONS.md): `unregister_consumer`'s
+/// clear made Relaxed, after which the joiner could in C11 see the consumer
+/// gone and still re-read a stale `done`; loom, even unbounded, does not
+/// produce that stale read.
+#[test]
+fn join_sees_the_work_of_a_consumer_that_left() {
+    loom::model(|| {
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let rx = ring.consumer().unwrap();
+        let work = Arc::new(Atomic::<u64>::new(0));
+        let w = work.clone();
+        tx.push(10).unwrap();
+        let t = thread::spawn(move || {
+            let v = rx.pop().unwrap();
+            // Relaxed on purpose: only join's ordering may publish it.
+            w.fetch_add(v, Ordering::Relaxed);
+            rx.task_done().unwrap();
+            drop(rx); // leaves
+        });
+        assert_eq!(tx.join(), Ok(()));
+        assert_eq!(work.load(Ordering::Relaxed), 10);
+        t.join().unwrap();
+    });
+}

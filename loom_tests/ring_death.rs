@@ -206,6 +206,64 @@ fn a_producer_blocked_on_a_full_ring_learns_its_consumer_died() {
     });
 }
 
+/// The only consumer is killed at every step of its batch pops while the
+/// producer pushes 1, 2 and closes; a consumer that comes after it drains
+/// the rest. What the dead one took arrived whole (1 or 2, never a stale
+/// slot), nothing is delivered twice, and a consumer that lived lost
+/// nothing. (The models above fill the ring before the consumers start,
+/// so no ordering between producer and consumer is at stake there; here it
+/// is.)
+///
+/// Planted bug that fails it (tried): `Consumer::claim`'s Acquire load of
+/// tail made Relaxed (the consumer sees the new tail but reads the slot
+/// stale). Not caught by it (tried): `publish`'s Release store of tail and
+/// `closed`'s Acquire load made Relaxed (other models kill both).
+#[test]
+fn consumer_killed_while_the_producer_pushes() {
+    for_every_kill_step(96, |k| {
+        timeouts_expire(true);
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let victim_got = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let vg = victim_got.clone();
+        let r = ring.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let rx = r.consumer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                let mut buf = [0u64; 2];
+                loop {
+                    match rx.pop_into(&mut buf) {
+                        Ok(n) => vg.lock().unwrap().extend_from_slice(&buf[..n]),
+                        Err(PopError::Disconnected) => return,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+            .is_none()
+        });
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        drop(tx); // closes
+        let killed = victim.join().unwrap();
+        let got = victim_got.lock().unwrap().clone();
+        assert!(got.iter().all(|v| (1..=2).contains(v)), "torn: {got:?}");
+        let rx = ring.consumer().unwrap();
+        let mut all = got.clone();
+        all.extend(drain(|| rx.pop()));
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "twice or out of order: {all:?}"
+        );
+        assert!(all.iter().all(|v| (1..=2).contains(v)), "torn: {all:?}");
+        if !killed {
+            // It drained until Disconnected: it got everything itself.
+            assert_eq!(got, [1, 2]);
+        }
+        killed
+    });
+}
+
 /// Issue 14: a consumer is killed at every step of taking an item and
 /// marking it done, while a second consumer lives and drains the rest. The
 /// producer's `join` returns — never waits for the dead — and reports at

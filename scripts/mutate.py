@@ -24,6 +24,7 @@ The source file is restored after each mutant, also on Ctrl-C.
 """
 
 import argparse
+import json
 import os
 import random
 import re
@@ -224,26 +225,91 @@ def ledger_keys():
     return keys
 
 
-def run_models(runs, target_dir, timeout, env):
-    """Run the loom runs; return 'passed', 'failed' or 'timeout'."""
+def build(target, target_dir, env):
+    """Build one loom test target; its executable, or None on a compile
+    error."""
+    cmd = ["cargo", "test", "--release", "-q", "--no-run", "--message-format=json",
+           "--target-dir", target_dir, "--test", target]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL)
+    if p.returncode != 0:
+        return None
+    exe = None
+    for line in p.stdout.decode(errors="replace").splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
+                and msg.get("target", {}).get("name") == target:
+            exe = msg["executable"]
+    return exe
+
+
+def list_tests(exe, args, env):
+    """The test names a libtest filter (`args`) selects in `exe`."""
+    p = subprocess.run([exe, "--list", "--format", "terse"] + args, cwd=ROOT, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return [line[:-len(": test")] for line in p.stdout.decode().splitlines()
+            if line.endswith(": test")]
+
+
+def run_models(runs, target_dir, timeout, env, jobs=2, only=None):
+    """Run the loom runs; return (verdict, detail): 'passed', 'failed' (the
+    detail names the model that failed), 'timeout' or 'compile-error'.
+
+    Fail-fast: each model (test function) runs as its own process, `jobs`
+    at a time, in the order of `runs`; the first failure stops the others,
+    so a killed mutant costs the time of the model that kills it."""
+    tasks = []
     for target, args, bound, *_ in runs:
         if not (ROOT / "loom_tests").exists():
             break
+        exe = build(target, target_dir, env)
+        if exe is None:
+            return "compile-error", target
         e = dict(env, LOOM_MAX_PREEMPTIONS=str(bound))
-        cmd = ["cargo", "test", "--release", "-q", "--target-dir", target_dir,
-               "--test", target, "--"] + args
-        try:
-            p = subprocess.run(cmd, cwd=ROOT, env=e, timeout=timeout,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-        except subprocess.TimeoutExpired:
-            return "timeout"
-        if p.returncode != 0:
-            out = p.stdout.decode(errors="replace")
-            if "error[" in out or "could not compile" in out:
-                return "compile-error"
-            return "failed"
-    return "passed"
+        for name in list_tests(exe, args, e):
+            if only and not any(o in f"{target}::{name}" for o in only):
+                continue
+            tasks.append((f"{target}::{name}", [exe, "--exact", name, "--test-threads", "1"], e))
+    deadline = time.time() + timeout
+    running = []  # (label, Popen)
+    verdict, detail = "passed", ""
+
+    def stop_all():
+        for _, p in running:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+    try:
+        while tasks or running:
+            while tasks and len(running) < jobs:
+                label, cmd, e = tasks.pop(0)
+                running.append((label, subprocess.Popen(
+                    cmd, cwd=ROOT, env=e, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True)))
+            if time.time() > deadline:
+                verdict, detail = "timeout", ", ".join(lbl for lbl, _ in running)
+                break
+            for item in list(running):
+                label, p = item
+                rc = p.poll()
+                if rc is None:
+                    continue
+                running.remove(item)
+                if rc != 0:
+                    verdict, detail = "failed", label
+                    break
+            if verdict != "passed":
+                break
+            time.sleep(0.2)
+    finally:
+        stop_all()
+    return verdict, detail
 
 
 def known_targets():
@@ -261,8 +327,16 @@ def main():
     ap.add_argument("--seed", type=int, default=None, help="seed of --sample")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 if a survivor is not listed in loom_tests/MUTATIONS.md")
+    ap.add_argument("--at", action="append", metavar="FILE:LINE",
+                    help="only the mutants of the site on this line (repeatable; "
+                         "the line as --list prints it)")
     ap.add_argument("--timeout", type=int, default=900,
-                    help="seconds one loom run may take (default 900)")
+                    help="seconds the models of one mutant may take (default 900)")
+    ap.add_argument("--model", action="append", metavar="NAME",
+                    help="only the models whose target::test name contains NAME "
+                         "(repeatable): which model kills a planted bug")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="models run at once (default 2); the first failure stops the rest")
     ap.add_argument("--target-dir", default="target/mutate")
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the run of the unmutated models (only right after they passed, as in CI)")
@@ -276,6 +350,16 @@ def main():
         s["runs"] = [r for r in s["runs"] if r[0] in targets
                      and not (a.quick and "slow" in r[3:])]
     muts = [s for s in muts if s["runs"]]
+    if a.at:
+        want = set()
+        for at in a.at:
+            f, _, line = at.rpartition(":")
+            if not f or not line.isdigit():
+                ap.error(f"--at wants FILE:LINE, not {at!r}")
+            want.add((f, int(line)))
+        muts = [s for s in muts if (s["file"], s["line"]) in want]
+        if not muts:
+            ap.error("no mutation site on " + ", ".join(a.at) + " (see --list)")
     listed = ledger_keys()
     if a.list:
         for s in muts:
@@ -303,9 +387,10 @@ def main():
                 baseline.append(r)
     t0 = time.time()
     if not a.no_baseline:
-        verdict = run_models(baseline, a.target_dir, a.timeout, env)
+        verdict, detail = run_models(baseline, a.target_dir, a.timeout, env, a.jobs, a.model)
         if verdict != "passed":
-            print(f"the unmutated models did not pass ({verdict}): fix that first", flush=True)
+            print(f"the unmutated models did not pass ({verdict}: {detail}): fix that first",
+                  flush=True)
             return 2
         print(f"baseline: {len(baseline)} loom runs pass unmutated ({time.time() - t0:.0f}s)",
               flush=True)
@@ -317,15 +402,16 @@ def main():
         t0 = time.time()
         try:
             path.write_text(mutate_text(original, s))
-            verdict = run_models(s["runs"], a.target_dir, a.timeout, env)
+            verdict, detail = run_models(s["runs"], a.target_dir, a.timeout, env, a.jobs, a.model)
         finally:
             path.write_text(original)
         word = {"failed": "killed", "passed": "SURVIVED"}.get(verdict, verdict)
         if word == "SURVIVED" and s["key"] in listed:
             word = "survived (listed)"
         results.append((s, word))
+        by = f"  by {detail}" if word == "killed" else ""
         print(f"[{i}/{len(muts)}] {word:18} {time.time() - t0:6.0f}s  {s['file']}:{s['line']}  "
-              f"{s['from']} -> {s['to']}  `{s['snippet']}`", flush=True)
+              f"{s['from']} -> {s['to']}  `{s['snippet']}`{by}", flush=True)
 
     killed = sum(1 for _, w in results if w == "killed")
     survived = [s for s, w in results if w.startswith("SURVIVED")]
@@ -333,6 +419,12 @@ def main():
     other = [(s, w) for s, w in results if w not in ("killed", "SURVIVED", "survived (listed)")]
     print(f"\n{killed} killed, {listed_n} survived and listed, {len(survived)} survived unlisted, "
           f"{len(other)} other (timeout / compile error) of {len(results)} mutants")
+    per_file = {}
+    for s, w in results:
+        k = per_file.setdefault(s["file"], [0, 0, 0])
+        k[0 if w == "killed" else 1 if w.startswith("surv") or w == "SURVIVED" else 2] += 1
+    for f, (k, sv, o) in sorted(per_file.items()):
+        print(f"  {f}: {k} killed, {sv} survived" + (f", {o} other" if o else ""))
     for s in survived:
         print(f"unlisted survivor: | {s['key']} | <why it is harmless> |")
     for s, w in other:

@@ -4,22 +4,39 @@
 //! Builds with `--cfg shmkit_loom` get loom's atomics, a futex modelled by a
 //! loom `Mutex` + `Condvar`, and a liveness oracle the model controls, so that
 //! the *same* algorithm code in `cell`, `header`, `ring`, `map`, `list` and
-//! `lock` is model-checked, death of a process included. The cfg is our own
-//! name, not plain `loom`: a user who runs their own loom models with
+//! `lock` is model-checked, death of a process included. Builds with
+//! `--cfg shmkit_shuttle` get the same from `shuttle` (a randomised
+//! scheduler: sequentially consistent atomics, but configurations far larger
+//! than loom can explore exhaustively; `shuttle_tests/`). The cfgs are our
+//! own names, not plain `loom`: a user who runs their own loom models with
 //! `--cfg loom` must not switch our internals too. Nothing else in `src/`
-//! names the cfg (code that cannot run under a model checks [`MODELLED`]
+//! names them (code that cannot run under a model checks [`MODELLED`]
 //! instead), and `clippy.toml` forbids naming `core::sync::atomic` types
-//! elsewhere.
+//! elsewhere. The two model cfgs exclude each other.
 //!
 //! What does not live here: anything that maps memory (`segment`), and the
 //! packing of a process identity into a shared word (`process`).
 #![allow(clippy::disallowed_types)]
 
-#[cfg(not(shmkit_loom))]
+#[cfg(all(shmkit_loom, shmkit_shuttle))]
+compile_error!("--cfg shmkit_loom and --cfg shmkit_shuttle exclude each other");
+
+#[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
 use std::sync::atomic as imp;
 
 #[cfg(shmkit_loom)]
 use loom::sync::atomic as imp;
+
+#[cfg(shmkit_shuttle)]
+use shuttle::sync::atomic as imp;
+
+/// The model checker's runtime (threads, mutex and condvar, thread locals,
+/// lazy statics) in a model build: loom's or shuttle's, same API.
+#[cfg(shmkit_loom)]
+use loom as rt;
+
+#[cfg(shmkit_shuttle)]
+use shuttle as rt;
 
 pub use imp::Ordering;
 
@@ -47,7 +64,7 @@ pub fn fence(order: Ordering) {
 /// Model builds: `fence(order)`, the semantics the pair provides.
 #[inline]
 pub fn fence_light(order: Ordering) {
-    #[cfg(not(shmkit_loom))]
+    #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
     {
         use std::sync::atomic::{Ordering as O, compiler_fence};
         match asymmetric::LIGHT.load(O::Relaxed) {
@@ -59,7 +76,7 @@ pub fn fence_light(order: Ordering) {
             }
         }
     }
-    #[cfg(shmkit_loom)]
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
     fence(order)
 }
 
@@ -72,7 +89,7 @@ pub fn fence_light(order: Ordering) {
 /// long on the strength of it ([`asymmetric_ok`]). Model builds:
 /// `fence(order)`, returning `true`.
 pub fn fence_heavy(order: Ordering) -> bool {
-    #[cfg(not(shmkit_loom))]
+    #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
     {
         if asymmetric::heavy() {
             return true;
@@ -80,7 +97,7 @@ pub fn fence_heavy(order: Ordering) -> bool {
         imp::fence(order);
         false
     }
-    #[cfg(shmkit_loom)]
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
     {
         fence(order);
         true
@@ -89,18 +106,18 @@ pub fn fence_heavy(order: Ordering) -> bool {
 
 /// Whether [`fence_heavy`] works in this process (it has not failed yet).
 pub fn asymmetric_ok() -> bool {
-    #[cfg(not(shmkit_loom))]
+    #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
     {
         use std::sync::atomic::Ordering as O;
         asymmetric::HEAVY_FAILED.load(O::Relaxed) == 0
     }
-    #[cfg(shmkit_loom)]
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
     true
 }
 
 /// The process-local state of the asymmetric fences: std atomics in this
 /// process's memory, never in a segment.
-#[cfg(not(shmkit_loom))]
+#[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
 mod asymmetric {
     use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -170,14 +187,14 @@ mod asymmetric {
 /// [`liveness::model::run_killed_after`]); in normal builds it is nothing.
 #[inline(always)]
 fn step() {
-    #[cfg(shmkit_loom)]
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
     liveness::model::step();
 }
 
-/// Whether this build runs the algorithms under the loom model checker.
-/// Code that needs the real OS (mapping a segment) checks this and fails
-/// cleanly, so no other file needs a cfg of its own.
-pub const MODELLED: bool = cfg!(shmkit_loom);
+/// Whether this build runs the algorithms under a model checker (loom or
+/// shuttle). Code that needs the real OS (mapping a segment) checks this and
+/// fails cleanly, so no other file needs a cfg of its own.
+pub const MODELLED: bool = cfg!(any(shmkit_loom, shmkit_shuttle));
 
 /// Our own atomic types: `repr(transparent)` wrappers around std's (same
 /// layout, so they may live in a shared mapping) or loom's. Being our own
@@ -247,14 +264,14 @@ use std::time::Duration;
 
 /// Tell the CPU (or loom's scheduler) that we are busy-waiting.
 ///
-/// Under loom this yields, so that spin loops do not exhaust loom's branch
-/// budget and the model lets the thread we wait for run.
+/// Under a model checker this yields, so that spin loops do not exhaust
+/// loom's branch budget and the model lets the thread we wait for run.
 #[inline]
 pub fn spin_loop() {
-    #[cfg(not(shmkit_loom))]
+    #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
     std::hint::spin_loop();
-    #[cfg(shmkit_loom)]
-    loom::thread::yield_now();
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
+    rt::thread::yield_now();
 }
 
 /// The ordering to use for the *load* half of a read-modify-write loop whose
@@ -269,7 +286,8 @@ pub fn load_ordering(order: Ordering) -> Ordering {
 }
 
 /// An `UnsafeCell` with loom's closure-based API on both sides, so code that
-/// uses it is checked by loom for unsynchronised access.
+/// uses it is checked by loom for unsynchronised access. (shuttle has no
+/// such check: its builds use this plain one.)
 #[cfg(not(shmkit_loom))]
 #[derive(Debug, Default)]
 #[repr(transparent)]
@@ -313,14 +331,14 @@ pub use loom::cell::UnsafeCell;
 /// a death path, where an expiring timeout is how a sleeper notices the
 /// death, turns on `liveness::model::timeouts_expire`, and then a timed
 /// wait returns after a yield (untimed waits still block).
-#[cfg_attr(not(shmkit_loom), repr(transparent))]
+#[cfg_attr(not(any(shmkit_loom, shmkit_shuttle)), repr(transparent))]
 #[derive(Debug)]
 pub struct Futex {
     word: AtomicU32,
-    #[cfg(shmkit_loom)]
-    lock: loom::sync::Mutex<()>,
-    #[cfg(shmkit_loom)]
-    cond: loom::sync::Condvar,
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
+    lock: rt::sync::Mutex<()>,
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
+    cond: rt::sync::Condvar,
 }
 
 impl Default for Futex {
@@ -335,10 +353,10 @@ impl Futex {
     pub fn new(value: u32) -> Self {
         Self {
             word: AtomicU32::new(value),
-            #[cfg(shmkit_loom)]
-            lock: loom::sync::Mutex::new(()),
-            #[cfg(shmkit_loom)]
-            cond: loom::sync::Condvar::new(),
+            #[cfg(any(shmkit_loom, shmkit_shuttle))]
+            lock: rt::sync::Mutex::new(()),
+            #[cfg(any(shmkit_loom, shmkit_shuttle))]
+            cond: rt::sync::Condvar::new(),
         }
     }
 
@@ -354,7 +372,7 @@ impl Futex {
     /// timeout): callers re-check their condition in a loop.
     pub fn wait(&self, expected: u32, timeout: Option<Duration>) {
         step();
-        #[cfg(not(shmkit_loom))]
+        #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
         {
             let ts = timeout.map(|d| libc::timespec {
                 tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
@@ -379,12 +397,12 @@ impl Futex {
                 );
             }
         }
-        #[cfg(shmkit_loom)]
+        #[cfg(any(shmkit_loom, shmkit_shuttle))]
         {
             if timeout.is_some() && liveness::model::timeouts_expire_now() {
                 // The model lets timeouts expire: the wait ends after letting
                 // others run, as a spurious wake-up or an expiry may.
-                loom::thread::yield_now();
+                rt::thread::yield_now();
                 return;
             }
             let guard = self.lock.lock().unwrap();
@@ -401,7 +419,7 @@ impl Futex {
     /// Wake up to `count` sleepers (use `u32::MAX` for all).
     pub fn wake(&self, count: u32) {
         step();
-        #[cfg(not(shmkit_loom))]
+        #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
         {
             let n = count.min(i32::MAX as u32) as i32;
             // SAFETY: FUTEX_WAKE only uses the address as a key; the word is
@@ -410,7 +428,7 @@ impl Futex {
                 libc::syscall(libc::SYS_futex, self.word.0.as_ptr(), libc::FUTEX_WAKE, n);
             }
         }
-        #[cfg(shmkit_loom)]
+        #[cfg(any(shmkit_loom, shmkit_shuttle))]
         {
             let _guard = self.lock.lock().unwrap();
             if count == 1 {
@@ -437,7 +455,7 @@ impl Futex {
     /// `futex_waitv` (ENOSYS) and the caller must poll instead.
     pub fn wait_any(waits: &[(&Futex, u32)], timeout: Option<Duration>) -> bool {
         step();
-        #[cfg(not(shmkit_loom))]
+        #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
         {
             /// The kernel's `struct futex_waitv` (include/uapi/linux/futex.h).
             #[repr(C)]
@@ -497,11 +515,11 @@ impl Futex {
             };
             !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
         }
-        #[cfg(shmkit_loom)]
+        #[cfg(any(shmkit_loom, shmkit_shuttle))]
         {
             // Not modelled: a spurious wake-up, which callers must handle.
             let _ = (waits, timeout);
-            loom::thread::yield_now();
+            rt::thread::yield_now();
             true
         }
     }
@@ -537,9 +555,9 @@ pub mod liveness {
     /// this first and does nothing for a dead process.
     #[inline(always)]
     pub fn current_is_dead() -> bool {
-        #[cfg(not(shmkit_loom))]
+        #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
         return false;
-        #[cfg(shmkit_loom)]
+        #[cfg(any(shmkit_loom, shmkit_shuttle))]
         return model::is_dead(model::current_pid());
     }
 
@@ -551,7 +569,7 @@ pub mod liveness {
         if t > 0 { t as u64 } else { 100 }
     }
 
-    #[cfg(not(shmkit_loom))]
+    #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
     mod imp {
         #![allow(clippy::disallowed_types)] // process identity, not algorithm state
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -603,7 +621,7 @@ pub mod liveness {
         }
     }
 
-    #[cfg(shmkit_loom)]
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
     mod imp {
         pub(super) fn current() -> (u32, u64) {
             (super::model::current_pid(), 1)
@@ -614,19 +632,21 @@ pub mod liveness {
         }
     }
 
-    /// The liveness oracle of a loom model (only in `shmkit_loom` builds).
+    /// The liveness oracle of a model (only in `shmkit_loom` and
+    /// `shmkit_shuttle` builds).
     ///
     /// The idiom for a death path: run the model once for each step `k` at
     /// which the victim stops ([`run_killed_after`] kills it before its
     /// k-th shared-memory operation, wherever in the production code that
     /// is); from then on every liveness check reports it dead, exactly as a
     /// killed process whose memory effects stay behind.
-    #[cfg(shmkit_loom)]
+    #[cfg(any(shmkit_loom, shmkit_shuttle))]
     pub mod model {
-        use loom::sync::atomic::{AtomicU64, Ordering};
+        use crate::sync::rt;
+        use rt::sync::atomic::{AtomicU64, Ordering};
         use std::cell::Cell;
 
-        loom::thread_local! {
+        rt::thread_local! {
             static PID: Cell<u32> = Cell::new(1);
             /// Shared-memory operations the calling thread may still make
             /// before its process dies; `None`: no limit.
@@ -686,7 +706,7 @@ pub mod liveness {
                 Err(p) => std::panic::resume_unwind(p),
             }
         }
-        loom::lazy_static! {
+        rt::lazy_static! {
             /// Bit `p` set: process `p` is dead. Reset for each execution.
             static ref DEAD: AtomicU64 = AtomicU64::new(0);
             /// Whether timed futex waits expire (see [`timeouts_expire`]).
