@@ -1,0 +1,441 @@
+//! The bridge against a real `redis-server` (started here on a free
+//! loopback port, in a temporary directory, killed on drop): a round trip
+//! of 100,000 items out -> Redis -> in with each bridge in its own process;
+//! an `in` bridge killed with SIGKILL mid-stream and restarted; a local
+//! consumer killed holding an item. Children are this test binary in a
+//! role (tests/common, `shmkit::worker`).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role, unique};
+use redis::Value;
+use shmkit::SharedArray;
+use shmkit::queue::{PopError, Queue, QueueOptions};
+use shmkit_bridge::{Common, InConfig, OutConfig, identity, run_in, run_out};
+
+const ENTRY: &str = "child_entry";
+const STREAM: &str = "jobs";
+const GROUP: &str = "workers";
+
+/// A `redis-server` of our own; killed and its directory removed on drop.
+struct RedisServer {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("redis"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A free port: bind port 0, read it, let it go. Another process
+        // could take it in between; then the server fails to start and the
+        // wait below names it.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let url = format!("redis://127.0.0.1:{port}/");
+        let s = RedisServer { child, dir, url };
+        // Ready when it answers PING (a wait for a condition, bounded).
+        let client = redis::Client::open(s.url.as_str()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap()
+}
+
+/// Slots of the STATS array an `in` child fills at its end.
+const S_ACKED: usize = 0;
+const S_UNACKED: usize = 1;
+const S_REDELIVERED: usize = 2;
+const S_FORWARDED: usize = 3;
+/// Slot of CTL: the item a `take_one_and_park` consumer holds, plus one.
+const HELD: usize = 0;
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    let q = Queue::<u64>::open(&env("QUEUE")).unwrap();
+    match role.as_str() {
+        "out" => {
+            let cfg = OutConfig {
+                common: Common::new(&env("URL"), STREAM),
+                maxlen: None,
+            };
+            run_out(&q, &cfg).unwrap();
+        }
+        "in" => {
+            let mut common = Common::new(&env("URL"), STREAM);
+            common.batch = env("BATCH").parse().unwrap();
+            let mut cfg = InConfig::new(common, GROUP, &env("NAME"));
+            cfg.claim_idle = Duration::from_millis(env("IDLE_MS").parse().unwrap());
+            cfg.ack_every = env("ACK_EVERY").parse().unwrap();
+            let s = run_in(&q, &cfg).unwrap();
+            let stats = SharedArray::<u64>::open(&env("STATS")).unwrap();
+            stats[S_ACKED].store(s.acked, Ordering::Relaxed);
+            stats[S_UNACKED].store(s.unacked, Ordering::Relaxed);
+            stats[S_REDELIVERED].store(s.redelivered, Ordering::Relaxed);
+            stats[S_FORWARDED].store(s.forwarded, Ordering::Relaxed);
+        }
+        "consume" => {
+            let seen = SharedArray::<u32>::open(&env("SEEN")).unwrap();
+            let rx = q.consumer().unwrap();
+            loop {
+                match rx.pop_timeout(CHILD_LIMIT) {
+                    Ok(i) => {
+                        seen[i as usize].fetch_add(1, Ordering::Relaxed);
+                        rx.task_done().unwrap();
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(e) => panic!("consumer: {e}"),
+                }
+            }
+        }
+        "take_one_and_park" => {
+            let ctl = SharedArray::<u64>::open(&env("CTL")).unwrap();
+            let rx = q.consumer().unwrap();
+            let i = rx.pop_timeout(CHILD_LIMIT).unwrap();
+            ctl[HELD].store(i + 1, Ordering::Relaxed);
+            loop {
+                std::thread::park(); // until killed, never task_done
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// One test's segments (removed when it ends, also on failure) and server.
+struct Setup {
+    redis: RedisServer,
+    names: Vec<Cleanup>,
+    /// The `in` side's queue (one producer lane: the bridge's).
+    qin: Queue<u64>,
+    seen: SharedArray<u32>,
+    stats: SharedArray<u64>,
+    ctl: SharedArray<u64>,
+}
+
+impl Setup {
+    fn new(tag: &str, n: usize, lane: usize) -> Self {
+        let redis = RedisServer::start();
+        let names: Vec<Cleanup> = ["qin", "seen", "stats", "ctl"]
+            .iter()
+            .map(|t| Cleanup::new(&format!("{tag}-{t}")))
+            .collect();
+        Setup {
+            qin: Queue::create(names[0].name(), QueueOptions::new(lane, 1, 8)).unwrap(),
+            seen: SharedArray::create(names[1].name(), n).unwrap(),
+            stats: SharedArray::create(names[2].name(), 4).unwrap(),
+            ctl: SharedArray::create(names[3].name(), 1).unwrap(),
+            redis,
+            names,
+        }
+    }
+
+    fn spawn(&self, role: &str, queue: &str, extra: &[(&str, String)]) -> Reaper {
+        let mut cmd = child_command(ENTRY, role);
+        cmd.env("QUEUE", queue)
+            .env("URL", &self.redis.url)
+            .env("SEEN", self.names[1].name())
+            .env("STATS", self.names[2].name())
+            .env("CTL", self.names[3].name());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Reaper(Some(cmd.spawn().unwrap()))
+    }
+
+    fn spawn_in(&self, name: &str, idle_ms: u64, ack_every: usize, batch: usize) -> Reaper {
+        self.spawn(
+            "in",
+            self.names[0].name(),
+            &[
+                ("NAME", name.to_owned()),
+                ("IDLE_MS", idle_ms.to_string()),
+                ("ACK_EVERY", ack_every.to_string()),
+                ("BATCH", batch.to_string()),
+            ],
+        )
+    }
+
+    fn consumer(&self) -> Reaper {
+        self.spawn("consume", self.names[0].name(), &[])
+    }
+
+    /// Wait until every item was seen at least once.
+    fn wait_all_seen(&self, what: &str) {
+        let deadline = Instant::now() + CHILD_LIMIT;
+        while self.seen.iter().any(|c| c.load(Ordering::Relaxed) == 0) {
+            assert!(Instant::now() < deadline, "{what}: items never arrived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Wait until at least `k` distinct items were seen.
+    fn wait_seen_at_least(&self, k: usize) {
+        let deadline = Instant::now() + CHILD_LIMIT;
+        while self
+            .seen
+            .iter()
+            .filter(|c| c.load(Ordering::Relaxed) > 0)
+            .count()
+            < k
+        {
+            assert!(Instant::now() < deadline, "fewer than {k} items arrived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Items seen more than once: item -> extra deliveries.
+    fn duplicates(&self) -> HashMap<u64, u32> {
+        self.seen
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.load(Ordering::Relaxed);
+                (c > 1).then_some((i as u64, c - 1))
+            })
+            .collect()
+    }
+
+    /// Close the in queue once its items are done: the bridge settles its
+    /// last epoch and exits, the consumers drain and exit.
+    fn finish(&self, bridge: Reaper, consumers: Vec<Reaper>, abandoned: u64) {
+        let r = self.qin.join_timeout(CHILD_LIMIT).unwrap();
+        assert_eq!(r.abandoned, abandoned);
+        self.qin.close();
+        bridge.wait_ok();
+        for c in consumers {
+            c.wait_ok();
+        }
+    }
+
+    /// The group's pending entries (id -> item), read from Redis.
+    fn pending(&self) -> HashMap<String, u64> {
+        let mut c = self.redis.conn();
+        let v: Value = redis::cmd("XPENDING")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1_000_000)
+            .query(&mut c)
+            .unwrap();
+        let mut out = HashMap::new();
+        let Value::Array(rows) = v else {
+            return out;
+        };
+        for row in rows {
+            let Value::Array(f) = row else { continue };
+            let Some(Value::BulkString(id)) = f.first() else {
+                continue;
+            };
+            let id = String::from_utf8(id.clone()).unwrap();
+            let item = item_of(&mut c, &id);
+            out.insert(id, item);
+        }
+        out
+    }
+
+    fn stat(&self, slot: usize) -> u64 {
+        self.stats[slot].load(Ordering::Relaxed)
+    }
+}
+
+/// The item of entry `id` (XRANGE id id).
+fn item_of(c: &mut redis::Connection, id: &str) -> u64 {
+    let v: Value = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg(id)
+        .arg(id)
+        .query(c)
+        .unwrap();
+    let Value::Array(entries) = v else {
+        panic!("XRANGE {id}: {v:?}")
+    };
+    let Some(Value::Array(e)) = entries.into_iter().next() else {
+        panic!("entry {id} gone")
+    };
+    let Some(Value::Array(fields)) = e.into_iter().nth(1) else {
+        panic!("entry {id} has no fields")
+    };
+    let mut it = fields.into_iter();
+    while let (Some(Value::BulkString(k)), Some(Value::BulkString(v))) = (it.next(), it.next()) {
+        if k == b"item" {
+            return u64::from_ne_bytes(v.try_into().unwrap());
+        }
+    }
+    panic!("entry {id} has no item")
+}
+
+/// Add items `0..n` to the stream directly, as an `out` bridge would.
+fn add_items(redis: &RedisServer, n: u64) {
+    let mut c = redis.conn();
+    let (name, fp) = identity::<u64>();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            p.cmd("XADD")
+                .arg(STREAM)
+                .arg("*")
+                .arg("type")
+                .arg(&name)
+                .arg("fp")
+                .arg(&fp)
+                .arg("item")
+                .arg(&i.to_ne_bytes()[..])
+                .ignore();
+        }
+        p.query::<()>(&mut c).unwrap();
+    }
+}
+
+#[test]
+fn round_trip_100k_items_through_two_bridge_processes() {
+    const N: usize = 100_000;
+    let s = Setup::new("rt", N, 1024);
+    let out_name = Cleanup::new("rt-qout");
+    let qout = Queue::<u64>::create(out_name.name(), QueueOptions::new(1024, 1, 1)).unwrap();
+    let out = s.spawn("out", out_name.name(), &[]);
+    let bridge = s.spawn_in("b1", 30_000, 4096, 256);
+    let consumers = vec![s.consumer(), s.consumer()];
+    let mut tx = qout.producer().unwrap();
+    for i in 0..N as u64 {
+        tx.push_timeout(i, CHILD_LIMIT).unwrap();
+    }
+    // Done in the out queue = added to Redis.
+    assert_eq!(qout.join_timeout(CHILD_LIMIT).unwrap().abandoned, 0);
+    qout.close();
+    out.wait_ok();
+    s.wait_all_seen("round trip");
+    s.finish(bridge, consumers, 0);
+    let dups = s.duplicates();
+    let pending = s.pending().len();
+    eprintln!(
+        "round trip: {N} items, duplicates {}, acked {}, unacked {}, redelivered {}, pending at end {pending}",
+        dups.len(),
+        s.stat(S_ACKED),
+        s.stat(S_UNACKED),
+        s.stat(S_REDELIVERED)
+    );
+    assert!(dups.is_empty(), "duplicates without any failure: {dups:?}");
+    assert_eq!(s.stat(S_ACKED), N as u64);
+    assert_eq!(pending, 0);
+}
+
+#[test]
+fn in_bridge_killed_mid_stream_and_restarted_loses_nothing() {
+    const N: usize = 20_000;
+    let s = Setup::new("kill", N, 256);
+    add_items(&s.redis, N as u64);
+    let consumers = vec![s.consumer(), s.consumer()];
+    // Small epochs, so that some are acknowledged before the kill.
+    let mut bridge = s.spawn_in("b1", 30_000, 512, 128);
+    s.wait_seen_at_least(N / 3);
+    let child = bridge.0.as_mut().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // What Redis still holds unacknowledged at the kill: the only items
+    // that may be delivered twice.
+    let pending_at_kill: HashSet<u64> = s.pending().into_values().collect();
+    // The same consumer name: it takes back its own pending entries.
+    let bridge = s.spawn_in("b1", 30_000, 512, 128);
+    s.wait_all_seen("after restart");
+    s.finish(bridge, consumers, 0);
+    let dups = s.duplicates();
+    let extra: u32 = dups.values().sum();
+    let stray: Vec<_> = dups
+        .keys()
+        .filter(|i| !pending_at_kill.contains(i))
+        .collect();
+    let pending = s.pending().len();
+    eprintln!(
+        "bridge killed: {N} items, {} pending at the kill, {} items delivered twice ({extra} extra deliveries), restarted bridge: redelivered {}, acked {}, pending at end {pending}",
+        pending_at_kill.len(),
+        dups.len(),
+        s.stat(S_REDELIVERED),
+        s.stat(S_ACKED)
+    );
+    assert!(stray.is_empty(), "duplicates of acknowledged items: {stray:?}");
+    assert_eq!(pending, 0);
+}
+
+#[test]
+fn consumer_killed_holding_an_item_gets_it_redelivered_after_the_idle_time() {
+    const N: usize = 64;
+    let s = Setup::new("held", N, 64);
+    add_items(&s.redis, N as u64);
+    // Alone at first, so that it takes an item; then killed with it.
+    let mut holder = s.spawn("take_one_and_park", s.names[0].name(), &[]);
+    let bridge = s.spawn_in("b1", 500, 8, 8);
+    let deadline = Instant::now() + CHILD_LIMIT;
+    while s.ctl[HELD].load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the holder took nothing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let held = s.ctl[HELD].load(Ordering::Relaxed) - 1;
+    let child = holder.0.as_mut().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let consumer = s.consumer();
+    s.wait_all_seen("after the holder died");
+    s.finish(bridge, vec![consumer], 1);
+    let dups = s.duplicates();
+    let pending = s.pending().len();
+    eprintln!(
+        "consumer killed holding item {held}: {N} items, {} delivered twice, redelivered {}, unacked epochs' items {}, acked {}, pending at end {pending}",
+        dups.len(),
+        s.stat(S_REDELIVERED),
+        s.stat(S_UNACKED),
+        s.stat(S_ACKED)
+    );
+    assert!(s.seen[held as usize].load(Ordering::Relaxed) >= 1);
+    assert!(s.stat(S_REDELIVERED) >= 1);
+    assert_eq!(pending, 0);
+}
