@@ -172,6 +172,7 @@ impl<T: ShmType> InBridge<'_, T> {
         let c = &self.cfg.common;
         let claim_every = (self.cfg.claim_idle / 2).max(Duration::from_millis(10));
         let mut recovering = true;
+        let mut own_from = "0".to_owned();
         let mut cursor = "0-0".to_owned();
         let mut last_claim = Instant::now();
         loop {
@@ -188,8 +189,14 @@ impl<T: ShmType> InBridge<'_, T> {
                 let entries: Vec<Entry>;
                 let again: bool;
                 if recovering {
-                    entries = self.read("0", None)?;
-                    recovering = !entries.is_empty();
+                    // Our own pending entries, from the oldest, each once:
+                    // they stay pending until acknowledged, so the next
+                    // read starts after the last one read.
+                    entries = self.read(&own_from, None)?;
+                    match entries.last() {
+                        Some((id, _)) => own_from = id.clone(),
+                        None => recovering = false,
+                    }
                     again = true;
                 } else if last_claim.elapsed() >= claim_every {
                     let (next, e) = self.autoclaim(&cursor)?;
