@@ -7,15 +7,14 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod redis_server;
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role, unique};
+use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
+use redis_server::RedisServer;
 use redis::Value;
 use shmkit::SharedArray;
 use shmkit::queue::{PopError, Queue, QueueOptions};
@@ -24,67 +23,6 @@ use shmkit_bridge::{Common, InConfig, OutConfig, identity, run_in, run_out};
 const ENTRY: &str = "child_entry";
 const STREAM: &str = "jobs";
 const GROUP: &str = "workers";
-
-/// A `redis-server` of our own; killed and its directory removed on drop.
-struct RedisServer {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(unique("redis"));
-        std::fs::create_dir_all(&dir).unwrap();
-        // A free port: bind port 0, read it, let it go. Another process
-        // could take it in between; then the server fails to start and the
-        // wait below names it.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        let url = format!("redis://127.0.0.1:{port}/");
-        let s = RedisServer { child, dir, url };
-        // Ready when it answers PING (a wait for a condition, bounded).
-        let client = redis::Client::open(s.url.as_str()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn env(key: &str) -> String {
     std::env::var(key).unwrap()
@@ -438,4 +376,61 @@ fn consumer_killed_holding_an_item_gets_it_redelivered_after_the_idle_time() {
     assert!(s.seen[held as usize].load(Ordering::Relaxed) >= 1);
     assert!(s.stat(S_REDELIVERED) >= 1);
     assert_eq!(pending, 0);
+}
+
+#[test]
+fn an_entry_of_another_type_is_dead_lettered_not_pushed() {
+    const N: usize = 10;
+    let s = Setup::new("dead", N, 16);
+    add_items(&s.redis, N as u64);
+    // One entry that says u32 with a u64's bytes, one with no type at all.
+    let mut c = s.redis.conn();
+    let _: String = redis::cmd("XADD")
+        .arg(STREAM)
+        .arg("*")
+        .arg("type")
+        .arg("u32")
+        .arg("fp")
+        .arg("0")
+        .arg("item")
+        .arg(&7u64.to_ne_bytes()[..])
+        .query(&mut c)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(STREAM)
+        .arg("*")
+        .arg("item")
+        .arg(&8u64.to_ne_bytes()[..])
+        .query(&mut c)
+        .unwrap();
+    // The bridge on a thread of this process, a consumer on another.
+    let mut cfg = InConfig::new(Common::new(&s.redis.url, STREAM), GROUP, "b1");
+    cfg.ack_every = 4;
+    let qin = s.qin.clone();
+    let bridge = std::thread::spawn(move || run_in(&qin, &cfg).unwrap());
+    let rx = s.qin.consumer().unwrap();
+    for _ in 0..N {
+        let i = rx.pop_timeout(CHILD_LIMIT).unwrap();
+        s.seen[i as usize].fetch_add(1, Ordering::Relaxed);
+        rx.task_done().unwrap();
+    }
+    assert_eq!(s.qin.join_timeout(CHILD_LIMIT).unwrap().abandoned, 0);
+    s.qin.close();
+    let stats = bridge.join().unwrap();
+    assert!(rx.pop().is_err(), "a mismatched entry was pushed");
+    let dead: u64 = redis::cmd("XLEN")
+        .arg(format!("{STREAM}:dead"))
+        .query(&mut c)
+        .unwrap();
+    eprintln!(
+        "dead letters: {N} good items, 2 of other types: dead_lettered {}, acked {}, pending {}",
+        stats.dead_lettered,
+        stats.acked,
+        s.pending().len()
+    );
+    assert_eq!(stats.dead_lettered, 2);
+    assert_eq!(dead, 2);
+    assert_eq!(stats.acked, N as u64);
+    assert!(s.seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    assert!(s.pending().is_empty());
 }
