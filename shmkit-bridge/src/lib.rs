@@ -344,8 +344,5 @@ impl Common {
 
 /// The identity fields of `T`: its name and its fingerprint in hex.
 pub fn identity<T: ShmType>() -> (String, String) {
-    (
-        T::TYPE.name(),
-        format!("{:016x}", T::TYPE.fingerprint()),
-    )
+    (T::TYPE.name(), format!("{:016x}", T::TYPE.fingerprint()))
 }

@@ -216,7 +216,9 @@ pub(crate) fn parse_read(v: Value) -> Result<Vec<Entry>, String> {
 /// An `XAUTOCLAIM` reply: the next start id and the claimed entries
 /// (deleted ones come back with no fields).
 pub(crate) fn parse_autoclaim(v: Value) -> Result<(String, Vec<Entry>), String> {
-    let mut it = items(v).ok_or("XAUTOCLAIM reply is not a list")?.into_iter();
+    let mut it = items(v)
+        .ok_or("XAUTOCLAIM reply is not a list")?
+        .into_iter();
     let next = it
         .next()
         .as_ref()

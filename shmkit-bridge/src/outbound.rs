@@ -35,7 +35,10 @@ pub struct OutConfig {
 /// println!("{stats}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn run_out<T: ShmType>(queue: &Queue<T>, cfg: &OutConfig) -> Result<StatsSnapshot, BridgeError> {
+pub fn run_out<T: ShmType>(
+    queue: &Queue<T>,
+    cfg: &OutConfig,
+) -> Result<StatsSnapshot, BridgeError> {
     let c = &cfg.common;
     let stats = &*c.stats;
     let rx = queue.consumer()?;

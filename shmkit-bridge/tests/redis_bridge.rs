@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
-use redis_server::RedisServer;
 use redis::Value;
+use redis_server::RedisServer;
 use shmkit::SharedArray;
 use shmkit::queue::{PopError, Queue, QueueOptions};
 use shmkit_bridge::{Common, InConfig, OutConfig, identity, run_in, run_out};
@@ -340,7 +340,10 @@ fn in_bridge_killed_mid_stream_and_restarted_loses_nothing() {
         s.stat(S_REDELIVERED),
         s.stat(S_ACKED)
     );
-    assert!(stray.is_empty(), "duplicates of acknowledged items: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "duplicates of acknowledged items: {stray:?}"
+    );
     assert_eq!(pending, 0);
 }
 

@@ -25,10 +25,8 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let dir = std::env::temp_dir().join(format!(
-            "shmkit-test-redis-{}-{port}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("shmkit-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -74,4 +72,3 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-
