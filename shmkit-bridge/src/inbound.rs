@@ -281,7 +281,9 @@ impl<T: ShmType> InBridge<'_, T> {
     /// dead-letter stream (and are acknowledged), deleted ones are
     /// acknowledged.
     fn take(&mut self, entries: Vec<Entry>) -> Result<(), BridgeError> {
-        let mut settle_now: Vec<(String, Option<String>, Vec<(Vec<u8>, Vec<u8>)>)> = Vec::new();
+        // (id, why it is dead-lettered or None if deleted, its fields)
+        type Settle = (String, Option<String>, Vec<(Vec<u8>, Vec<u8>)>);
+        let mut settle_now: Vec<Settle> = Vec::new();
         for (id, fields) in entries {
             let Some(fields) = fields else {
                 settle_now.push((id, None, Vec::new()));
