@@ -13,8 +13,10 @@ use shmkit::Ordering;
 use shmkit::ring::{PopError, Ring};
 use shmkit::{SharedAccumulator, SharedValue};
 
+mod bridge;
 mod mpmc;
 
+pub(super) use bridge::bridge;
 pub(super) use mpmc::mpmc;
 
 type Res<T> = Result<T, String>;

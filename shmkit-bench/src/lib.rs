@@ -59,7 +59,7 @@ pub struct Record {
 }
 
 /// Groups in run order.
-pub const GROUPS: [&str; 8] = [
+pub const GROUPS: [&str; 9] = [
     "counter",
     "float-add",
     "queue-throughput",
@@ -67,6 +67,7 @@ pub const GROUPS: [&str; 8] = [
     "latency",
     "pipe",
     "manager",
+    "bridge",
     "python",
 ];
 
@@ -386,6 +387,11 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "shmkit-list-push/2p",
         "python-manager-list-append/2p",
     ),
+    (
+        "bridge",
+        "shmkit-bridge/out+in",
+        "redis-raw/xadd+xreadgroup",
+    ),
     ("python", "shmkit-fetch_add/2p", "python-value-get_lock/2p"),
     ("python", "shmkit-ring/1p1c", "python-queue/1p1c"),
     ("python", "shmkit-ring-batch64/1p1c", "python-queue/1p1c"),
@@ -424,6 +430,7 @@ pub fn run(opts: &Options) -> ExitCode {
             "latency" => cases::latency(opts),
             "pipe" => cases::pipe(opts),
             "manager" => cases::manager(opts),
+            "bridge" => cases::bridge(opts),
             "python" => cases::python(opts),
             _ => unreachable!(),
         };
