@@ -398,15 +398,23 @@ impl<T: ShmType> InBridge<'_, T> {
         Ok(true)
     }
 
-    /// Renew the idle time of the epoch's entries, so that no other bridge
-    /// claims entries still being worked on here.
+    /// Renew the idle time of the epoch's entries and of those read but not
+    /// yet pushed, so that no other bridge claims entries still being
+    /// worked on here.
     fn heartbeat(&mut self) -> Result<(), BridgeError> {
-        if self.epoch.is_empty() || self.last_heartbeat.elapsed() < self.cfg.claim_idle / 3 {
+        if (self.epoch.is_empty() && self.backlog.is_empty())
+            || self.last_heartbeat.elapsed() < self.cfg.claim_idle / 3
+        {
             return Ok(());
         }
         self.last_heartbeat = Instant::now();
         let c = &self.cfg.common;
-        for ids in self.epoch.chunks(1000) {
+        let ours: Vec<&String> = self
+            .epoch
+            .iter()
+            .chain(self.backlog.iter().map(|(id, _)| id))
+            .collect();
+        for ids in ours.chunks(1000) {
             let mut cmd = redis::cmd("XCLAIM");
             cmd.arg(&c.stream)
                 .arg(&self.cfg.group)

@@ -89,7 +89,10 @@
 //! was never acknowledged, and the duplicates a local consumer may see are
 //! the done items of an epoch that also held an abandoned one, and the
 //! items of a bridge killed before it acknowledged them. Exactly-once is
-//! not claimed.
+//! not claimed. One more window: a bridge that stalls past `claim_idle`
+//! (Redis unreachable, the process stopped) may find its entries already
+//! taken by another bridge; both then deliver them (the renewal, an
+//! `XCLAIM` of the entry, takes it back rather than checking its owner).
 //!
 //! The price of the rule: at the end of each epoch the local queue runs
 //! empty while the last items are finished (a pipeline bubble per
