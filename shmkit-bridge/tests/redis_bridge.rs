@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
 use redis::Value;
-use redis_server::RedisServer;
+use redis_server::{RedisServer, free_port};
 use shmkit::SharedArray;
 use shmkit::queue::{PopError, Queue, QueueOptions};
 use shmkit_bridge::{Common, InConfig, OutConfig, identity, run_in, run_out};
@@ -436,4 +436,58 @@ fn an_entry_of_another_type_is_dead_lettered_not_pushed() {
     assert_eq!(stats.acked, N as u64);
     assert!(s.seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
     assert!(s.pending().is_empty());
+}
+
+#[test]
+fn while_redis_is_unreachable_the_local_queue_fills_and_nothing_is_dropped() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let name = Cleanup::new("down-qout");
+    // 64 slots: the out bridge holds one batch of up to 16, the queue the
+    // rest.
+    let q = Queue::<u64>::create(name.name(), QueueOptions::new(64, 1, 1)).unwrap();
+    let mut common = Common::new(&url, STREAM);
+    common.batch = 16;
+    let cfg = OutConfig {
+        common,
+        maxlen: None,
+    };
+    let stats = cfg.common.stats.clone();
+    let qo = q.clone();
+    let out = std::thread::spawn(move || run_out(&qo, &cfg).unwrap());
+    let mut tx = q.producer().unwrap();
+    // Nobody listens on the port. Push until the bridge has taken a batch
+    // and is retrying it, then until the queue says Full with every slot
+    // taken: the bridge holds one batch, the queue the rest, nothing else.
+    let mut pushed = 0u64;
+    let deadline = Instant::now() + CHILD_LIMIT;
+    loop {
+        match tx.try_push(pushed) {
+            Ok(()) => pushed += 1,
+            Err(shmkit::queue::PushError::Full(_)) => {
+                if stats.retries.load(Ordering::Relaxed) >= 2 && q.len() == 64 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("push: {e}"),
+        }
+        assert!(Instant::now() < deadline, "the queue never filled");
+    }
+    assert_eq!(pushed, 64 + 16, "the bridge holds one batch of 16");
+    assert_eq!(q.state().done, 0, "nothing can have reached Redis");
+    // Redis comes up: every item goes through, none twice.
+    let redis = RedisServer::start_on(port);
+    assert_eq!(q.join_timeout(CHILD_LIMIT).unwrap().abandoned, 0);
+    q.close();
+    let stats = out.join().unwrap();
+    let mut c = redis.conn();
+    let len: u64 = redis::cmd("XLEN").arg(STREAM).query(&mut c).unwrap();
+    eprintln!(
+        "redis down: {pushed} items pushed before the queue was full, {} retries, {len} in the stream after Redis came up",
+        stats.retries
+    );
+    assert_eq!(len, pushed);
+    assert_eq!(stats.forwarded, pushed);
+    assert!(stats.retries > 0);
 }

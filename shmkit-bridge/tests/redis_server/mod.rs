@@ -8,6 +8,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free loopback port: bind port 0, read it, let it go. Another process
+/// could take it in between; then the server fails to start and its start
+/// says so.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A `redis-server` of our own; killed and its directory removed on drop.
 pub struct RedisServer {
     child: Child,
@@ -17,14 +28,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        // A free port: bind port 0, read it, let it go. Another process
-        // could take it in between; then the server fails to start and the
-        // wait below names it.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_on(free_port())
+    }
+
+    /// A server on `port` (from [`free_port`]).
+    pub fn start_on(port: u16) -> Self {
         let dir =
             std::env::temp_dir().join(format!("shmkit-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
