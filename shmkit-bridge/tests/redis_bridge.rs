@@ -42,8 +42,12 @@ fn child_entry() {
     let q = Queue::<u64>::open(&env("QUEUE")).unwrap();
     match role.as_str() {
         "out" => {
+            let mut common = Common::new(&env("URL"), STREAM);
+            if let Ok(b) = std::env::var("BATCH") {
+                common.batch = b.parse().unwrap();
+            }
             let cfg = OutConfig {
-                common: Common::new(&env("URL"), STREAM),
+                common,
                 maxlen: None,
             };
             run_out(&q, &cfg).unwrap();
@@ -490,4 +494,51 @@ fn while_redis_is_unreachable_the_local_queue_fills_and_nothing_is_dropped() {
     assert_eq!(len, pushed);
     assert_eq!(stats.forwarded, pushed);
     assert!(stats.retries > 0);
+}
+
+#[test]
+fn out_bridge_killed_holding_a_batch_loses_that_batch_and_the_queue_reports_it() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let names = [Cleanup::new("outkill-q"), Cleanup::new("outkill-ctl")];
+    let q = Queue::<u64>::create(names[0].name(), QueueOptions::new(64, 1, 2)).unwrap();
+    let mut tx = q.producer().unwrap();
+    for i in 0..64 {
+        tx.push(i).unwrap();
+    }
+    let spawn_out = |url: &str| {
+        let mut cmd = child_command(ENTRY, "out");
+        cmd.env("QUEUE", names[0].name())
+            .env("URL", url)
+            .env("BATCH", "16");
+        Reaper(Some(cmd.spawn().unwrap()))
+    };
+    // Redis is down: the bridge takes one batch and retries it.
+    let mut out = spawn_out(&url);
+    let deadline = Instant::now() + CHILD_LIMIT;
+    while q.len() != 48 {
+        assert!(Instant::now() < deadline, "the bridge took no batch");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let child = out.0.as_mut().unwrap();
+    child.kill().unwrap(); // SIGKILL, holding 16 items
+    child.wait().unwrap();
+    let redis = RedisServer::start_on(port);
+    let out = spawn_out(&url);
+    // join says Disconnected while no consumer lives: wait for the new one.
+    while !q.state().consumers.iter().any(|c| c.1) {
+        assert!(Instant::now() < deadline, "the new bridge never attached");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = q.join_timeout(CHILD_LIMIT).unwrap();
+    q.close();
+    out.wait_ok();
+    let mut c = redis.conn();
+    let len: u64 = redis::cmd("XLEN").arg(STREAM).query(&mut c).unwrap();
+    eprintln!(
+        "out bridge killed holding a batch: 64 items, {len} in the stream, {} reported abandoned by the local queue",
+        report.abandoned
+    );
+    assert_eq!(report.abandoned, 16);
+    assert_eq!(len, 48);
 }
