@@ -5,11 +5,14 @@
 //! `XREADGROUP` + `XACK` (the same count) directly, on a `redis-server`
 //! started for the run on a loopback port. Skipped, with a note, when
 //! `redis-server` is not installed. Each run checks the count and sum of
-//! what came out.
+//! what came out. Then end-to-end latency, one item at a time (the next
+//! pushed once the last arrived): push to pop through both bridges, against
+//! `XADD` to `XREADGROUP` returning on a second connection.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -17,6 +20,7 @@ use shmkit::queue::{Queue, QueueOptions};
 use shmkit_bridge::{Common, InConfig, OutConfig, identity, run_in, run_out};
 
 use super::{Options, Record, Res, alternate, e, record, reps};
+use crate::{now_ns, percentiles, progress, summary};
 
 const BATCH: usize = 256;
 
@@ -248,6 +252,111 @@ fn entries(v: Value) -> Vec<(Vec<u8>, u64)> {
     out
 }
 
+/// Latencies (ns) of `n` items through the bridge, one at a time.
+fn bridge_latency(url: &str, n: u64) -> Res<Vec<f64>> {
+    let opts = QueueOptions::new(64, 1, 1);
+    let qout = Queue::<u64>::new_in_process(opts).map_err(e)?;
+    let qin = Queue::<u64>::new_in_process(opts).map_err(e)?;
+    let mut common = Common::new(url, &key("bridge-lat"));
+    common.batch = BATCH;
+    let out_cfg = OutConfig {
+        common: common.clone(),
+        maxlen: None,
+    };
+    let in_cfg = InConfig::new(common, "g", "b");
+    let (qo, qi) = (qout.clone(), qin.clone());
+    let out = std::thread::spawn(move || run_out(&qo, &out_cfg).map_err(e));
+    let inb = std::thread::spawn(move || run_in(&qi, &in_cfg).map_err(e));
+    let rx = qin.consumer().map_err(e)?;
+    let mut tx = qout.producer().map_err(e)?;
+    let mut lat = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        tx.push(now_ns()).map_err(e)?;
+        let t0 = rx.pop_timeout(Duration::from_secs(60)).map_err(e)?;
+        lat.push(now_ns().saturating_sub(t0) as f64);
+        rx.task_done().map_err(e)?;
+    }
+    qout.close();
+    qin.join_timeout(Duration::from_secs(60)).map_err(e)?;
+    qin.close();
+    out.join().map_err(|_| "out panicked")??;
+    inb.join().map_err(|_| "in panicked")??;
+    Ok(lat)
+}
+
+/// Latencies (ns) of `n` entries from XADD to a blocked XREADGROUP on
+/// another connection and thread returning them, one at a time.
+fn raw_latency(url: &str, n: u64) -> Res<Vec<f64>> {
+    let stream = key("raw-lat");
+    let client = redis::Client::open(url).map_err(e)?;
+    let mut rd = client.get_connection().map_err(e)?;
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query::<()>(&mut rd)
+        .map_err(e)?;
+    let mut wr = client.get_connection().map_err(e)?;
+    let (done_tx, done_rx) = mpsc::channel::<u64>();
+    let s2 = stream.clone();
+    let reader = std::thread::spawn(move || -> Res<()> {
+        let mut got = 0;
+        while got < n {
+            let v: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&s2)
+                .arg(">")
+                .query(&mut rd)
+                .map_err(e)?;
+            for (id, _) in entries(v) {
+                let t = now_ns();
+                redis::cmd("XACK")
+                    .arg(&s2)
+                    .arg("g")
+                    .arg(&id)
+                    .query::<Value>(&mut rd)
+                    .map_err(e)?;
+                got += 1;
+                if done_tx.send(t).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    });
+    let (name, fp) = identity::<u64>();
+    let mut lat = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let t0 = now_ns();
+        redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("type")
+            .arg(&name)
+            .arg("fp")
+            .arg(&fp)
+            .arg("item")
+            .arg(&i.to_ne_bytes()[..])
+            .query::<Value>(&mut wr)
+            .map_err(e)?;
+        let t = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| "reader gone")?;
+        lat.push(t.saturating_sub(t0) as f64);
+    }
+    reader.join().map_err(|_| "reader panicked")??;
+    Ok(lat)
+}
+
 pub(crate) fn bridge(o: &Options) -> Res<Vec<Record>> {
     let Some(server) = start()? else {
         eprintln!("  .. bridge: redis-server is not installed; group skipped");
@@ -262,7 +371,13 @@ pub(crate) fn bridge(o: &Options) -> Res<Vec<Record>> {
     let note = format!(
         "{n} u64 items, batches of {BATCH}, loopback redis-server; threads: producer, out, in, consumer"
     );
-    Ok(vec![
+    let lat_n: u64 = if o.full { 10_000 } else { 1_000 };
+    let mut lat: [Vec<[f64; 3]>; 2] = Default::default();
+    for _ in 0..reps(o) {
+        lat[0].push(percentiles(&mut bridge_latency(&url, lat_n)?));
+        lat[1].push(percentiles(&mut raw_latency(&url, lat_n)?));
+    }
+    let mut out = vec![
         record(
             "bridge",
             "shmkit-bridge/out+in".into(),
@@ -281,5 +396,37 @@ pub(crate) fn bridge(o: &Options) -> Res<Vec<Record>> {
                 "{n} u64 items, XADD in MULTI/EXEC batches of {BATCH}, XREADGROUP COUNT {BATCH} + XACK"
             ),
         ),
-    ])
+    ];
+    let names = [
+        (
+            "shmkit-bridge/e2e",
+            "push to pop through out, Redis and in, one item at a time",
+        ),
+        (
+            "redis-raw/e2e",
+            "XADD to a blocked XREADGROUP returning it on another connection",
+        ),
+    ];
+    for (i, (name, what)) in names.iter().enumerate() {
+        let (value, min, max) = summary(lat[i].iter().map(|p| p[0]).collect());
+        let mid = lat[i]
+            .iter()
+            .find(|p| p[0] == value)
+            .copied()
+            .unwrap_or([f64::NAN; 3]);
+        let r = Record {
+            group: "bridge",
+            name: (*name).into(),
+            metric: "one-way p50",
+            unit: "ns",
+            value,
+            min,
+            max,
+            pct: Some(mid),
+            note: format!("{what}; {lat_n} items, loopback redis-server"),
+        };
+        progress(&r);
+        out.push(r);
+    }
+    Ok(out)
 }
