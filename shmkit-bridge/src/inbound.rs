@@ -30,7 +30,7 @@ pub struct InConfig {
     pub ack_every: usize,
     /// Longest an epoch stays open before it is settled.
     pub ack_interval: Duration,
-    /// How long one `XREADGROUP` waits for new entries.
+    /// How long one `XREADGROUP` waits for new entries (at most 4 s).
     pub block: Duration,
 }
 
@@ -256,7 +256,10 @@ impl<T: ShmType> InBridge<'_, T> {
             .arg("COUNT")
             .arg(c.batch.max(1));
         if let Some(b) = block {
-            cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
+            // Below the connection's 5 s read timeout, which would
+            // otherwise take a quiet stream for a dead connection.
+            let ms = b.as_millis().clamp(1, 4000) as u64;
+            cmd.arg("BLOCK").arg(ms);
         }
         cmd.arg("STREAMS").arg(&c.stream).arg(from);
         let v: Value = self.link.call(&c.stats, |conn| cmd.query(conn))?;

@@ -28,6 +28,10 @@ fn env(key: &str) -> String {
     std::env::var(key).unwrap()
 }
 
+// Every Relaxed access below is to a test's own counters (the seen counts,
+// the stats and control words), read after the children that wrote them
+// exited or polled until they show a value: they order no other memory.
+
 /// Slots of the STATS array an `in` child fills at its end.
 const S_ACKED: usize = 0;
 const S_UNACKED: usize = 1;

@@ -87,6 +87,7 @@ fn start() -> Res<Option<Server>> {
 /// A stream key no other run of this process uses.
 fn key(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: a name counter; no other memory is read through it.
     format!("bench-{tag}-{}", N.fetch_add(1, StdOrdering::Relaxed))
 }
 
