@@ -125,6 +125,13 @@ pub fn run_in<T: ShmType>(queue: &Queue<T>, cfg: &InConfig) -> Result<StatsSnaps
         Err(CallError::Refused(e)) if e.code() == Some("BUSYGROUP") => {}
         Err(e) => return Err(e.into()),
     }
+    if queue.max_producers() > 1 {
+        eprintln!(
+            "shmkit bridge in {}: the local queue allows {} producers; another producer's done items would leave epochs unacknowledged (create it with one)",
+            c.stream,
+            queue.max_producers()
+        );
+    }
     let tx = queue.producer()?;
     let (name, fp) = identity::<T>();
     let mut b = InBridge {
