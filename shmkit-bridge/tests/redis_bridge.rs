@@ -546,3 +546,41 @@ fn out_bridge_killed_holding_a_batch_loses_that_batch_and_the_queue_reports_it()
     assert_eq!(report.abandoned, 16);
     assert_eq!(len, 48);
 }
+
+#[test]
+fn entries_are_acknowledged_only_after_every_item_of_their_epoch_is_done() {
+    const N: usize = 8;
+    let s = Setup::new("ackrule", N, 16);
+    add_items(&s.redis, N as u64);
+    let mut common = Common::new(&s.redis.url, STREAM);
+    common.batch = N;
+    let mut cfg = InConfig::new(common, GROUP, "b1");
+    cfg.ack_every = N;
+    let qin = s.qin.clone();
+    let bridge = std::thread::spawn(move || run_in(&qin, &cfg).unwrap());
+    // One consumer takes an item and holds it; another does the rest.
+    let holder = s.qin.consumer().unwrap();
+    let held = holder.pop_timeout(CHILD_LIMIT).unwrap();
+    let worker = s.qin.consumer().unwrap();
+    for _ in 1..N {
+        worker.pop_timeout(CHILD_LIMIT).unwrap();
+        worker.task_done().unwrap();
+    }
+    // Seven of eight are done, and which seven the queue cannot say: the
+    // bridge acknowledges none of the epoch while the eighth is held.
+    assert_eq!(
+        s.pending().len(),
+        N,
+        "acknowledged before item {held} was done"
+    );
+    holder.task_done().unwrap();
+    let deadline = Instant::now() + CHILD_LIMIT;
+    while !s.pending().is_empty() {
+        assert!(Instant::now() < deadline, "never acknowledged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.qin.close();
+    let stats = bridge.join().unwrap();
+    assert_eq!(stats.acked, N as u64);
+    assert_eq!(stats.unacked, 0);
+}
