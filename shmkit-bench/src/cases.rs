@@ -13,9 +13,11 @@ use shmkit::Ordering;
 use shmkit::ring::{PopError, Ring, WaitStrategy};
 use shmkit::{SharedAccumulator, SharedValue};
 
+mod bridge;
 mod mpmc;
 mod snapshot;
 
+pub(super) use bridge::bridge;
 pub(super) use mpmc::mpmc;
 pub(super) use snapshot::snapshot;
 

@@ -59,7 +59,7 @@ pub struct Record {
 }
 
 /// Groups in run order.
-pub const GROUPS: [&str; 9] = [
+pub const GROUPS: [&str; 10] = [
     "counter",
     "float-add",
     "queue-throughput",
@@ -68,6 +68,7 @@ pub const GROUPS: [&str; 9] = [
     "pipe",
     "manager",
     "snapshot",
+    "bridge",
     "python",
 ];
 
@@ -394,6 +395,11 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "shmkit-cell-load/1w1r",
         "pthread-mutex-copy/1w1r",
     ),
+    (
+        "bridge",
+        "shmkit-bridge/out+in",
+        "redis-raw/xadd+xreadgroup",
+    ),
     ("python", "shmkit-fetch_add/2p", "python-value-get_lock/2p"),
     ("python", "shmkit-ring/1p1c", "python-queue/1p1c"),
     ("python", "shmkit-ring-batch64/1p1c", "python-queue/1p1c"),
@@ -433,6 +439,7 @@ pub fn run(opts: &Options) -> ExitCode {
             "pipe" => cases::pipe(opts),
             "manager" => cases::manager(opts),
             "snapshot" => cases::snapshot(opts),
+            "bridge" => cases::bridge(opts),
             "python" => cases::python(opts),
             _ => unreachable!(),
         };

@@ -1,7 +1,9 @@
 //! The `shmkit` command-line tool: the command line (clap) and dispatch.
 //! What each command prints is in `tools`; the work itself is in the
-//! library (`shmkit::admin`) and, for `bench`, in the `shmkit-bench` crate.
+//! library (`shmkit::admin`) and, for `bench`, in the `shmkit-bench` crate;
+//! for `bridge`, in the `shmkit-bridge` crate.
 
+mod bridge;
 mod tools;
 
 use std::process::ExitCode;
@@ -83,6 +85,13 @@ enum Command {
         #[arg(long)]
         python: bool,
     },
+    /// Carry a queue beyond one machine through Redis Streams
+    ///
+    /// `out` forwards a local queue's items to a stream; `in` reads a
+    /// consumer group into a local queue and acknowledges each entry once
+    /// a local consumer marked it done (at-least-once across machines).
+    #[command(subcommand)]
+    Bridge(bridge::Bridge),
     /// Print a completion script for SHELL on stdout
     ///
     /// For example, for bash: `shmkit completions bash >
@@ -130,6 +139,7 @@ fn main() -> ExitCode {
             json,
             python,
         }),
+        Command::Bridge(b) => bridge::run(&b),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "shmkit", &mut std::io::stdout());
             ExitCode::SUCCESS
