@@ -19,7 +19,11 @@
 //! `news`, one of the words it sleeps on.
 
 use std::any::Any;
-use std::sync::{Arc, Mutex, OnceLock};
+// Process-local state of this process's waiter, never in shared memory:
+// std's atomics, as in `sync`'s own process-local statics.
+#[allow(clippy::disallowed_types)]
+use std::sync::atomic::{AtomicBool, AtomicPtr};
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -50,22 +54,80 @@ struct Waiter {
     news: Futex,
 }
 
-/// The waiter, started on first use; `None` if its thread could not start
-/// (then futures poll again at once instead of parking: a busy wait, not a
-/// hang).
+/// The waiter of this process, started on first use; `None` if its thread
+/// could not start, or another thread is starting it right now (then the
+/// future polls again at once instead of parking: a busy wait, not a hang,
+/// and a later park tries to start the thread again).
+///
+/// Not a `OnceLock`: a forked child inherits the parent's pointer but not
+/// its thread (and perhaps a `parked` lock some other thread held at the
+/// fork), so a future parked there would never be woken. The `atfork`
+/// handler forgets the parent's waiter in the child (leaking it), and the
+/// child's first park starts its own.
 fn waiter() -> Option<&'static Waiter> {
-    static WAITER: OnceLock<Option<&'static Waiter>> = OnceLock::new();
-    *WAITER.get_or_init(|| {
-        let w: &'static Waiter = Box::leak(Box::new(Waiter {
+    // Acquire: pairs with the Release store in `start`, so the Waiter's
+    // fields are initialised for us.
+    let w = WAITER.load(Ordering::Acquire);
+    if w.is_null() {
+        return start();
+    }
+    // SAFETY: a non-null WAITER was leaked by `start` and is never freed.
+    Some(unsafe { &*w })
+}
+
+/// The process's waiter (null: none yet, or a forked child's).
+#[allow(clippy::disallowed_types)]
+static WAITER: AtomicPtr<Waiter> = AtomicPtr::new(std::ptr::null_mut());
+/// Set while one thread starts the waiter thread.
+#[allow(clippy::disallowed_types)]
+static STARTING: AtomicBool = AtomicBool::new(false);
+
+/// In a forked child: the parent's waiter thread does not exist here.
+extern "C" fn forget_in_child() {
+    // Async-signal-safe: two atomic stores. Relaxed: the child has one
+    // thread, this one.
+    WAITER.store(std::ptr::null_mut(), Ordering::Relaxed);
+    STARTING.store(false, Ordering::Relaxed);
+}
+
+#[cold]
+fn start() -> Option<&'static Waiter> {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: `forget_in_child` only stores to two atomics and lives
+        // for the whole program.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+    });
+    // Acquire: pairs with the Release store below (one starter at a time).
+    if STARTING.swap(true, Ordering::Acquire) {
+        return None;
+    }
+    // Acquire: as in `waiter` (another thread may have finished starting).
+    let mut w = WAITER.load(Ordering::Acquire);
+    if w.is_null() {
+        let fresh = Box::into_raw(Box::new(Waiter {
             parked: Mutex::new(Vec::new()),
             news: Futex::new(0),
         }));
-        std::thread::Builder::new()
+        let addr = fresh as usize;
+        let spawned = std::thread::Builder::new()
             .name("shmkit-waiter".into())
-            .spawn(move || run(w))
-            .ok()
-            .map(|_| w)
-    })
+            // SAFETY: `fresh` is leaked once the thread runs: never freed.
+            .spawn(move || run(unsafe { &*(addr as *const Waiter) }));
+        if spawned.is_ok() {
+            // Release: pairs with the Acquire loads above and in `waiter`.
+            WAITER.store(fresh, Ordering::Release);
+            w = fresh;
+        } else {
+            // SAFETY: the thread was not created, so its closure never ran
+            // and nothing else saw `fresh`: we still own the box.
+            drop(unsafe { Box::from_raw(fresh) });
+        }
+    }
+    // Release: pairs with the Acquire swap above.
+    STARTING.store(false, Ordering::Release);
+    // SAFETY: as in `waiter`.
+    (!w.is_null()).then(|| unsafe { &*w })
 }
 
 /// Park `waker` until `futex` no longer holds `key` (or is woken), or at most

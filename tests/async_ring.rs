@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, Reaper, child_command, child_role};
-use shmkit::ring::{PopError, PushError, Ring};
+use shmkit::ring::{PopError, PushError, Ring, WaitStrategy};
 
 const ENTRY: &str = "child_entry";
 
@@ -46,6 +46,65 @@ fn child_entry() {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+const FORK_ENTRY: &str = "fork_entry";
+
+/// Whether a pop parked in this process is woken by a push within 20 s.
+fn a_parked_pop_is_woken() -> bool {
+    let ring = Ring::<u64>::new_in_process(4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_wait(WaitStrategy::Block); // park at the first empty poll
+    let counter = Arc::new(Counter(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut pop = pin!(rx.pop_async());
+    assert!(pop.as_mut().poll(&mut cx).is_pending());
+    tx.push(7).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter.0.load(StdOrdering::SeqCst) == 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    matches!(pop.as_mut().poll(&mut cx), Poll::Ready(Ok(7)))
+}
+
+/// A child process that forks (never the test runner itself): the
+/// parent's waiter thread is started first, and does not exist in the
+/// forked grandchild, whose parked pop must still be woken.
+#[test]
+fn fork_entry() {
+    let Some(role) = child_role() else { return };
+    assert_eq!(role, "park_fork_park");
+    assert!(a_parked_pop_is_woken(), "before the fork");
+    // SAFETY: the forked child only runs Rust code that is fine after a
+    // fork in a threaded program with glibc (allocation, thread creation,
+    // futexes), then `_exit`s without running the parent's destructors.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(a_parked_pop_is_woken).unwrap_or(false);
+        // SAFETY: ends the forked child at once, as a forked child should.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "in a forked child, a parked pop was never woken (status {status:#x})"
+    );
+}
+
+#[test]
+fn a_parked_pop_is_woken_in_a_forked_child() {
+    Reaper(Some(
+        child_command(FORK_ENTRY, "park_fork_park").spawn().unwrap(),
+    ))
+    .wait_ok();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
