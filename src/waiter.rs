@@ -198,7 +198,8 @@ fn run(w: &'static Waiter) {
         );
         drop(waits);
         if !supported {
-            // No futex_waitv (a kernel before 5.16): poll every millisecond.
+            // No futex_waitv (a kernel before 5.16, a seccomp filter): poll
+            // every millisecond.
             std::thread::sleep(Duration::from_millis(1));
         }
         let all = overflow || !supported || since.elapsed() >= slice;
