@@ -169,9 +169,12 @@ fn run(w: &'static Waiter) {
             .collect();
         words.sort_unstable();
         words.dedup();
-        // Past the kernel's limit the rest are polled: every entry is woken
-        // after a short sleep instead of waiting for its word.
-        let overflow = words.len() >= WAIT_ANY_MAX;
+        // Past the kernel's limit (`news` takes one place) the rest are
+        // polled: a short sleep, then the check below wakes each entry whose
+        // word moved. Not every entry: each woken future re-registers, a
+        // membarrier system call that interrupts every CPU, so waking all
+        // of them every millisecond would flood the machine.
+        let overflow = words.len() > WAIT_ANY_MAX - 1;
         let mut waits: Vec<(&Futex, u32)> = Vec::with_capacity(words.len().min(WAIT_ANY_MAX));
         waits.push((&w.news, news));
         for &(f, key) in words.iter().take(WAIT_ANY_MAX - 1) {
@@ -202,7 +205,9 @@ fn run(w: &'static Waiter) {
             // every millisecond.
             std::thread::sleep(Duration::from_millis(1));
         }
-        let all = overflow || !supported || since.elapsed() >= slice;
+        // Every entry whose word moved is woken below, in the kernel's
+        // list or not: polled entries need no more than that.
+        let all = since.elapsed() >= slice;
         if all {
             since = Instant::now();
         }

@@ -218,16 +218,28 @@ fn waiter_threads() -> usize {
 
 #[test]
 fn many_pending_pops_share_one_waiter_thread_and_all_wake() {
-    const K: usize = 40;
-    let rings: Vec<Ring<u64>> = (0..K).map(|_| Ring::new_in_process(4).unwrap()).collect();
+    park_and_wake(40);
+}
+
+/// More parked words than one futex_waitv takes (128): those past it are
+/// polled, and each is still woken by its push.
+#[test]
+fn pops_past_the_kernels_limit_all_wake() {
+    park_and_wake(300);
+}
+
+/// Park `K` pops, each on its own ring, then push one item to each: every
+/// one is woken and gets its item.
+fn park_and_wake(k: usize) {
+    let rings: Vec<Ring<u64>> = (0..k).map(|_| Ring::new_in_process(4).unwrap()).collect();
     let mut txs: Vec<_> = rings.iter().map(|r| r.producer().unwrap()).collect();
     let rxs: Vec<_> = rings.iter().map(|r| r.consumer().unwrap()).collect();
-    let counters: Vec<_> = (0..K)
+    let counters: Vec<_> = (0..k)
         .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
         .collect();
     let wakers: Vec<Waker> = counters.iter().map(|c| Waker::from(c.clone())).collect();
     let mut futs: Vec<_> = rxs.iter().map(|rx| Box::pin(rx.pop_async())).collect();
-    let mut parked_at = vec![0; K];
+    let mut parked_at = vec![0; k];
     for (i, f) in futs.iter_mut().enumerate() {
         // Poll through the spin phase (each such poll wakes its own waker
         // at once) until the future parks: a poll that leaves it unwoken.
@@ -246,7 +258,7 @@ fn many_pending_pops_share_one_waiter_thread_and_all_wake() {
     }
     // The other tests of this binary may have started it already: one
     // thread per process, never one per parked call.
-    assert_eq!(waiter_threads(), 1, "one waiter thread for {K} parked pops");
+    assert_eq!(waiter_threads(), 1, "one waiter thread for {k} parked pops");
     for (i, tx) in txs.iter_mut().enumerate() {
         tx.push(i as u64).unwrap();
     }
