@@ -292,7 +292,7 @@ impl<T: Pod> Consumer<T> {
             }
             let ctrl = self.mem.ctrl();
             ctrl.cold.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
-            let key = ctrl.not_empty.prepare();
+            let key = waiting.prepare(&ctrl.not_empty);
             let outcome = match attempt() {
                 Err(PopError::Empty) => {
                     if self.mem.producer_dead() {

@@ -278,9 +278,8 @@ impl<T: Pod> Producer<T> {
             // same cache lines, one item apart. (A delay only, spent within
             // the spin budget; loom builds, with no budget, skip it.)
             let slack = (self.mem.cap() / 4).max(1);
-            let mut spun = false;
+            let mut room = false;
             while waiting.keep_spinning() {
-                spun = true;
                 // Acquire: as in `room`.
                 let head = self.mem.ctrl().head.load(Ordering::Acquire);
                 if self
@@ -289,16 +288,22 @@ impl<T: Pod> Producer<T> {
                     .saturating_sub(self.tail.saturating_sub(head))
                     >= slack
                 {
+                    room = true;
                     break;
                 }
             }
-            if spun {
+            // Retry only when the spin found room: a `keep_spinning` that
+            // said stop must reach the checks below (consumers gone, the
+            // deadline). `Spin` and `SpinYield` spin again at once after
+            // each stop, so "we spun, retry" skipped the checks forever:
+            // such a producer on a full ring hung, timeout or not.
+            if room {
                 continue;
             }
             let mem = self.mem.clone();
             let cold = &mem.ctrl().cold;
             cold.producer_sleeping.store(1, Ordering::Relaxed);
-            let key = cold.not_full.prepare();
+            let key = waiting.prepare(&cold.not_full);
             let outcome = match attempt(self) {
                 Err(PushError::Full(x)) => {
                     if self.mem.consumers_gone() {
