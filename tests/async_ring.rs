@@ -389,3 +389,28 @@ fn a_pipe_round_trips_from_async_code() {
         echo.await.unwrap();
     });
 }
+
+/// A pop cancelled while parked leaves nothing behind: once every handle
+/// is dropped the creator's segment is unlinked at once, as after a
+/// blocking pop (the waiter thread kept it mapped, and named, until the
+/// next liveness slice, and for good if the process exited first).
+#[test]
+fn a_cancelled_parked_pop_keeps_no_segment_alive() {
+    let r = Cleanup::new("acancel");
+    let path = std::path::Path::new("/dev/shm").join(r.name());
+    let ring = Ring::<u64>::create(r.name(), 8).unwrap();
+    let tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_wait(WaitStrategy::Block); // park at the first empty poll
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut pop = pin!(rx.pop_async());
+        assert!(pop.as_mut().poll(&mut cx).is_pending());
+    } // cancelled here
+    drop((tx, rx, ring));
+    assert!(
+        !path.exists(),
+        "a cancelled pop kept {} alive after every handle was dropped",
+        path.display()
+    );
+}

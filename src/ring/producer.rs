@@ -16,6 +16,7 @@ use bytemuck::Pod;
 use crate::process::ProcToken;
 use crate::slot::write_slot;
 use crate::sync::Ordering;
+use crate::waiter::Parking;
 
 use super::control::{RingMem, check_seq};
 use super::error::{JoinError, JoinReport, PushError};
@@ -351,7 +352,10 @@ impl<T: Pod> Producer<T> {
     /// the item is dropped with it.
     pub fn push_async(&mut self, item: T) -> impl Future<Output = Result<(), PushError<T>>> + '_ {
         let (mut pending, mut since) = (Some(item), None);
-        std::future::poll_fn(move |cx| self.poll_room(cx, &mut pending, &mut since, Self::try_push))
+        let mut parking = Parking::default();
+        std::future::poll_fn(move |cx| {
+            self.poll_room(cx, &mut pending, &mut since, &mut parking, Self::try_push)
+        })
     }
 
     /// The poll step of the async pushes: one attempt with the value in
@@ -365,6 +369,7 @@ impl<T: Pod> Producer<T> {
         cx: &mut Context<'_>,
         pending: &mut Option<X>,
         since: &mut Option<std::time::Instant>,
+        parking: &mut Parking,
         mut attempt: impl FnMut(&mut Self, X) -> Result<(), PushError<X>>,
     ) -> Poll<Result<(), PushError<X>>> {
         let Some(x) = pending.take() else {
@@ -395,7 +400,7 @@ impl<T: Pod> Producer<T> {
             Err(PushError::Full(x)) => {
                 *pending = Some(x);
                 let keep: Arc<RingMem> = mem.clone();
-                crate::waiter::park(cold.not_full.futex(), key, keep, cx.waker());
+                parking.park(cold.not_full.futex(), key, keep, cx.waker());
                 Poll::Pending
             }
             other => Poll::Ready(other),
