@@ -414,3 +414,25 @@ fn a_cancelled_parked_pop_keeps_no_segment_alive() {
         path.display()
     );
 }
+
+/// Every async call's future can move between an executor's threads
+/// (`tokio::spawn` needs it), the join futures included.
+#[test]
+fn the_async_calls_futures_are_send() {
+    fn send<F: Future + Send>(_: F) {}
+    let ring = Ring::<u64>::new_in_process(4).unwrap();
+    let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    send(rx.pop_async());
+    send(tx.push_async(1));
+    let q = shmkit::Queue::<u64>::new_in_process(shmkit::QueueOptions::new(8, 2, 1)).unwrap();
+    let (mut qtx, qrx) = (q.producer().unwrap(), q.consumer().unwrap());
+    send(qrx.pop_async());
+    send(qrx.join_async());
+    send(qtx.push_async(1));
+    send(qtx.join_async());
+    send(q.join_async());
+    let pipe = shmkit::pipe::Pipe::create_anonymous(4096).unwrap();
+    let mut a = pipe.end_a().unwrap();
+    send(a.recv_bytes_async());
+    send(a.send_bytes_async(b"x"));
+}
