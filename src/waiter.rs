@@ -99,6 +99,9 @@ impl Parking {
         keep: Arc<dyn Any + Send + Sync>,
         waker: &Waker,
     ) {
+        if self.repark(futex, key, waker) {
+            return;
+        }
         self.unpark();
         let Some(w) = waiter() else {
             waker.wake_by_ref();
@@ -122,6 +125,35 @@ impl Parking {
         // thread that loads the bumped value takes the list after our push.
         w.news.word().fetch_add(1, Ordering::Release);
         w.news.wake(1);
+    }
+
+    /// A future polled again while its entry is still parked (an executor
+    /// may poll for its own reasons) parks on the same word: update the
+    /// entry in place, without the wait `unpark` may need. Whether it did.
+    fn repark(&mut self, futex: &Futex, key: u32, waker: &Waker) -> bool {
+        let Some((w, id)) = self.last else {
+            return false;
+        };
+        // Acquire: as in `waiter` (a forked parent's waiter is left alone).
+        if !std::ptr::eq(WAITER.load(Ordering::Acquire), w) {
+            return false;
+        }
+        let mut list = w.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = list
+            .entries
+            .iter_mut()
+            .find(|p| p.id == id && std::ptr::eq(p.futex, futex))
+        else {
+            return false;
+        };
+        // The entry's own keepalive still owns the word's memory.
+        p.key = key;
+        p.waker.clone_from(waker);
+        drop(list);
+        // Release: as in `park`; the thread re-reads the keys.
+        w.news.word().fetch_add(1, Ordering::Release);
+        w.news.wake(1);
+        true
     }
 
     /// Take this future's entry back if the waiter has not woken it yet,

@@ -436,3 +436,38 @@ fn the_async_calls_futures_are_send() {
     send(a.recv_bytes_async());
     send(a.send_bytes_async(b"x"));
 }
+
+/// A parked pop polled again (as an executor may, for its own reasons)
+/// with another waker: the push wakes the latest waker.
+#[test]
+fn a_parked_pop_polled_again_wakes_its_latest_waker() {
+    let ring = Ring::<u64>::new_in_process(4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_wait(WaitStrategy::Block);
+    let (first, latest) = (
+        Arc::new(Counter(AtomicUsize::new(0))),
+        Arc::new(Counter(AtomicUsize::new(0))),
+    );
+    let mut pop = pin!(rx.pop_async());
+    for c in [&first, &latest] {
+        let waker = Waker::from(c.clone());
+        assert!(
+            pop.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+    }
+    tx.push(7).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while latest.0.load(StdOrdering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the re-polled pop was never woken"
+        );
+        std::thread::yield_now();
+    }
+    let waker = Waker::from(latest.clone());
+    let got = pop.as_mut().poll(&mut Context::from_waker(&waker));
+    assert!(matches!(got, Poll::Ready(Ok(7))), "{got:?}");
+}
