@@ -148,8 +148,11 @@ impl Parking {
         };
         // The entry's own keepalive still owns the word's memory.
         p.key = key;
-        p.waker.clone_from(waker);
+        let old = std::mem::replace(&mut p.waker, waker.clone());
         drop(list);
+        // Dropped outside the lock: the last reference to another task's
+        // waker may drop that task's future, whose `Parking` takes the lock.
+        drop(old);
         // Release: as in `park`; the thread re-reads the keys.
         w.news.word().fetch_add(1, Ordering::Release);
         w.news.wake(1);
@@ -353,7 +356,9 @@ fn run(w: &'static Waiter) {
         }
         // Woken outside the lock: a waker may run code that parks again.
         for waker in wake.drain(..) {
-            waker.wake();
+            // A waker that panics must not end this thread: every parked
+            // call of the process would then wait forever.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
         }
     }
 }

@@ -471,3 +471,42 @@ fn a_parked_pop_polled_again_wakes_its_latest_waker() {
     let got = pop.as_mut().poll(&mut Context::from_waker(&waker));
     assert!(matches!(got, Poll::Ready(Ok(7))), "{got:?}");
 }
+
+struct Panics(AtomicUsize);
+
+impl Wake for Panics {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, StdOrdering::SeqCst);
+        panic!("this waker panics (on purpose)");
+    }
+}
+
+/// A waker that panics when woken does not end the waiter thread: pops
+/// parked afterwards are still woken.
+#[test]
+fn a_panicking_waker_leaves_the_waiter_running() {
+    {
+        let ring = Ring::<u64>::new_in_process(4).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait(WaitStrategy::Block);
+        let panics = Arc::new(Panics(AtomicUsize::new(0)));
+        let waker = Waker::from(panics.clone());
+        let mut pop = pin!(rx.pop_async());
+        assert!(
+            pop.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        tx.push(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while panics.0.load(StdOrdering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the pop was never woken");
+            std::thread::yield_now();
+        }
+    }
+    assert!(
+        a_parked_pop_is_woken(),
+        "a pop parked after a panicking waker was never woken"
+    );
+}
