@@ -451,8 +451,10 @@ impl Futex {
     /// [`WAIT_ANY_MAX`] entries are used; the rest are ignored.
     ///
     /// May return early for any reason, as [`wait`](Self::wait); callers
-    /// re-check every word. Returns `false` when the kernel has no
-    /// `futex_waitv` (ENOSYS) and the caller must poll instead.
+    /// re-check every word. Returns `false` when the call cannot sleep
+    /// here (no `futex_waitv` in the kernel, a seccomp filter refusing it,
+    /// any error but a value change, a signal or the timeout) and the
+    /// caller must poll instead.
     pub fn wait_any(waits: &[(&Futex, u32)], timeout: Option<Duration>) -> bool {
         step();
         #[cfg(not(any(shmkit_loom, shmkit_shuttle)))]
@@ -513,7 +515,15 @@ impl Futex {
                     libc::CLOCK_MONOTONIC,
                 )
             };
-            !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+            // Any other error means the call cannot sleep here: ENOSYS (a
+            // kernel before 5.16), but also EPERM from a seccomp filter
+            // that predates the call (older container runtimes), which
+            // would otherwise return at once forever and spin the caller.
+            r != -1
+                || matches!(
+                    std::io::Error::last_os_error().raw_os_error(),
+                    Some(libc::EAGAIN | libc::EINTR | libc::ETIMEDOUT)
+                )
         }
         #[cfg(any(shmkit_loom, shmkit_shuttle))]
         {

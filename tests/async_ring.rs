@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use aio::tokio_runtime;
 use common::{Cleanup, Reaper, child_command, child_role};
-use shmkit::ring::{PopError, PushError, Ring};
+use shmkit::ring::{PopError, PushError, Ring, WaitStrategy};
 
 const ENTRY: &str = "child_entry";
 
@@ -49,6 +49,65 @@ fn child_entry() {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+const FORK_ENTRY: &str = "fork_entry";
+
+/// Whether a pop parked in this process is woken by a push within 20 s.
+fn a_parked_pop_is_woken() -> bool {
+    let ring = Ring::<u64>::new_in_process(4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_wait(WaitStrategy::Block); // park at the first empty poll
+    let counter = Arc::new(Counter(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut pop = pin!(rx.pop_async());
+    assert!(pop.as_mut().poll(&mut cx).is_pending());
+    tx.push(7).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter.0.load(StdOrdering::SeqCst) == 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    matches!(pop.as_mut().poll(&mut cx), Poll::Ready(Ok(7)))
+}
+
+/// A child process that forks (never the test runner itself): the
+/// parent's waiter thread is started first, and does not exist in the
+/// forked grandchild, whose parked pop must still be woken.
+#[test]
+fn fork_entry() {
+    let Some(role) = child_role() else { return };
+    assert_eq!(role, "park_fork_park");
+    assert!(a_parked_pop_is_woken(), "before the fork");
+    // SAFETY: the forked child only runs Rust code that is fine after a
+    // fork in a threaded program with glibc (allocation, thread creation,
+    // futexes), then `_exit`s without running the parent's destructors.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(a_parked_pop_is_woken).unwrap_or(false);
+        // SAFETY: ends the forked child at once, as a forked child should.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "in a forked child, a parked pop was never woken (status {status:#x})"
+    );
+}
+
+#[test]
+fn a_parked_pop_is_woken_in_a_forked_child() {
+    Reaper(Some(
+        child_command(FORK_ENTRY, "park_fork_park").spawn().unwrap(),
+    ))
+    .wait_ok();
 }
 
 #[test]
@@ -154,16 +213,28 @@ fn waiter_threads() -> usize {
 
 #[test]
 fn many_pending_pops_share_one_waiter_thread_and_all_wake() {
-    const K: usize = 40;
-    let rings: Vec<Ring<u64>> = (0..K).map(|_| Ring::new_in_process(4).unwrap()).collect();
+    park_and_wake(40);
+}
+
+/// More parked words than one futex_waitv takes (128): those past it are
+/// polled, and each is still woken by its push.
+#[test]
+fn pops_past_the_kernels_limit_all_wake() {
+    park_and_wake(300);
+}
+
+/// Park `K` pops, each on its own ring, then push one item to each: every
+/// one is woken and gets its item.
+fn park_and_wake(k: usize) {
+    let rings: Vec<Ring<u64>> = (0..k).map(|_| Ring::new_in_process(4).unwrap()).collect();
     let mut txs: Vec<_> = rings.iter().map(|r| r.producer().unwrap()).collect();
     let rxs: Vec<_> = rings.iter().map(|r| r.consumer().unwrap()).collect();
-    let counters: Vec<_> = (0..K)
+    let counters: Vec<_> = (0..k)
         .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
         .collect();
     let wakers: Vec<Waker> = counters.iter().map(|c| Waker::from(c.clone())).collect();
     let mut futs: Vec<_> = rxs.iter().map(|rx| Box::pin(rx.pop_async())).collect();
-    let mut parked_at = vec![0; K];
+    let mut parked_at = vec![0; k];
     for (i, f) in futs.iter_mut().enumerate() {
         // Poll through the spin phase (each such poll wakes its own waker
         // at once) until the future parks: a poll that leaves it unwoken.
@@ -182,7 +253,7 @@ fn many_pending_pops_share_one_waiter_thread_and_all_wake() {
     }
     // The other tests of this binary may have started it already: one
     // thread per process, never one per parked call.
-    assert_eq!(waiter_threads(), 1, "one waiter thread for {K} parked pops");
+    assert_eq!(waiter_threads(), 1, "one waiter thread for {k} parked pops");
     for (i, tx) in txs.iter_mut().enumerate() {
         tx.push(i as u64).unwrap();
     }
@@ -312,4 +383,125 @@ fn a_pipe_round_trips_from_async_code() {
         a.close();
         echo.await.unwrap();
     });
+}
+
+/// A pop cancelled while parked leaves nothing behind: once every handle
+/// is dropped the creator's segment is unlinked at once, as after a
+/// blocking pop (the waiter thread kept it mapped, and named, until the
+/// next liveness slice, and for good if the process exited first).
+#[test]
+fn a_cancelled_parked_pop_keeps_no_segment_alive() {
+    let r = Cleanup::new("acancel");
+    let path = std::path::Path::new("/dev/shm").join(r.name());
+    let ring = Ring::<u64>::create(r.name(), 8).unwrap();
+    let tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_wait(WaitStrategy::Block); // park at the first empty poll
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut pop = pin!(rx.pop_async());
+        assert!(pop.as_mut().poll(&mut cx).is_pending());
+    } // cancelled here
+    drop((tx, rx, ring));
+    assert!(
+        !path.exists(),
+        "a cancelled pop kept {} alive after every handle was dropped",
+        path.display()
+    );
+}
+
+/// Every async call's future can move between an executor's threads
+/// (`tokio::spawn` needs it), the join futures included.
+#[test]
+fn the_async_calls_futures_are_send() {
+    fn send<F: Future + Send>(_: F) {}
+    let ring = Ring::<u64>::new_in_process(4).unwrap();
+    let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    send(rx.pop_async());
+    send(tx.push_async(1));
+    let q = shmkit::Queue::<u64>::new_in_process(shmkit::QueueOptions::new(8, 2, 1)).unwrap();
+    let (mut qtx, qrx) = (q.producer().unwrap(), q.consumer().unwrap());
+    send(qrx.pop_async());
+    send(qrx.join_async());
+    send(qtx.push_async(1));
+    send(qtx.join_async());
+    send(q.join_async());
+    let pipe = shmkit::pipe::Pipe::create_anonymous(4096).unwrap();
+    let mut a = pipe.end_a().unwrap();
+    send(a.recv_bytes_async());
+    send(a.send_bytes_async(b"x"));
+}
+
+/// A parked pop polled again (as an executor may, for its own reasons)
+/// with another waker: the push wakes the latest waker.
+#[test]
+fn a_parked_pop_polled_again_wakes_its_latest_waker() {
+    let ring = Ring::<u64>::new_in_process(4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_wait(WaitStrategy::Block);
+    let (first, latest) = (
+        Arc::new(Counter(AtomicUsize::new(0))),
+        Arc::new(Counter(AtomicUsize::new(0))),
+    );
+    let mut pop = pin!(rx.pop_async());
+    for c in [&first, &latest] {
+        let waker = Waker::from(c.clone());
+        assert!(
+            pop.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+    }
+    tx.push(7).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while latest.0.load(StdOrdering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the re-polled pop was never woken"
+        );
+        std::thread::yield_now();
+    }
+    let waker = Waker::from(latest.clone());
+    let got = pop.as_mut().poll(&mut Context::from_waker(&waker));
+    assert!(matches!(got, Poll::Ready(Ok(7))), "{got:?}");
+}
+
+struct Panics(AtomicUsize);
+
+impl Wake for Panics {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, StdOrdering::SeqCst);
+        panic!("this waker panics (on purpose)");
+    }
+}
+
+/// A waker that panics when woken does not end the waiter thread: pops
+/// parked afterwards are still woken.
+#[test]
+fn a_panicking_waker_leaves_the_waiter_running() {
+    {
+        let ring = Ring::<u64>::new_in_process(4).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait(WaitStrategy::Block);
+        let panics = Arc::new(Panics(AtomicUsize::new(0)));
+        let waker = Waker::from(panics.clone());
+        let mut pop = pin!(rx.pop_async());
+        assert!(
+            pop.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        tx.push(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while panics.0.load(StdOrdering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the pop was never woken");
+            std::thread::yield_now();
+        }
+    }
+    assert!(
+        a_parked_pop_is_woken(),
+        "a pop parked after a panicking waker was never woken"
+    );
 }

@@ -158,3 +158,43 @@ fn consumers_that_never_sleep_notice_a_killed_producer() {
         assert_eq!(rx.futex_calls(), 0, "{w:?} never sleeps");
     }
 }
+
+/// Run `f` on a thread; its result, or a failure naming `what` if it has
+/// not returned within 20 s (a hang fails the test instead of the suite).
+fn within_limit<R: Send + 'static>(what: String, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}
+
+#[test]
+fn each_strategy_lets_a_producer_on_a_full_ring_time_out_and_see_consumers_gone() {
+    use shmkit::ring::PushError;
+    for w in ALL {
+        let ring = Ring::<u64>::new_in_process(8).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let rx = ring.consumer().unwrap();
+        tx.set_wait(w);
+        for v in 0..8 {
+            tx.push(v).unwrap();
+        }
+        let (tx, got) = within_limit(format!("{w:?}: push_timeout on a full ring"), move || {
+            let got = tx.push_timeout(8, Duration::from_millis(30));
+            (tx, got)
+        });
+        assert!(matches!(got, Err(PushError::Timeout(8))), "{w:?}: {got:?}");
+        drop(rx);
+        let mut tx = tx;
+        let got = within_limit(format!("{w:?}: push with every consumer gone"), move || {
+            tx.push(9)
+        });
+        assert!(
+            matches!(got, Err(PushError::Disconnected(9))),
+            "{w:?}: {got:?}"
+        );
+        drop(ring);
+    }
+}

@@ -17,14 +17,21 @@ use bytemuck::Pod;
 use crate::event::EventCount;
 use crate::ring::wait::keep_polling;
 use crate::ring::{JoinError, PopError, PushError};
+use crate::waiter::Parking;
 
 use super::mem::QueueMem;
 use super::{Consumer, JoinReport, Producer, Queue};
 
 /// Register on `event`, then park the task with the waiter thread.
-fn park(mem: &Arc<QueueMem>, event: &EventCount, key: u32, cx: &mut Context<'_>) {
+fn park(
+    parking: &mut Parking,
+    mem: &Arc<QueueMem>,
+    event: &EventCount,
+    key: u32,
+    cx: &mut Context<'_>,
+) {
     let keep: Arc<QueueMem> = mem.clone();
-    crate::waiter::park(event.futex(), key, keep, cx.waker());
+    parking.park(event.futex(), key, keep, cx.waker());
 }
 
 impl<T: Pod> Consumer<T> {
@@ -49,6 +56,7 @@ impl<T: Pod> Consumer<T> {
     /// ```
     pub fn pop_async(&self) -> impl Future<Output = Result<T, PopError>> + '_ {
         let mut since: Option<Instant> = None;
+        let mut parking = Parking::default();
         std::future::poll_fn(move |cx| {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
@@ -64,7 +72,7 @@ impl<T: Pod> Consumer<T> {
             let key = event.prepare();
             match self.try_pop() {
                 Err(PopError::Empty) => {
-                    park(&self.mem, event, key, cx);
+                    park(&mut parking, &self.mem, event, key, cx);
                     Poll::Pending
                 }
                 other => Poll::Ready(other),
@@ -85,6 +93,7 @@ impl<T: Pod> Producer<T> {
     pub fn push_async(&mut self, item: T) -> impl Future<Output = Result<(), PushError<T>>> + '_ {
         let mut since: Option<Instant> = None;
         let mut pending = Some(item);
+        let mut parking = Parking::default();
         std::future::poll_fn(move |cx| {
             let Some(x) = pending.take() else {
                 return Poll::Pending; // polled after completion
@@ -111,7 +120,7 @@ impl<T: Pod> Producer<T> {
                 }
                 Err(PushError::Full(x)) => {
                     pending = Some(x);
-                    park(&mem, event, key, cx);
+                    park(&mut parking, &mem, event, key, cx);
                     Poll::Pending
                 }
                 other => Poll::Ready(other),
@@ -136,6 +145,7 @@ impl<T: Pod> Queue<T> {
 /// The async twin of the blocking join (`mod.rs`): same checks, parking on
 /// `all_done` where it would sleep.
 fn join_async(mem: &Arc<QueueMem>) -> impl Future<Output = Result<JoinReport, JoinError>> + '_ {
+    let mut parking = Parking::default();
     std::future::poll_fn(move |cx| {
         match mem.joined() {
             Ok(Some(r)) => return Poll::Ready(Ok(r)),
@@ -152,7 +162,7 @@ fn join_async(mem: &Arc<QueueMem>) -> impl Future<Output = Result<JoinReport, Jo
                 Err(e) => Err(e),
             },
             Ok(None) => {
-                park(mem, event, key, cx);
+                park(&mut parking, mem, event, key, cx);
                 return Poll::Pending;
             }
         })

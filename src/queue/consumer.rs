@@ -271,7 +271,7 @@ impl<T: Pod> Consumer<T> {
             }
             let ctrl = self.mem.ctrl();
             ctrl.cold.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
-            let key = ctrl.not_empty.prepare();
+            let key = waiting.prepare(&ctrl.not_empty);
             // A sleeper wakes at least every liveness slice: a producer that
             // died notifies nobody, and `attempt` re-checks who is gone.
             let outcome = match attempt() {

@@ -203,7 +203,7 @@ impl<T: Pod> Producer<T> {
                 continue;
             }
             let mem = self.mem.clone();
-            let key = mem.ctrl().not_full.prepare();
+            let key = waiting.prepare(&mem.ctrl().not_full);
             match self.try_push(item) {
                 Err(PushError::Full(x)) => {
                     if mem.consumers_gone() {

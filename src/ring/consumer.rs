@@ -16,6 +16,7 @@ use bytemuck::Pod;
 use crate::process::ProcToken;
 use crate::slot::read_slot;
 use crate::sync::{AtomicU64, Ordering, spin_loop};
+use crate::waiter::Parking;
 
 use super::control::{RingMem, check_seq};
 use super::error::{PopError, TaskDoneError};
@@ -292,7 +293,7 @@ impl<T: Pod> Consumer<T> {
             }
             let ctrl = self.mem.ctrl();
             ctrl.cold.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
-            let key = ctrl.not_empty.prepare();
+            let key = waiting.prepare(&ctrl.not_empty);
             let outcome = match attempt() {
                 Err(PopError::Empty) => {
                     if self.mem.producer_dead() {
@@ -372,8 +373,10 @@ impl<T: Pod> Consumer<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pop_async(&self) -> impl Future<Output = Result<T, PopError>> + '_ {
-        let mut since = None;
-        std::future::poll_fn(move |cx| self.poll_for(cx, &mut since, || self.try_pop()))
+        let (mut since, mut parking) = (None, Parking::default());
+        std::future::poll_fn(move |cx| {
+            self.poll_for(cx, &mut since, &mut parking, || self.try_pop())
+        })
     }
 
     /// The poll step of the async pops: one attempt; if it finds the ring
@@ -386,6 +389,7 @@ impl<T: Pod> Consumer<T> {
         &self,
         cx: &mut Context<'_>,
         since: &mut Option<std::time::Instant>,
+        parking: &mut Parking,
         mut attempt: impl FnMut() -> Result<R, PopError>,
     ) -> Poll<Result<R, PopError>> {
         match attempt() {
@@ -410,7 +414,7 @@ impl<T: Pod> Consumer<T> {
             }
             Err(PopError::Empty) => {
                 let keep: Arc<RingMem> = self.mem.clone();
-                crate::waiter::park(ctrl.not_empty.futex(), key, keep, cx.waker());
+                parking.park(ctrl.not_empty.futex(), key, keep, cx.waker());
                 Poll::Pending
             }
             other => Poll::Ready(other),

@@ -66,6 +66,8 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::waiter::Parking;
+
 use crate::identity::ShmType;
 use crate::slot::read_slot;
 
@@ -178,11 +180,12 @@ impl Producer<Frame> {
         msg: &'a [u8],
     ) -> impl Future<Output = Result<(), SendError>> + 'a {
         let (mut pending, mut since) = (Some(()), None);
+        let mut parking = Parking::default();
         std::future::poll_fn(move |cx| {
             if let Err(e) = self.check_len(msg) {
                 return Poll::Ready(Err(e));
             }
-            self.poll_room(cx, &mut pending, &mut since, |p, ()| {
+            self.poll_room(cx, &mut pending, &mut since, &mut parking, |p, ()| {
                 p.try_push_checked(msg)
             })
             .map(|r| r.map_err(SendError::from))
@@ -268,8 +271,10 @@ impl Consumer<Frame> {
     /// empty: the `async` form of [`pop_bytes`](Self::pop_bytes);
     /// cancellation-safe as [`pop_async`](Self::pop_async).
     pub fn pop_bytes_async(&self) -> impl Future<Output = Result<Vec<u8>, PopError>> + '_ {
-        let mut since = None;
-        std::future::poll_fn(move |cx| self.poll_for(cx, &mut since, || self.try_pop_bytes()))
+        let (mut since, mut parking) = (None, Parking::default());
+        std::future::poll_fn(move |cx| {
+            self.poll_for(cx, &mut since, &mut parking, || self.try_pop_bytes())
+        })
     }
 
     /// Take one whole message, waiting while the ring is empty.

@@ -16,6 +16,7 @@ use bytemuck::Pod;
 use crate::process::ProcToken;
 use crate::slot::write_slot;
 use crate::sync::Ordering;
+use crate::waiter::Parking;
 
 use super::control::{RingMem, check_seq};
 use super::error::{JoinError, JoinReport, PushError};
@@ -278,9 +279,8 @@ impl<T: Pod> Producer<T> {
             // same cache lines, one item apart. (A delay only, spent within
             // the spin budget; loom builds, with no budget, skip it.)
             let slack = (self.mem.cap() / 4).max(1);
-            let mut spun = false;
+            let mut room = false;
             while waiting.keep_spinning() {
-                spun = true;
                 // Acquire: as in `room`.
                 let head = self.mem.ctrl().head.load(Ordering::Acquire);
                 if self
@@ -289,16 +289,22 @@ impl<T: Pod> Producer<T> {
                     .saturating_sub(self.tail.saturating_sub(head))
                     >= slack
                 {
+                    room = true;
                     break;
                 }
             }
-            if spun {
+            // Retry only when the spin found room: a `keep_spinning` that
+            // said stop must reach the checks below (consumers gone, the
+            // deadline). `Spin` and `SpinYield` spin again at once after
+            // each stop, so "we spun, retry" skipped the checks forever:
+            // such a producer on a full ring hung, timeout or not.
+            if room {
                 continue;
             }
             let mem = self.mem.clone();
             let cold = &mem.ctrl().cold;
             cold.producer_sleeping.store(1, Ordering::Relaxed);
-            let key = cold.not_full.prepare();
+            let key = waiting.prepare(&cold.not_full);
             let outcome = match attempt(self) {
                 Err(PushError::Full(x)) => {
                     if self.mem.consumers_gone() {
@@ -346,7 +352,10 @@ impl<T: Pod> Producer<T> {
     /// the item is dropped with it.
     pub fn push_async(&mut self, item: T) -> impl Future<Output = Result<(), PushError<T>>> + '_ {
         let (mut pending, mut since) = (Some(item), None);
-        std::future::poll_fn(move |cx| self.poll_room(cx, &mut pending, &mut since, Self::try_push))
+        let mut parking = Parking::default();
+        std::future::poll_fn(move |cx| {
+            self.poll_room(cx, &mut pending, &mut since, &mut parking, Self::try_push)
+        })
     }
 
     /// The poll step of the async pushes: one attempt with the value in
@@ -360,6 +369,7 @@ impl<T: Pod> Producer<T> {
         cx: &mut Context<'_>,
         pending: &mut Option<X>,
         since: &mut Option<std::time::Instant>,
+        parking: &mut Parking,
         mut attempt: impl FnMut(&mut Self, X) -> Result<(), PushError<X>>,
     ) -> Poll<Result<(), PushError<X>>> {
         let Some(x) = pending.take() else {
@@ -390,7 +400,7 @@ impl<T: Pod> Producer<T> {
             Err(PushError::Full(x)) => {
                 *pending = Some(x);
                 let keep: Arc<RingMem> = mem.clone();
-                crate::waiter::park(cold.not_full.futex(), key, keep, cx.waker());
+                parking.park(cold.not_full.futex(), key, keep, cx.waker());
                 Poll::Pending
             }
             other => Poll::Ready(other),

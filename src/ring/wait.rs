@@ -154,6 +154,20 @@ impl Waiting {
         true
     }
 
+    /// Register on `event` before the last look ([`EventCount::prepare`]),
+    /// if the strategy sleeps at all. A handle that never sleeps only
+    /// looks again and checks its peers and deadline: registering would
+    /// cost a membarrier and make its peer's next push or pop a wake
+    /// system call for a sleeper that does not exist. The key it returns
+    /// then is never slept on ([`sleep`](Self::sleep) does nothing).
+    pub(crate) fn prepare(&self, event: &EventCount) -> u32 {
+        if self.strategy.sleeps() {
+            event.prepare()
+        } else {
+            0
+        }
+    }
+
     /// Sleep on `event` with `key` for at most `slice`, if the strategy
     /// sleeps at all; returns whether it made the wait system call.
     pub(crate) fn sleep(&self, event: &EventCount, key: u32, slice: Option<Duration>) -> bool {
