@@ -216,7 +216,8 @@ fn registration_races_a_blocked_producer() {
 /// Planted bugs that fail it (tried): `task_done`'s Release CAS of `done`
 /// made Relaxed (the joiner sees done but not the work); and `join_until`
 /// answering Disconnected as soon as `consumers_gone` says so, without the
-/// re-check of `done` (the consumer finished just before leaving). Not
+/// re-check of `done` (the consumer finished just before leaving); and
+/// `consumers_gone`'s Acquire load of a registry entry made Relaxed. Not
 /// caught, a loom limit (loom_tests/MUTATIONS.md): `unregister_consumer`'s
 /// clear made Relaxed, after which the joiner could in C11 see the consumer
 /// gone and still re-read a stale `done`; loom, even unbounded, does not
