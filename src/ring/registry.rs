@@ -62,9 +62,15 @@ impl RingMem {
                     pid: holder.pid(),
                 });
             }
-            // AcqRel: Acquire makes a dead predecessor's last tail store
-            // visible to the tail load below; Release is not needed by anyone
-            // but harmless.
+            // AcqRel. A dead predecessor wrote nothing since the token we
+            // replace (it never released the role), so this CAS does not
+            // synchronize with its last tail store: what makes that store
+            // visible to the tail load below is that we found it dead (its
+            // death happened before our liveness check read /proc) and that
+            // tail is only ever stored by the role's holder, so the load sees
+            // the last value (coherence). A predecessor that gave the role
+            // back released it (see `release_producer`), which the Acquire
+            // pairs with. Release here is not needed by anyone but harmless.
             if cold
                 .producer
                 .compare_exchange(cur, me.raw(), Ordering::AcqRel, Ordering::Relaxed)
