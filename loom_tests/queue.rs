@@ -45,7 +45,13 @@ fn opts(cap: usize, p: usize, c: usize) -> QueueOptions {
 /// lanes, consumers on an empty queue; every item is delivered exactly
 /// once, each producer's in order, and the consumers end when the
 /// producers are gone.
+///
+/// Not run in CI: over 8 minutes even at preemption bound 1 (4 threads,
+/// each pop a scan of both lanes). The two 3-thread models below split it
+/// into its pairwise races and run at bound 2. Run it by name with
+/// `--ignored`.
 #[test]
+#[ignore = "over 8 minutes at bound 1; the two models below cover its races"]
 fn two_producers_two_consumers_wraparound() {
     loom::model(|| {
         let q = Queue::<Item>::new_in_process(opts(1, 2, 2)).unwrap();
@@ -77,6 +83,63 @@ fn two_producers_two_consumers_wraparound() {
         let mut all: Vec<u64> = mine.into_iter().chain(theirs).collect();
         all.sort();
         assert_eq!(all, [1, 2, 11, 12]);
+    });
+}
+
+/// 2 producers × 1 consumer at capacity 1 per lane, 2 items each (each lane
+/// wraps around): producers race each other's publishes and the consumer's
+/// scan; blocking on both sides.
+#[test]
+fn two_producers_one_consumer_wraparound() {
+    loom::model(|| {
+        let q = Queue::<Item>::new_in_process(opts(1, 2, 1)).unwrap();
+        let rx = q.consumer().unwrap();
+        let mut pa = q.producer().unwrap();
+        let mut pb = q.producer().unwrap();
+        let a = thread::spawn(move || {
+            for v in 1..=2 {
+                pa.push(item(v)).unwrap();
+            }
+        });
+        let b = thread::spawn(move || {
+            for v in 11..=12 {
+                pb.push(item(v)).unwrap();
+            }
+        });
+        let got = check_whole(&drain(|| rx.pop()));
+        a.join().unwrap();
+        b.join().unwrap();
+        for lane in [1..=2, 11..=12] {
+            let sub: Vec<u64> = got.iter().copied().filter(|v| lane.contains(v)).collect();
+            assert_eq!(sub, lane.collect::<Vec<_>>(), "{got:?}");
+        }
+    });
+}
+
+/// 1 producer × 2 consumers at capacity 1, 2 items (the lane wraps):
+/// the consumers' claims race on one lane's head; each item is delivered
+/// once, each consumer's share in order, and both end once the producer
+/// leaves.
+#[test]
+fn one_producer_two_consumers_wraparound() {
+    loom::model(|| {
+        let q = Queue::<Item>::new_in_process(opts(1, 1, 2)).unwrap();
+        let rx1 = q.consumer().unwrap();
+        let rx2 = q.consumer().unwrap();
+        let mut tx = q.producer().unwrap();
+        let p = thread::spawn(move || {
+            for v in 1..=2 {
+                tx.push(item(v)).unwrap();
+            }
+        });
+        let c = thread::spawn(move || check_whole(&drain(|| rx1.pop())));
+        let mine = check_whole(&drain(|| rx2.pop()));
+        p.join().unwrap();
+        let theirs = c.join().unwrap();
+        assert!(mine.is_sorted() && theirs.is_sorted(), "{mine:?} {theirs:?}");
+        let mut all: Vec<u64> = mine.into_iter().chain(theirs).collect();
+        all.sort();
+        assert_eq!(all, [1, 2]);
     });
 }
 

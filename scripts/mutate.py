@@ -47,7 +47,7 @@ LOCK = [("loom_lock", [], 3)]
 RING_DEATH = [("loom_ring_death", [], 3)]
 CELL = [("loom_cell", [], 3)]
 HEADER = [("loom_header", [], 3)]
-QUEUE = [("loom_queue", [], 3)]
+QUEUE = [("loom_queue", [], 2)]
 COVER = [
     ("src/ring/", RING),
     ("src/queue", QUEUE),
