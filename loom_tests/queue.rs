@@ -15,6 +15,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{drain, for_every_kill_step};
+use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 use shmkit::queue::{Queue, QueueOptions};
 use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
@@ -200,6 +201,10 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
         let survivor = q.consumer().unwrap();
         let victim_got = Arc::new(Mutex::new(Vec::new()));
         let vg = victim_got.clone();
+        // The victim's "work" on its item, written before task_done with
+        // no ordering of its own: join must make it visible.
+        let work = Arc::new(AtomicU64::new(0));
+        let w = work.clone();
         let qv = q.clone();
         let victim = thread::spawn(move || {
             become_process(2);
@@ -207,6 +212,7 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
             run_killed_after(2, Some(k), move || {
                 if let Ok(v) = rx.try_pop() {
                     vg.lock().unwrap().push(v);
+                    w.store(v[0], Ordering::Relaxed);
                     rx.task_done().unwrap();
                 }
             })
@@ -219,6 +225,11 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
         }
         let observer = q.clone();
         let report = observer.join().expect("join returns");
+        if got.len() == 1 && report.abandoned == 0 {
+            // The victim took the other item and marked it done: its work
+            // happened before join returned.
+            assert_ne!(work.load(Ordering::Relaxed), 0, "join returned before the work");
+        }
         let killed = victim.join().unwrap();
         got.extend(victim_got.lock().unwrap().iter().copied());
         let mut vals = check_whole(&got);
@@ -234,5 +245,25 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
         }
         drop(tx);
         killed
+    });
+}
+
+/// A producer pushes and closes the queue; the consumer (asleep or not) is
+/// woken, gets the item, then Disconnected: a close never hides what was
+/// pushed before it. (No `disconnect_when_producers_gone`: only the close
+/// ends the pops.)
+#[test]
+fn close_delivers_what_was_pushed_before_it() {
+    loom::model(|| {
+        let q = Queue::<Item>::new_in_process(QueueOptions::new(2, 1, 1)).unwrap();
+        let rx = q.consumer().unwrap();
+        let mut tx = q.producer().unwrap();
+        let t = thread::spawn(move || {
+            tx.push(item(1)).unwrap();
+            tx.close();
+        });
+        let got = check_whole(&drain(|| rx.pop()));
+        t.join().unwrap();
+        assert_eq!(got, [1]);
     });
 }

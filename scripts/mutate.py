@@ -47,7 +47,8 @@ LOCK = [("loom_lock", [], 3)]
 RING_DEATH = [("loom_ring_death", [], 3)]
 CELL = [("loom_cell", [], 3)]
 HEADER = [("loom_header", [], 3)]
-QUEUE = [("loom_queue", [], 2)]
+QUEUE = [("loom_queue", ["--skip", "one_producer_two"], 2),
+         ("loom_queue", ["one_producer_two"], 2, "slow")]
 COVER = [
     ("src/ring/", RING),
     ("src/queue", QUEUE),
