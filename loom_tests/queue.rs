@@ -137,7 +137,10 @@ fn one_producer_two_consumers_wraparound() {
         let mine = check_whole(&drain(|| rx2.pop()));
         p.join().unwrap();
         let theirs = c.join().unwrap();
-        assert!(mine.is_sorted() && theirs.is_sorted(), "{mine:?} {theirs:?}");
+        assert!(
+            mine.is_sorted() && theirs.is_sorted(),
+            "{mine:?} {theirs:?}"
+        );
         let mut all: Vec<u64> = mine.into_iter().chain(theirs).collect();
         all.sort();
         assert_eq!(all, [1, 2]);
@@ -228,7 +231,11 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
         if got.len() == 1 && report.abandoned == 0 {
             // The victim took the other item and marked it done: its work
             // happened before join returned.
-            assert_ne!(work.load(Ordering::Relaxed), 0, "join returned before the work");
+            assert_ne!(
+                work.load(Ordering::Relaxed),
+                0,
+                "join returned before the work"
+            );
         }
         let killed = victim.join().unwrap();
         got.extend(victim_got.lock().unwrap().iter().copied());
