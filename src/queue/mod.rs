@@ -16,7 +16,7 @@
 //! assert_eq!(report.abandoned, 0);
 //! q.close();                                   // for everyone
 //! assert!(rx.pop().is_err());                  // Disconnected
-//! # Ok::<(), shmkit::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Which to use

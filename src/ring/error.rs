@@ -202,7 +202,7 @@ impl std::error::Error for PopError {}
 /// for it forever.
 ///
 /// ```
-/// use shmkit::ring::{JoinReport, Ring};
+/// use shmkit::ring::Ring;
 /// let ring = Ring::<u32>::new_in_process(4)?;
 /// let mut tx = ring.producer()?;
 /// let rx = ring.consumer()?;
@@ -212,7 +212,7 @@ impl std::error::Error for PopError {}
 /// rx.task_done()?;
 /// rx.pop()?;
 /// drop(rx); // leaves with 2 taken and not done
-/// assert_eq!(tx.join()?, JoinReport { abandoned: 1 });
+/// assert_eq!(tx.join()?.abandoned, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
