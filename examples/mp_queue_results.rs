@@ -1,30 +1,29 @@
-//! Port of collecting results through a `Queue` that 5 processes put into.
-//! The ring has one producer, so each worker gets its own (handed out per
-//! index); the parent drains them all. (Coming: the multi-producer `Queue`.)
-use shmkit::ring::Ring;
+//! Port of collecting results through a `Queue` that 5 processes put into:
+//! one multi-producer `Queue`, each worker a producer (its own lane); the
+//! parent is the one consumer and drains it once the workers are done.
+use shmkit::queue::{Queue, QueueOptions};
 use shmkit::worker::{self, Spawn};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(w) = worker::current()? {
         let task_id = w.index() as u64;
-        let mut q = Ring::<[u64; 2]>::open_inherited("RESULTS")?.producer()?;
+        let mut q = Queue::<[u64; 2]>::open_inherited("RESULTS")?.producer()?;
         q.push([task_id, task_id.pow(2)])?;
         return Ok(());
     }
-    let queues = (0..5)
-        .map(|_| Ring::<[u64; 2]>::create_anonymous(1))
-        .collect::<Result<Vec<_>, _>>()?;
-    let workers = Spawn::new("worker").count(5);
-    workers
-        .configure(|cmd, i| queues[i].share_with(cmd, "RESULTS"))
+    // One slot per producer, up to 5 producers and 1 consumer at once.
+    let q = Queue::<[u64; 2]>::create_anonymous(QueueOptions::new(1, 5, 1))?;
+    Spawn::new("worker")
+        .count(5)
+        .share(&q, "RESULTS")
         .start()?
         .join_all()?;
-    let mut results = std::collections::BTreeMap::new();
-    for q in &queues {
-        for [task_id, result] in &q.consumer()? {
-            results.insert(task_id, result);
-        }
-    }
+    q.close(); // everything is in: the consumer drains, then stops
+    let rx = q.consumer()?;
+    let results: std::collections::BTreeMap<u64, u64> = rx
+        .iter()
+        .map(|[task_id, result]| (task_id, result))
+        .collect();
     println!("{results:?}");
     Ok(())
 }

@@ -15,6 +15,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{drain, for_every_kill_step};
+use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 use shmkit::queue::{Queue, QueueOptions};
 use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
@@ -39,26 +40,33 @@ fn opts(cap: usize, p: usize, c: usize) -> QueueOptions {
     QueueOptions::new(cap, p, c).disconnect_when_producers_gone(true)
 }
 
-/// 2 producers × 2 consumers at capacity 2 per lane, 3 items each (so each
-/// lane wraps around). Blocking pushes and pops: producers sleep on full
+/// 2 producers × 2 consumers at capacity 1 per lane, 2 items each (so each
+/// lane wraps around: the second item reuses the slot the first was taken
+/// from). (Capacity 2 with 3 items each ran past 14 minutes at bound 2.) Blocking pushes and pops: producers sleep on full
 /// lanes, consumers on an empty queue; every item is delivered exactly
 /// once, each producer's in order, and the consumers end when the
 /// producers are gone.
+///
+/// Not run in CI: over 8 minutes even at preemption bound 1 (4 threads,
+/// each pop a scan of both lanes). The two 3-thread models below split it
+/// into its pairwise races and run at bound 2. Run it by name with
+/// `--ignored`.
 #[test]
+#[ignore = "over 8 minutes at bound 1; the two models below cover its races"]
 fn two_producers_two_consumers_wraparound() {
     loom::model(|| {
-        let q = Queue::<Item>::new_in_process(opts(2, 2, 2)).unwrap();
+        let q = Queue::<Item>::new_in_process(opts(1, 2, 2)).unwrap();
         let rx2 = q.consumer().unwrap();
         let rx1 = q.consumer().unwrap();
         let mut pa = q.producer().unwrap();
         let mut pb = q.producer().unwrap();
         let a = thread::spawn(move || {
-            for v in 1..=3 {
+            for v in 1..=2 {
                 pa.push(item(v)).unwrap();
             }
         });
         let b = thread::spawn(move || {
-            for v in 11..=13 {
+            for v in 11..=12 {
                 pb.push(item(v)).unwrap();
             }
         });
@@ -68,14 +76,74 @@ fn two_producers_two_consumers_wraparound() {
         b.join().unwrap();
         let theirs = c.join().unwrap();
         for got in [&mine, &theirs] {
-            for lane in [1..=3, 11..=13] {
+            for lane in [1..=2, 11..=12] {
                 let sub: Vec<u64> = got.iter().copied().filter(|v| lane.contains(v)).collect();
                 assert!(sub.is_sorted(), "out of order: {got:?}");
             }
         }
         let mut all: Vec<u64> = mine.into_iter().chain(theirs).collect();
         all.sort();
-        assert_eq!(all, [1, 2, 3, 11, 12, 13]);
+        assert_eq!(all, [1, 2, 11, 12]);
+    });
+}
+
+/// 2 producers × 1 consumer at capacity 1 per lane, 2 items each (each lane
+/// wraps around): producers race each other's publishes and the consumer's
+/// scan; blocking on both sides.
+#[test]
+fn two_producers_one_consumer_wraparound() {
+    loom::model(|| {
+        let q = Queue::<Item>::new_in_process(opts(1, 2, 1)).unwrap();
+        let rx = q.consumer().unwrap();
+        let mut pa = q.producer().unwrap();
+        let mut pb = q.producer().unwrap();
+        let a = thread::spawn(move || {
+            for v in 1..=2 {
+                pa.push(item(v)).unwrap();
+            }
+        });
+        let b = thread::spawn(move || {
+            for v in 11..=12 {
+                pb.push(item(v)).unwrap();
+            }
+        });
+        let got = check_whole(&drain(|| rx.pop()));
+        a.join().unwrap();
+        b.join().unwrap();
+        for lane in [1..=2, 11..=12] {
+            let sub: Vec<u64> = got.iter().copied().filter(|v| lane.contains(v)).collect();
+            assert_eq!(sub, lane.collect::<Vec<_>>(), "{got:?}");
+        }
+    });
+}
+
+/// 1 producer × 2 consumers at capacity 1, 2 items (the lane wraps):
+/// the consumers' claims race on one lane's head; each item is delivered
+/// once, each consumer's share in order, and both end once the producer
+/// leaves.
+#[test]
+fn one_producer_two_consumers_wraparound() {
+    loom::model(|| {
+        let q = Queue::<Item>::new_in_process(opts(1, 1, 2)).unwrap();
+        let rx1 = q.consumer().unwrap();
+        let rx2 = q.consumer().unwrap();
+        let mut tx = q.producer().unwrap();
+        let p = thread::spawn(move || {
+            for v in 1..=2 {
+                tx.push(item(v)).unwrap();
+            }
+        });
+        let c = thread::spawn(move || check_whole(&drain(|| rx1.pop())));
+        let mine = check_whole(&drain(|| rx2.pop()));
+        p.join().unwrap();
+        let theirs = c.join().unwrap();
+        assert!(
+            mine.is_sorted() && theirs.is_sorted(),
+            "{mine:?} {theirs:?}"
+        );
+        let mut all: Vec<u64> = mine.into_iter().chain(theirs).collect();
+        all.sort();
+        assert_eq!(all, [1, 2]);
     });
 }
 
@@ -90,10 +158,14 @@ fn a_producer_killed_at_every_step_of_a_push() {
         let q = Queue::<Item>::new_in_process(opts(2, 2, 1)).unwrap();
         let rx = q.consumer().unwrap();
         let mut other = q.producer().unwrap();
-        let qv = q.clone();
+        // Both producers attach before either runs (else the consumer may
+        // rightly see every producer gone before the victim arrives): the
+        // victim's lane is claimed here, as process 2.
+        become_process(2);
+        let mut tx = q.producer().unwrap();
+        become_process(1);
         let victim = thread::spawn(move || {
             become_process(2);
-            let mut tx = qv.producer().unwrap();
             run_killed_after(2, Some(k), move || {
                 tx.push(item(1)).unwrap();
                 tx.push(item(2)).unwrap();
@@ -132,6 +204,10 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
         let survivor = q.consumer().unwrap();
         let victim_got = Arc::new(Mutex::new(Vec::new()));
         let vg = victim_got.clone();
+        // The victim's "work" on its item, written before task_done with
+        // no ordering of its own: join must make it visible.
+        let work = Arc::new(AtomicU64::new(0));
+        let w = work.clone();
         let qv = q.clone();
         let victim = thread::spawn(move || {
             become_process(2);
@@ -139,6 +215,7 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
             run_killed_after(2, Some(k), move || {
                 if let Ok(v) = rx.try_pop() {
                     vg.lock().unwrap().push(v);
+                    w.store(v[0], Ordering::Relaxed);
                     rx.task_done().unwrap();
                 }
             })
@@ -151,6 +228,15 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
         }
         let observer = q.clone();
         let report = observer.join().expect("join returns");
+        if got.len() == 1 && report.abandoned == 0 {
+            // The victim took the other item and marked it done: its work
+            // happened before join returned.
+            assert_ne!(
+                work.load(Ordering::Relaxed),
+                0,
+                "join returned before the work"
+            );
+        }
         let killed = victim.join().unwrap();
         got.extend(victim_got.lock().unwrap().iter().copied());
         let mut vals = check_whole(&got);
@@ -166,5 +252,25 @@ fn join_with_a_consumer_that_dies_holding_an_item() {
         }
         drop(tx);
         killed
+    });
+}
+
+/// A producer pushes and closes the queue; the consumer (asleep or not) is
+/// woken, gets the item, then Disconnected: a close never hides what was
+/// pushed before it. (No `disconnect_when_producers_gone`: only the close
+/// ends the pops.)
+#[test]
+fn close_delivers_what_was_pushed_before_it() {
+    loom::model(|| {
+        let q = Queue::<Item>::new_in_process(QueueOptions::new(2, 1, 1)).unwrap();
+        let rx = q.consumer().unwrap();
+        let mut tx = q.producer().unwrap();
+        let t = thread::spawn(move || {
+            tx.push(item(1)).unwrap();
+            tx.close();
+        });
+        let got = check_whole(&drain(|| rx.pop()));
+        t.join().unwrap();
+        assert_eq!(got, [1]);
     });
 }

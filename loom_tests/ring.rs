@@ -238,7 +238,7 @@ fn join_sees_the_work_of_a_consumer_that_left() {
             rx.task_done().unwrap();
             drop(rx); // leaves
         });
-        assert_eq!(tx.join(), Ok(()));
+        assert_eq!(tx.join().map(|r| r.abandoned), Ok(0));
         assert_eq!(work.load(Ordering::Relaxed), 10);
         t.join().unwrap();
     });

@@ -48,7 +48,8 @@ LOCK = [("loom_lock", [], 3)]
 RING_DEATH = [("loom_ring_death", [], 3)]
 CELL = [("loom_cell", [], 3)]
 HEADER = [("loom_header", [], 3)]
-QUEUE = [("loom_queue", [], 3)]
+QUEUE = [("loom_queue", ["--skip", "one_producer_two"], 2),
+         ("loom_queue", ["one_producer_two"], 2, "slow")]
 SNAPSHOT = [("loom_snapshot", [], 3)]
 COVER = [
     ("src/ring/", RING),

@@ -338,43 +338,65 @@ impl QueueMem {
             });
         }
         let me = ProcToken::current();
-        for i in 0..self.geo.producers {
-            let lane = self.lane(i);
-            // Acquire: pairs with the Release of a previous owner giving the
-            // lane back (`release_lane`).
-            let cur = lane.owner.load(Ordering::Acquire);
-            if ProcToken::from_raw(cur).is_some_and(|t| t.is_alive()) {
-                continue;
+        // First pass: free lanes that are empty, so that a new producer does
+        // not start behind a departed one's items (and block on a full lane
+        // while an empty one is free); second pass: any free lane.
+        for pass in 0..2 {
+            for i in 0..self.geo.producers {
+                if let Some(claim) = self.try_claim_lane(i, me, pass == 0)? {
+                    return Ok(claim);
+                }
             }
-            // AcqRel: Acquire makes a previous (dead) owner's last tail
-            // store visible to the load below.
-            if lane
-                .owner
-                .compare_exchange(cur, me.raw(), Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            // Acquire: pairs with consumers' Release CAS of head: their
-            // reads of the slots below it are done before we overwrite.
-            let head = lane.head.load(Ordering::Acquire);
-            let tail = lane.tail.load(Ordering::Relaxed);
-            if let Err(detail) = check_lane(head, tail, self.geo.cap) {
-                self.release_lane(i, me);
-                return Err(self.corrupt(format!("lane {i}: {detail}")));
-            }
-            // Release: pairs with the Acquire load in `producers_gone`, so
-            // whoever counts us sees our lane claimed.
-            self.ctrl()
-                .cold
-                .producers_seen
-                .fetch_add(1, Ordering::Release);
-            return Ok((i, me, tail, head));
         }
         Err(Error::TooManyProducers {
             name: self.label.clone(),
             max: self.geo.producers,
         })
+    }
+
+    /// Claim lane `i` if it is free (or its owner is dead), and, when
+    /// `only_empty`, holds no items.
+    fn try_claim_lane(
+        &self,
+        i: usize,
+        me: ProcToken,
+        only_empty: bool,
+    ) -> Result<Option<(usize, ProcToken, u64, u64)>> {
+        let lane = self.lane(i);
+        // Acquire: pairs with the Release of a previous owner giving the
+        // lane back (`release_lane`).
+        let cur = lane.owner.load(Ordering::Acquire);
+        if ProcToken::from_raw(cur).is_some_and(|t| t.is_alive()) {
+            return Ok(None);
+        }
+        // Relaxed: a preference only; the claim re-reads both below.
+        if only_empty && lane.tail.load(Ordering::Relaxed) != lane.head.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        // AcqRel: Acquire makes a previous (dead) owner's last tail
+        // store visible to the load below.
+        if lane
+            .owner
+            .compare_exchange(cur, me.raw(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        // Acquire: pairs with consumers' Release CAS of head: their
+        // reads of the slots below it are done before we overwrite.
+        let head = lane.head.load(Ordering::Acquire);
+        let tail = lane.tail.load(Ordering::Relaxed);
+        if let Err(detail) = check_lane(head, tail, self.geo.cap) {
+            self.release_lane(i, me);
+            return Err(self.corrupt(format!("lane {i}: {detail}")));
+        }
+        // Release: pairs with the Acquire load in `producers_gone`, so
+        // whoever counts us sees our lane claimed.
+        self.ctrl()
+            .cold
+            .producers_seen
+            .fetch_add(1, Ordering::Release);
+        Ok(Some((i, me, tail, head)))
     }
 
     /// Give lane `i` back, only if it is still `me`'s; its items stay.

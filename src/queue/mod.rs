@@ -54,7 +54,10 @@
 //!   one's published items stay ahead of the new one's and are delivered
 //!   (nothing is lost but the item it was writing), and its unpublished
 //!   half-slot is overwritten. So a lane needs no draining or retiring
-//!   state, and the producer limit counts live producers only.
+//!   state, and the producer limit counts live producers only. A new
+//!   producer prefers a free lane that is empty, so that it does not start
+//!   behind (and block on) a departed producer's items while an empty
+//!   lane is free.
 //!
 //! The costs: the limit on producers is fixed at creation (the segment
 //! has a lane for each), memory is `producers * cap_per_producer` slots,
@@ -541,5 +544,5 @@ fn mem_of_ref(seg: &Segment) -> &mem::QueueControl {
 
 object_api!(impl [T: ShmType] Queue<T>, "queue", (opts: QueueOptions), open_with);
 
-#[cfg(all(test, not(shmkit_loom)))]
+#[cfg(test)]
 mod tests;
