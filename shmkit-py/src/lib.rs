@@ -1618,8 +1618,32 @@ fn pickle_fn(py: Python<'_>, f: &str) -> PyResult<Py<PyAny>> {
     Ok(py.import("pickle")?.getattr(f)?.unbind())
 }
 
-/// `multiprocessing.Queue` on a shmkit queue (see `shmkit.Queue`'s
-/// docstring in `_shmkit.pyi` for the user's view).
+/// `Queue(maxsize=0, *, itemsize=1024, max_producers=32, max_consumers=64)`:
+/// `multiprocessing.Queue` on lock-free shared memory, for any number of
+/// producer and consumer processes.
+///
+/// `put(obj)` pickles `obj` (a `bytes` object travels as is, unpickled)
+/// into one fixed-size item of `itemsize` bytes: 256, 1024, 4096, 16384
+/// or 65536 (a value in between is rounded up). The message may fill all
+/// but 8 bytes of it (`max_message_len`); a larger one raises ValueError
+/// and nothing is sent. Every put copies a whole item, so pick the
+/// smallest size your messages fit.
+///
+/// Capacity: each producer process has a lane of its own, of `maxsize`
+/// items rounded up to a power of two (`maxsize=0`: about 512 KiB of
+/// items, from 8 to 1024). `put` waits only while *its own* lane is full,
+/// so with several producers the queue holds up to `max_producers` times
+/// that. At most `max_producers` processes put and `max_consumers`
+/// processes get at the same time (a dead one's place is reused); the
+/// shared memory is `max_producers * lane capacity * itemsize` bytes.
+/// Items of one producer arrive in the order it put them.
+///
+/// A process attaches its producer on its first `put` and its consumer on
+/// its first `get`; threads of a process share them. The handle pickles
+/// by name, so it passes to `Process` children (fork or spawn) and to
+/// pool workers. Blocking calls release the GIL and honour Ctrl-C;
+/// timeouts raise `queue.Empty` / `queue.Full`. `close()` is this
+/// process's, as in Python; `shutdown()` ends the queue for everyone.
 #[pyclass(module = "shmkit", name = "Queue", subclass)]
 struct PyQueue {
     q: Arc<dyn AnyQueue>,
@@ -1964,7 +1988,16 @@ impl PyQueue {
     }
 }
 
-/// `multiprocessing.JoinableQueue`: a `Queue` with `task_done` and `join`.
+/// `JoinableQueue(maxsize=0, *, itemsize=1024, max_producers=32,
+/// max_consumers=64)`: a `Queue` with `task_done()` and `join()`, as
+/// `multiprocessing.JoinableQueue`.
+///
+/// `task_done()` marks one item that *this process* took with `get` as
+/// done (ValueError when it took none left unmarked). `join()` returns once
+/// every item put, by any process, was marked done or abandoned: taken by
+/// a consumer process that was killed (or closed its handle) before
+/// marking it. A killed consumer never hangs `join()`; the count of
+/// abandoned items is `last_join_abandoned` afterwards.
 #[pyclass(module = "shmkit", name = "JoinableQueue", extends = PyQueue)]
 struct PyJoinableQueue;
 
