@@ -1762,15 +1762,9 @@ impl PyQueue {
         }
     }
 
-    /// Take one payload, waiting until `until` (`block`) in slices; `f`
-    /// turns it into the object returned.
-    fn pop(
-        &self,
-        py: Python<'_>,
-        block: bool,
-        until: Option<Instant>,
-        f: &mut dyn FnMut(u32, &[u8]) -> PyResult<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
+    /// Take one payload (its tag and bytes), waiting until `until`
+    /// (`block`) in slices.
+    fn pop(&self, py: Python<'_>, block: bool, until: Option<Instant>) -> PyResult<(u32, Vec<u8>)> {
         self.check_open()?;
         let c = self.consumer()?;
         loop {
@@ -1789,8 +1783,7 @@ impl PyQueue {
             match r {
                 Ok(checked) => {
                     checked?;
-                    let (tag, d) = got.expect("set by pop");
-                    return f(tag, &d);
+                    return got.ok_or_else(|| PyRuntimeError::new_err("a pop returned no item"));
                 }
                 Err(PopError::Timeout | PopError::Empty)
                     if block && slice_until(until).is_some() =>
@@ -1869,15 +1862,13 @@ impl PyQueue {
     #[pyo3(signature = (block = true, timeout = None))]
     fn get(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let until = deadline(timeout)?;
-        let loads = self.loads.bind(py);
-        self.pop(py, block, until, &mut |tag, d| {
-            let b = PyBytes::new(py, d);
-            if tag == TAG_BYTES {
-                Ok(b.into_any().unbind())
-            } else {
-                Ok(loads.call1((b,))?.unbind())
-            }
-        })
+        let (tag, d) = self.pop(py, block, until)?;
+        let b = PyBytes::new(py, &d);
+        if tag == TAG_BYTES {
+            Ok(b.into_any().unbind())
+        } else {
+            Ok(self.loads.bind(py).call1((b,))?.unbind())
+        }
     }
 
     /// `get(False)`.
