@@ -1864,10 +1864,14 @@ impl PyQueue {
         let until = deadline(timeout)?;
         let (tag, d) = self.pop(py, block, until)?;
         let b = PyBytes::new(py, &d);
-        if tag == TAG_BYTES {
-            Ok(b.into_any().unbind())
-        } else {
-            Ok(self.loads.bind(py).call1((b,))?.unbind())
+        match tag {
+            TAG_BYTES => Ok(b.into_any().unbind()),
+            TAG_PICKLE => Ok(self.loads.bind(py).call1((b,))?.unbind()),
+            // The tag comes from shared memory: checked, never trusted.
+            other => Err(CorruptError::new_err(format!(
+                "queue {:?}: an item of unknown kind {other}",
+                self.name
+            ))),
         }
     }
 

@@ -229,3 +229,33 @@ def test_pickled_kinds():
     assert isinstance(pickle.loads(pickle.dumps(jq)), shmkit.JoinableQueue)
     q = shmkit.Queue()
     assert type(pickle.loads(pickle.dumps(q))) is shmkit.Queue
+
+
+class Alarm(Exception):
+    pass
+
+
+def _alarm(*_):
+    raise Alarm
+
+
+@pytest.mark.parametrize("call", ["get", "put", "join"])
+def test_blocking_calls_let_signal_handlers_run(call):
+    # Ctrl-C is a signal handler raising KeyboardInterrupt; SIGALRM's here
+    # raises Alarm, from inside the blocked call.
+    q = shmkit.JoinableQueue(1)
+    if call in ("put", "join"):
+        q.put(0)  # the lane is full; an item is not done
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    try:
+        with pytest.raises(Alarm):
+            if call == "get":
+                q.get()
+            elif call == "put":
+                q.put(1)
+            else:
+                q.join()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
