@@ -1,8 +1,9 @@
 """The programs of the seed tutorials (../shared/seeds: Value, Array, Lock,
-Pipe), each run twice: with `import multiprocessing as mp` and with
-`import shmkit as mp` in its place; the results must be the same. Queue,
-JoinableQueue and Manager programs join once shmkit has them."""
+Pipe, Queue, JoinableQueue), each run twice: with `import multiprocessing
+as mp` and with `import shmkit as mp` in its place; the results must be
+the same. Manager programs join once shmkit has them."""
 import multiprocessing
+import queue as stdqueue
 
 import pytest
 
@@ -49,6 +50,94 @@ def child_says_hello(conn):
 def ping_pong_child(conn):
     while (msg := conn.recv()) != "stop":
         conn.send(msg.upper())
+
+
+def queue_producer(q, items):
+    for item in items:
+        q.put(item)
+    q.put(None)  # sentinel
+
+
+def queue_consumer(q, seen, total):
+    # Seed 002's consumer prints what it takes; here it records it.
+    i = 0
+    while (item := q.get()) is not None:
+        seen[i] = item
+        i += 1
+        with total.get_lock():
+            total.value += item
+
+
+def square_worker(task_id, q):
+    q.put((task_id, task_id**2))
+
+
+def joinable_producer(q, data, lock):
+    for item in data:
+        q.put(item)
+
+
+def joinable_consumer(q, shared_array, lock, index):
+    # Seed 000, ported as its text means: the parameter no longer shadows
+    # the `queue` module, and each consumer adds to its slot (as printed it
+    # overwrote it, so the result depended on scheduling).
+    while True:
+        try:
+            item = q.get(True, 1)  # timeout of 1 second
+            with lock:
+                shared_array[index] += item * 2
+            q.task_done()
+        except stdqueue.Empty:
+            break
+
+
+def basic_queue(mp):
+    q = mp.Queue()
+    seen, total = mp.Array("i", 5), mp.Value("i", 0)
+    p1 = mp.Process(target=queue_producer, args=(q, [1, 2, 3, 4, 5]))
+    p2 = mp.Process(target=queue_consumer, args=(q, seen, total))
+    p1.start()
+    p2.start()
+    p1.join()
+    p2.join()
+    return list(seen), total.value
+
+
+def results_by_task(mp):
+    result_queue = mp.Queue()
+    processes = []
+    for i in range(5):
+        p = mp.Process(target=square_worker, args=(i, result_queue))
+        processes.append(p)
+        p.start()
+    for p in processes:
+        p.join()
+    results = {}
+    while not result_queue.empty():
+        task_id, result = result_queue.get()
+        results[task_id] = result
+    return results
+
+
+def joinable_producer_consumers(mp):
+    num_consumers = 3
+    data = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    shared_array = mp.Array("i", num_consumers)
+    q = mp.JoinableQueue()
+    lock = mp.Lock()
+    producer_process = mp.Process(target=joinable_producer, args=(q, data, lock))
+    consumers = [
+        mp.Process(target=joinable_consumer, args=(q, shared_array, lock, i))
+        for i in range(num_consumers)
+    ]
+    producer_process.start()
+    for p in consumers:
+        p.start()
+    q.join()  # wait for all items to be processed
+    producer_process.join()
+    for p in consumers:
+        p.join()
+    return sum(shared_array)
 
 
 def counter_with_lock(mp):
@@ -132,6 +221,9 @@ PROGRAMS = [
     (unlocked_array, [0, 1, 2, 3, 4, 5]),
     (pipe_hello, ["hello", 42, None]),
     (pipe_ping_pong, ["PING", "PONG", "DONE"]),
+    (basic_queue, ([1, 2, 3, 4, 5], 15)),
+    (results_by_task, {i: i * i for i in range(5)}),
+    (joinable_producer_consumers, 90),
 ]
 
 

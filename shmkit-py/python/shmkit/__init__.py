@@ -13,7 +13,9 @@ Change one import line::
 so `add`, `fetch_add` and `compare_exchange` need no lock. `Lock` survives
 the death of its holder (the next acquirer gets `OwnerDiedError` instead of
 waiting forever). `Pipe` moves messages through shared memory, not the
-kernel. Every object is picklable by name, so it can be passed to a
+kernel. `Queue` and `JoinableQueue` carry pickled objects (or bytes,
+unpickled) between any number of producer and consumer processes, and a
+consumer killed holding an item does not hang `join()`. Every object is picklable by name, so it can be passed to a
 `Process` (fork or spawn start method) or a pool worker.
 
 `Process`, `current_process`, `cpu_count`, `get_context` and
@@ -31,7 +33,7 @@ from multiprocessing import (  # noqa: F401  (re-exported)
     set_start_method,
 )
 
-from ._shmkit import Array, CorruptError, Lock, OwnerDiedError, Value
+from ._shmkit import Array, CorruptError, JoinableQueue, Lock, OwnerDiedError, Queue, Value
 from ._shmkit import _Blob
 from ._shmkit import PipeEnd as _PipeEnd
 
@@ -39,11 +41,13 @@ __all__ = [
     "Array",
     "Connection",
     "CorruptError",
+    "JoinableQueue",
     "Lock",
     "Namespace",
     "OwnerDiedError",
     "Pipe",
     "Process",
+    "Queue",
     "Value",
     "cpu_count",
     "current_process",

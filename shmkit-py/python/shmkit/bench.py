@@ -3,7 +3,9 @@ multiprocessing's, side by side in one run, with the same worker counts.
 
 Cases: a counter incremented by 2 processes (`Value.add` against
 multiprocessing's `Value` under `get_lock()`), a `Pipe` round trip of a
-small message between 2 processes, a field of a `Namespace` stored and
+small message between 2 processes, small ints through a `Queue` (1
+producer and 1 consumer, then 2 and 2; against `multiprocessing.Queue`
+and, if it is installed, `faster_fifo.Queue`), a field of a `Namespace` stored and
 read back (against a `Manager().Namespace()`, whose fields live in the
 manager's server process), and the sum of a shared array through numpy
 (zero-copy on both sides). Workers are pinned to cores (worker i to
@@ -56,12 +58,59 @@ def _echo(conn, go, n, i):
         conn.send_bytes(conn.recv_bytes())
 
 
+def _produce(q, go, n, sentinels, i):
+    _pin(i)
+    go.wait()
+    for x in range(n):
+        q.put(x)
+    for _ in range(sentinels):
+        q.put(-1)
+
+
+def _consume(q, go, out, producers, i):
+    # Each producer ends with one sentinel per consumer; a consumer stops
+    # at its `producers`-th, when every producer's items before them are
+    # taken (items of one producer arrive in order, in every queue here).
+    _pin(i)
+    go.wait()
+    count = total = ends = 0
+    while ends < producers:
+        x = q.get()
+        if x == -1:
+            ends += 1
+        else:
+            count += 1
+            total += x
+    out.put((count, total))
+
+
+def queue_ints(n, make, producers, consumers):
+    """Small ints from `producers` to `consumers` processes; items/s, with
+    the count and sum checked."""
+    q = make()
+    out = mp.get_context("fork").SimpleQueue()
+    per = n // producers
+    argsets = [(q, per, consumers, i) for i in range(producers)]
+    argsets += [(q, out, producers, producers + j) for j in range(consumers)]
+    targets = [_produce] * producers + [_consume] * consumers
+    dt = _timed_each(targets, argsets)
+    got = [out.get() for _ in range(consumers)]
+    if sum(c for c, _ in got) != per * producers or \
+            sum(t for _, t in got) != producers * per * (per - 1) // 2:
+        raise SystemExit(f"queue lost or duplicated items: {got}")
+    return per * producers / dt
+
+
 def _timed(target, argsets):
+    return _timed_each([target] * len(argsets), argsets)
+
+
+def _timed_each(targets, argsets):
     ctx = mp.get_context("fork")
     # Every worker and this process meet at the start line; the clock starts
     # when all of them have arrived, so process start-up is not timed.
     go = ctx.Barrier(len(argsets) + 1)
-    ps = [ctx.Process(target=target, args=a[:1] + (go,) + a[1:]) for a in argsets]
+    ps = [ctx.Process(target=t, args=a[:1] + (go,) + a[1:]) for t, a in zip(targets, argsets)]
     for p in ps:
         p.start()
     go.wait()
@@ -147,6 +196,18 @@ def main(argv):
         lambda: pipe_round_trip(n // 5, shmkit.Pipe))
     add("multiprocessing Pipe round trip 16 B", "us",
         lambda: pipe_round_trip(n // 5, mp.Pipe))
+    queues = [("shmkit", shmkit.Queue), ("multiprocessing", mp.Queue)]
+    try:
+        import faster_fifo
+
+        queues.append(("faster_fifo", lambda: faster_fifo.Queue(1 << 20)))
+    except ImportError:
+        print("  (faster_fifo not installed: no faster_fifo case)", file=sys.stderr)
+    for pc in (1, 2):
+        for qname, make in queues:
+            add(f"{qname} Queue ints {pc}p{pc}c", "items/s",
+                lambda make=make, pc=pc: queue_ints(n // 2, make, pc, pc))
+
     def namespace_ops(n, ns):
         # One process reads and writes fields of a namespace another process
         # could read at any time (the manager's lives in its server process).
@@ -189,6 +250,9 @@ def main(argv):
     ratio("shmkit Value.add /2p", "multiprocessing Value + get_lock /2p")
     ratio("shmkit Value + get_lock /2p", "multiprocessing Value + get_lock /2p")
     ratio("shmkit Pipe round trip 16 B", "multiprocessing Pipe round trip 16 B", True)
+    for pc in (1, 2):
+        for other in ("multiprocessing", "faster_fifo"):
+            ratio(f"shmkit Queue ints {pc}p{pc}c", f"{other} Queue ints {pc}p{pc}c")
     ratio("shmkit Namespace set+get", "multiprocessing Manager Namespace set+get")
     ratio("shmkit Array numpy sum", "multiprocessing Array numpy sum")
 
