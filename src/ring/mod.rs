@@ -89,6 +89,7 @@ use crate::sync::AtomicU64;
 mod consumer;
 pub(crate) mod control;
 mod error;
+mod iter;
 pub mod message;
 mod producer;
 mod registry;
@@ -96,9 +97,10 @@ mod registry;
 pub mod serde_msg;
 pub(crate) mod wait;
 
-pub use consumer::{Consumer, Iter, TryIter};
+pub use consumer::Consumer;
 pub use control::{MAX_CONSUMERS, RingState};
 pub use error::{JoinError, JoinReport, PopError, PushError, SendError, TaskDoneError};
+pub use iter::{Iter, TryIter};
 pub use producer::Producer;
 pub use wait::{LIVENESS_SLICE, WaitStrategy};
 
