@@ -1121,6 +1121,23 @@ fn arg(args: &[String], i: usize) -> Res<u64> {
         .ok_or_else(|| format!("worker argument {i} missing"))
 }
 
+/// One pop of a consumer worker into `buf`: a single `pop` when `buf` holds
+/// one item, else `pop_into` (a batch). How many items landed in `buf`.
+fn pop_one_or_batch<E>(
+    buf: &mut [u64],
+    pop: impl FnOnce() -> Result<u64, E>,
+    pop_into: impl FnOnce(&mut [u64]) -> Result<usize, E>,
+) -> Result<usize, E> {
+    if buf.len() <= 1 {
+        pop().map(|v| {
+            buf[0] = v;
+            1
+        })
+    } else {
+        pop_into(buf)
+    }
+}
+
 /// `shmkit __bench-worker CASE INDEX ARGS...`: one worker process.
 pub fn worker(args: &[String]) -> ExitCode {
     match worker_inner(args) {
@@ -1245,15 +1262,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
             let (mut got, mut last) = (0u64, None::<u64>);
             ctl.start(idx);
             loop {
-                let r = if batch <= 1 {
-                    rx.pop().map(|v| {
-                        buf[0] = v;
-                        1
-                    })
-                } else {
-                    rx.pop_into(&mut buf)
-                };
-                match r {
+                match pop_one_or_batch(&mut buf, || rx.pop(), |b| rx.pop_into(b)) {
                     Ok(k) => {
                         for &v in &buf[..k] {
                             if last.is_some_and(|l| l >= v) {

@@ -20,7 +20,7 @@ use std::process::Command;
 
 use super::{
     Options, PthreadRing, RING_CAP, Record, Res, alternate_all, arg, e, pinned_threads, placement,
-    python_once, record, reps, spawn_worker, summary, wait_all,
+    pop_one_or_batch, python_once, record, reps, spawn_worker, summary, wait_all,
 };
 use crate::Ctl;
 use shmkit::{Ordering, WaitStrategy};
@@ -370,15 +370,7 @@ pub(in crate::cases) fn worker(
             let mut buf = vec![0u64; batch.max(1)];
             ctl.start(idx);
             loop {
-                let popped = if batch <= 1 {
-                    rx.pop().map(|v| {
-                        buf[0] = v;
-                        1
-                    })
-                } else {
-                    rx.pop_into(&mut buf)
-                };
-                match popped {
+                match pop_one_or_batch(&mut buf, || rx.pop(), |b| rx.pop_into(b)) {
                     Ok(n) => {
                         got += n as u64;
                         sum += buf[..n].iter().sum::<u64>();
