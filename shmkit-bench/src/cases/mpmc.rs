@@ -13,10 +13,9 @@
 //! and sum of the values), so a queue that loses or repeats items fails the
 //! run instead of posting a figure.
 
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as StdOrdering};
-
-use std::process::Command;
 
 use super::{
     Options, PthreadRing, RING_CAP, Record, Res, alternate_all, arg, e, pinned_threads, placement,
