@@ -49,7 +49,16 @@ fn alternate<const N: usize>(
     reps: usize,
     mut impls: [&mut dyn FnMut() -> Res<f64>; N],
 ) -> Res<[Vec<f64>; N]> {
-    let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let out = alternate_all(reps, &mut impls)?;
+    Ok(out
+        .try_into()
+        .expect("alternate_all returns one sample list per implementation"))
+}
+
+/// [`alternate`] for a number of implementations known only at run time
+/// (a case that only some configurations have).
+fn alternate_all(reps: usize, impls: &mut [&mut dyn FnMut() -> Res<f64>]) -> Res<Vec<Vec<f64>>> {
+    let mut out = vec![Vec::new(); impls.len()];
     for _ in 0..reps {
         for (i, f) in impls.iter_mut().enumerate() {
             out[i].push(f()?);
@@ -562,10 +571,12 @@ pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
     let n: u64 = if o.full { 10_000_000 } else { 2_000_000 };
     let mut out = Vec::new();
     let (mut f1, mut fb, mut f2, mut f2b) = (vec![], vec![], vec![], vec![]);
-    let [r1, rb, aq, rt, mv, pr, pp] = alternate(
+    let mut fq = vec![];
+    let [r1, q1, rb, aq, rt, mv, pr, pp] = alternate(
         reps(o),
         [
             &mut || ring_keeping_futex(n, 1, 1, &mut f1),
+            &mut || mpmc::shmkit_queue(n, 1, 1, mpmc::QueueMode::One, &mut fq),
             &mut || ring_keeping_futex(n, 1, 64, &mut fb),
             &mut || arrayqueue_threads(n),
             &mut || rtrb_threads(n),
@@ -582,11 +593,17 @@ pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
             &mut || pthread_ring_throughput(n, 2),
         ],
     )?;
-    let fx = |v: Vec<f64>| format!("futex calls/item {:.5}", summary(v).0);
+    let fx = mpmc::futex_note;
     let p2 = placement(2, "producer, consumer");
     let p3 = placement(3, "producer, consumers");
+    let one = mpmc::QueueMode::One;
     let rows: Vec<(&str, Vec<f64>, String)> = vec![
         ("shmkit-ring/1p1c", r1, format!("{p2}; {}", fx(f1))),
+        (
+            "shmkit-queue-1/1p1c",
+            q1,
+            format!("{p2}; the MPMC Queue, {}; {}", one.note(), fx(fq)),
+        ),
         ("shmkit-ring-batch64/1p1c", rb, format!("{p2}; {}", fx(fb))),
         ("arrayqueue/1t1t", aq, placement(2, "threads")),
         ("rtrb/1t1t", rt, placement(2, "threads; SPSC only")),
@@ -1104,6 +1121,23 @@ fn arg(args: &[String], i: usize) -> Res<u64> {
         .ok_or_else(|| format!("worker argument {i} missing"))
 }
 
+/// One pop of a consumer worker into `buf`: a single `pop` when `buf` holds
+/// one item, else `pop_into` (a batch). How many items landed in `buf`.
+fn pop_one_or_batch<E>(
+    buf: &mut [u64],
+    pop: impl FnOnce() -> Result<u64, E>,
+    pop_into: impl FnOnce(&mut [u64]) -> Result<usize, E>,
+) -> Result<usize, E> {
+    if buf.len() <= 1 {
+        pop().map(|v| {
+            buf[0] = v;
+            1
+        })
+    } else {
+        pop_into(buf)
+    }
+}
+
 /// `shmkit __bench-worker CASE INDEX ARGS...`: one worker process.
 pub fn worker(args: &[String]) -> ExitCode {
     match worker_inner(args) {
@@ -1228,15 +1262,7 @@ fn worker_inner(args: &[String]) -> Res<()> {
             let (mut got, mut last) = (0u64, None::<u64>);
             ctl.start(idx);
             loop {
-                let r = if batch <= 1 {
-                    rx.pop().map(|v| {
-                        buf[0] = v;
-                        1
-                    })
-                } else {
-                    rx.pop_into(&mut buf)
-                };
-                match r {
+                match pop_one_or_batch(&mut buf, || rx.pop(), |b| rx.pop_into(b)) {
                     Ok(k) => {
                         for &v in &buf[..k] {
                             if last.is_some_and(|l| l >= v) {

@@ -358,6 +358,21 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("queue-throughput", "shmkit-ring/1p2c", "pthread-ring/1p2c"),
     ("queue-throughput", "shmkit-ring/1p1c", "pipe/1p1c"),
     ("queue-throughput", "shmkit-ring-batch64/1p1c", "pipe/1p1c"),
+    // Issue 14's goals: the one-producer Queue within 20% of the ring
+    // (>= 0.8), 2P2C one item a call >= 5x the pthread ring and >= 1x
+    // ArrayQueue, blocking 4P4C >= 1x the pthread ring.
+    (
+        "queue-throughput",
+        "shmkit-queue-1/1p1c",
+        "shmkit-ring/1p1c",
+    ),
+    ("queue-mpmc", "shmkit-queue-1/2p2c", "pthread-ring/2p2c"),
+    ("queue-mpmc", "shmkit-queue-1/2p2c", "arrayqueue/2t2t"),
+    (
+        "queue-mpmc",
+        "shmkit-queue-1-block/4p4c",
+        "pthread-ring/4p4c",
+    ),
     ("latency", "shmkit-ring-spin", "cacheline-pingpong"),
     ("latency", "shmkit-ring-spin", "pipe"),
     ("latency", "shmkit-ring-blocking", "pipe"),

@@ -1,27 +1,37 @@
 //! Group `queue-mpmc`: several producers and several consumers on one queue,
 //! the job of Python's `multiprocessing.Queue`. Each configuration runs the
 //! lock-based queue in shared memory (a process-shared pthread mutex and
-//! two condvars), shmkit's `Queue` (a lane per producer, processes),
-//! crossbeam's `ArrayQueue` between threads (the in-process best of class),
-//! and, with `--python`, `multiprocessing.Queue` itself. Group
-//! `queue-single` sets one-producer `Queue` beside the SPMC `Ring`.
+//! two condvars), shmkit's `Queue` (a lane per producer, processes) one
+//! item a call (`shmkit-queue-1`, like for like with the others) and in
+//! batches of 256 (`shmkit-queue-batch256`), crossbeam's `ArrayQueue`
+//! between threads (the in-process best of class), and, with `--python`,
+//! `multiprocessing.Queue` itself. The oversubscribed 4p4c also runs the
+//! one-item `Queue` with `WaitStrategy::Block` (`shmkit-queue-1-block`).
+//! Group `queue-throughput` sets the one-producer `Queue`
+//! (`shmkit-queue-1/1p1c`, from [`shmkit_queue`]) beside the SPMC `Ring`.
 //! Every run checks that the consumers together got each item once (count
 //! and sum of the values), so a queue that loses or repeats items fails the
 //! run instead of posting a figure.
 
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as StdOrdering};
 
 use super::{
-    Options, PthreadRing, RING_CAP, Record, Res, alternate, arg, e, pinned_threads, placement,
-    python_once, record, reps, spawn_worker, wait_all,
+    Options, PthreadRing, RING_CAP, Record, Res, alternate_all, arg, e, pinned_threads, placement,
+    pop_one_or_batch, python_once, record, reps, spawn_worker, summary, wait_all,
 };
 use crate::Ctl;
-use shmkit::Ordering;
+use shmkit::{Ordering, WaitStrategy};
 
 /// (producers, consumers) of each configuration; 4p4c oversubscribes the
 /// two cores of the machines this runs on, on purpose.
 const CONFIGS: [(usize, usize); 4] = [(2, 1), (1, 2), (2, 2), (4, 4)];
+
+/// The configuration that also runs the `Queue` with every handle set to
+/// `WaitStrategy::Block`: the oversubscribed one, where a spinning waiter
+/// takes the core its peer needs.
+const BLOCK_CONFIG: (usize, usize) = (4, 4);
 
 const PYTHON_SCRIPT: &str = include_str!("../../python/mpmc_queue.py");
 
@@ -40,31 +50,45 @@ fn check(case: &str, n: u64, got: u64, sum: u64) -> Res<()> {
     Ok(())
 }
 
-/// The pthread ring in shared memory: `p` producer processes (workers
-/// `0..p`, each pushing `per` values of its own range) and `c` consumers
-/// (workers `p..p+c`). Returns items/s.
-fn pthread_ring(per: u64, p: usize, c: usize) -> Res<f64> {
-    let ring = PthreadRing::with_producers(RING_CAP, p as u64).map_err(e)?;
+/// Spawn `p` producers (workers `0..p`, role `{role}-prod`) and `c`
+/// consumers (workers `p..p+c`, `{role}-cons`) with `args`, sharing what
+/// `share` shares; release them together, wait for them, and check that the
+/// consumers' counts and sums (result words 2 and 3) add up to the
+/// `per * p` items pushed. Returns the control block for the wall time.
+fn producers_consumers(
+    case: &str,
+    role: &str,
+    per: u64,
+    (p, c): (usize, usize),
+    args: &[String],
+    share: &dyn Fn(&mut Command),
+) -> Res<Ctl> {
     let ctl = Ctl::create(p + c).map_err(e)?;
-    let args = [per.to_string()];
     let mut kids = Vec::with_capacity(p + c);
     for i in 0..p + c {
-        let role = if i < p { "mpring-prod" } else { "mpring-cons" };
-        kids.push(
-            spawn_worker(&ctl, role, i, &args, |cmd| ring.share_with(cmd, "B_RING")).map_err(e)?,
-        );
+        let side = if i < p { "prod" } else { "cons" };
+        kids.push(spawn_worker(&ctl, &format!("{role}-{side}"), i, args, share).map_err(e)?);
     }
     ctl.go();
     wait_all(kids)?;
-    let n = per * p as u64;
-    let got = (p..p + c)
-        .map(|i| ctl.slot(i, 2).load(Ordering::Acquire))
-        .sum();
-    let sum = (p..p + c)
-        .map(|i| ctl.slot(i, 3).load(Ordering::Acquire))
-        .sum();
-    check("pthread-ring", n, got, sum)?;
-    Ok(n as f64 / ctl.wall())
+    let total = |word| {
+        (p..p + c)
+            .map(|i| ctl.slot(i, word).load(Ordering::Acquire))
+            .sum()
+    };
+    check(case, per * p as u64, total(2), total(3))?;
+    Ok(ctl)
+}
+
+/// The pthread ring in shared memory: `p` producer processes, each pushing
+/// `per` values of its own range, and `c` consumers. Returns items/s.
+fn pthread_ring(per: u64, p: usize, c: usize) -> Res<f64> {
+    let ring = PthreadRing::with_producers(RING_CAP, p as u64).map_err(e)?;
+    let args = [per.to_string()];
+    let ctl = producers_consumers("pthread-ring", "mpring", per, (p, c), &args, &|cmd| {
+        ring.share_with(cmd, "B_RING")
+    })?;
+    Ok((per * p as u64) as f64 / ctl.wall())
 }
 
 /// Slots per producer lane: the pthread ring's capacity shared out, so the
@@ -73,32 +97,81 @@ fn lane_cap(p: usize) -> usize {
     (RING_CAP / p).max(1).next_power_of_two()
 }
 
+/// How the shmkit `Queue` cases move items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::cases) enum QueueMode {
+    /// `push_slice` / `pop_into` of up to 256 items, default wait strategy.
+    Batch256,
+    /// One item a blocking `push` / `pop`, default wait strategy (spin,
+    /// then sleep): like for like with the pthread ring and `ArrayQueue`.
+    One,
+    /// One item a call, every handle set to `WaitStrategy::Block` (sleep
+    /// at once): the mode for more processes than cores.
+    OneBlock,
+}
+
+impl QueueMode {
+    /// Items a call: the batch size the workers get.
+    fn batch(self) -> usize {
+        match self {
+            QueueMode::Batch256 => 256,
+            QueueMode::One | QueueMode::OneBlock => 1,
+        }
+    }
+
+    /// The case's name, before `/<p>p<c>c`.
+    pub(in crate::cases) fn name(self) -> &'static str {
+        match self {
+            QueueMode::Batch256 => "shmkit-queue-batch256",
+            QueueMode::One => "shmkit-queue-1",
+            QueueMode::OneBlock => "shmkit-queue-1-block",
+        }
+    }
+
+    /// What the note says of the calls and the waiting.
+    pub(in crate::cases) fn note(self) -> &'static str {
+        match self {
+            QueueMode::Batch256 => "batches of 256 (push_slice / pop_into)",
+            QueueMode::One => "one item a push / pop, default wait (spin 60 us, then sleep)",
+            QueueMode::OneBlock => "one item a push / pop, WaitStrategy::Block on every handle",
+        }
+    }
+}
+
 /// shmkit's `Queue` in shared memory: `p` producer processes and `c`
-/// consumers, as [`pthread_ring`]. The last producer to finish closes the
-/// queue; consumers pop (in batches) until it is drained.
-fn shmkit_queue(per: u64, p: usize, c: usize) -> Res<f64> {
+/// consumers, as [`pthread_ring`], moving items as `mode` says. The last
+/// producer to finish closes the queue; consumers pop until it is drained.
+/// Returns items/s and pushes the futex calls per item (all handles) onto
+/// `futex`.
+pub(in crate::cases) fn shmkit_queue(
+    per: u64,
+    p: usize,
+    c: usize,
+    mode: QueueMode,
+    futex: &mut Vec<f64>,
+) -> Res<f64> {
     let q = shmkit::Queue::<u64>::create_anonymous(shmkit::QueueOptions::new(lane_cap(p), p, c))
         .map_err(e)?;
-    let ctl = Ctl::create(p + c).map_err(e)?;
-    let args = [per.to_string(), p.to_string()];
-    let mut kids = Vec::with_capacity(p + c);
-    for i in 0..p + c {
-        let role = if i < p { "shmq-prod" } else { "shmq-cons" };
-        kids.push(
-            spawn_worker(&ctl, role, i, &args, |cmd| q.share_with(cmd, "B_QUEUE")).map_err(e)?,
-        );
-    }
-    ctl.go();
-    wait_all(kids)?;
+    let block = u64::from(mode == QueueMode::OneBlock);
+    let args = [per, p as u64, mode.batch() as u64, block].map(|a| a.to_string());
+    let ctl = producers_consumers(mode.name(), "shmq", per, (p, c), &args, &|cmd| {
+        q.share_with(cmd, "B_QUEUE")
+    })?;
     let n = per * p as u64;
-    let got = (p..p + c)
-        .map(|i| ctl.slot(i, 2).load(Ordering::Acquire))
+    let calls: u64 = (0..p + c)
+        .map(|i| ctl.slot(i, FUTEX_WORD).load(Ordering::Acquire))
         .sum();
-    let sum = (p..p + c)
-        .map(|i| ctl.slot(i, 3).load(Ordering::Acquire))
-        .sum();
-    check("shmkit-queue", n, got, sum)?;
+    futex.push(calls as f64 / n as f64);
     Ok(n as f64 / ctl.wall())
+}
+
+/// The result word where a `Queue` worker leaves its handle's futex calls
+/// (word 4 of worker 0 counts the producers done).
+const FUTEX_WORD: usize = 5;
+
+/// "futex calls/item" of the median repetition, for a note.
+pub(in crate::cases) fn futex_note(per_item: Vec<f64>) -> String {
+    format!("futex calls/item {:.5}", summary(per_item).0)
 }
 
 /// `ArrayQueue` between `p` producer and `c` consumer threads, pinned like
@@ -153,23 +226,41 @@ pub(crate) fn mpmc(o: &Options) -> Res<Vec<Record>> {
     let mut out = Vec::new();
     for (p, c) in CONFIGS {
         let per = n / p as u64;
-        let [pr, aq, sq] = alternate(
-            reps(o),
-            [
-                &mut || pthread_ring(per, p, c),
-                &mut || arrayqueue(per, p, c),
-                &mut || shmkit_queue(per, p, c),
-            ],
-        )?;
+        let block = (p, c) == BLOCK_CONFIG;
+        let mut futex = [vec![], vec![], vec![]];
+        let [fbatch, fone, fblock] = &mut futex;
+        let mut batch = || shmkit_queue(per, p, c, QueueMode::Batch256, fbatch);
+        let mut one = || shmkit_queue(per, p, c, QueueMode::One, fone);
+        let mut blocking = || shmkit_queue(per, p, c, QueueMode::OneBlock, fblock);
+        let mut ring = || pthread_ring(per, p, c);
+        let mut aq = || arrayqueue(per, p, c);
+        let mut impls: Vec<&mut dyn FnMut() -> Res<f64>> =
+            vec![&mut ring, &mut aq, &mut batch, &mut one];
+        if block {
+            impls.push(&mut blocking);
+        }
+        let mut xs = alternate_all(reps(o), &mut impls)?;
+        xs.resize(5, Vec::new()); // no samples: no blocking case here
+        let [pr, aq, sq @ ..]: [Vec<f64>; 5] = xs.try_into().expect("resized to 5");
         let place = placement(p + c, "producers, consumers");
-        out.push(record(
-            "queue-mpmc",
-            format!("shmkit-queue/{p}p{c}c"),
-            "throughput",
-            "items/s",
-            sq,
-            format!("{place}; processes, a lane per producer, batches of 256"),
-        ));
+        let modes = [QueueMode::Batch256, QueueMode::One, QueueMode::OneBlock];
+        for ((mode, xs), f) in modes.into_iter().zip(sq).zip(futex) {
+            if xs.is_empty() {
+                continue;
+            }
+            out.push(record(
+                "queue-mpmc",
+                format!("{}/{p}p{c}c", mode.name()),
+                "throughput",
+                "items/s",
+                xs,
+                format!(
+                    "{place}; processes, a lane per producer, {}; {}",
+                    mode.note(),
+                    futex_note(f)
+                ),
+            ));
+        }
         out.push(record(
             "queue-mpmc",
             format!("pthread-ring/{p}p{c}c"),
@@ -242,14 +333,27 @@ pub(in crate::cases) fn worker(
     let queue = || -> Res<()> {
         let per = arg(args, 2)?;
         let producers = arg(args, 3)?;
+        let batch = arg(args, 4)? as usize;
+        let wait = if arg(args, 5)? == 1 {
+            WaitStrategy::Block
+        } else {
+            WaitStrategy::default()
+        };
         let q = shmkit::Queue::<u64>::open_inherited("B_QUEUE").map_err(e)?;
-        if case == "shmq-prod" {
+        let futex_calls = if case == "shmq-prod" {
             let mut tx = q.producer().map_err(e)?;
+            tx.set_wait(wait);
             let base = idx as u64 * per;
             let items: Vec<u64> = (base..base + per).collect();
             ctl.start(idx);
-            for chunk in items.chunks(256) {
-                tx.push_slice(chunk).map_err(e)?;
+            if batch <= 1 {
+                for &v in &items {
+                    tx.push(v).map_err(e)?;
+                }
+            } else {
+                for chunk in items.chunks(batch) {
+                    tx.push_slice(chunk).map_err(e)?;
+                }
             }
             // The last producer done closes the queue for the consumers.
             // AcqRel: the closer's close follows every producer's pushes.
@@ -257,13 +361,15 @@ pub(in crate::cases) fn worker(
                 tx.close();
             }
             ctl.finish(idx);
+            tx.futex_calls()
         } else {
-            let rx = q.consumer().map_err(e)?;
+            let mut rx = q.consumer().map_err(e)?;
+            rx.set_wait(wait);
             let (mut got, mut sum) = (0u64, 0u64);
-            let mut buf = [0u64; 256];
+            let mut buf = vec![0u64; batch.max(1)];
             ctl.start(idx);
             loop {
-                match rx.pop_into(&mut buf) {
+                match pop_one_or_batch(&mut buf, || rx.pop(), |b| rx.pop_into(b)) {
                     Ok(n) => {
                         got += n as u64;
                         sum += buf[..n].iter().sum::<u64>();
@@ -275,7 +381,12 @@ pub(in crate::cases) fn worker(
             ctl.finish(idx);
             ctl.slot(idx, 2).store(got, Ordering::Release);
             ctl.slot(idx, 3).store(sum, Ordering::Release);
-        }
+            rx.futex_calls()
+        };
+        // Release: pairs with the parent's Acquire load in `shmkit_queue`
+        // (after `wait_all`, which orders it anyway).
+        ctl.slot(idx, FUTEX_WORD)
+            .store(futex_calls, Ordering::Release);
         Ok(())
     };
     if matches!(case, "shmq-prod" | "shmq-cons") {
