@@ -49,7 +49,9 @@ pub(crate) const READY: u32 = 0x5245_4459;
 /// 4: a ring's control block counts, per consumer entry, the items taken and
 /// not yet done, and the items of dead consumers (`held`, `abandoned`: join
 /// reports them instead of waiting for them); kinds 7 (queue) and 8 (cell).
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: a cell has 8 buffers (4 for records over 4 KiB), each with its stamp
+/// in its first word, instead of 2 buffers stamped in the control line.
+pub const LAYOUT_VERSION: u32 = 5;
 /// Size of the header; bodies start at or after it.
 pub(crate) const HEADER_SIZE: u64 = 256;
 /// Alignment of every body (fits `CachePadded`, which is 128 on x86-64).

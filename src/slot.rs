@@ -10,6 +10,7 @@ use bytemuck::Pod;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Words of 8 bytes one item of `T` takes in a slot.
+#[inline]
 pub(crate) const fn words_for(size: usize) -> usize {
     size.div_ceil(8)
 }

@@ -22,31 +22,43 @@
 //!
 //! # Mechanism, and why
 //!
-//! Two buffers, a stamp per buffer and a published version word, after the
+//! A ring of `N` stamped buffers and a published version word, after the
 //! writers' lock (the crate's own robust [`LockArea`]):
 //!
 //! | bytes of the body | word | meaning |
 //! |---|---|---|
 //! | 0..128 | lock | the writers' [`LockArea`] |
-//! | 128 | `version` | how many stores completed, `0 ..= MAX_VERSION`; the record of version `v` is in buffer `v % 2` |
-//! | 136, 144 | `stamp[b]` | the version whose record buffer `b` holds, or `BUSY \| n` while the writer of version `n` fills it |
-//! | 152 | `takeovers` | writers (or falling-back readers) that found the lock's holder dead (wrapping) |
-//! | 256.. | `buf[0]`, `buf[1]` | the record (each rounded up to 8 bytes), as atomic words (`slot::write_slot` / `read_slot`) |
+//! | 128 | `version` | how many stores completed, `0 ..= MAX_VERSION`; the record of version `v` is in buffer `v % N` |
+//! | 136 | `takeovers` | writers (or falling-back readers) that found the lock's holder dead (wrapping) |
+//! | 256.. | `N` buffers | each a `stamp` word, then the record (rounded up to 8 bytes) as atomic words (`slot::write_slot` / `read_slot`), each buffer padded to whole 64-byte lines |
+//!
+//! A buffer's `stamp` is the version whose record it holds, or `BUSY | n`
+//! while the writer of version `n` fills it. `N` is fixed by the record's
+//! size (so every process derives it from the header): [`buffers_for`]
+//! gives 8 for records up to 4 KiB, 4 above (2 under the model checkers,
+//! the tightest wrap, which is what the models need to reach).
 //!
 //! - **A writer** (holding the lock) reads `version` = `v`, sets the stamp
-//!   of the *other* buffer `b = (v + 1) % 2` to `BUSY | v+1`, fences
-//!   (Release), copies the record into `buf[b]`, stamps it `v + 1`, then
-//!   publishes `version = v + 1` with Release. The published buffer is
-//!   never written.
+//!   of buffer `b = (v + 1) % N` to `BUSY | v+1`, fences (Release), copies
+//!   the record into it, stamps it `v + 1`, then publishes `version = v +
+//!   1` with Release. The published buffer is never written.
 //! - **A reader** loads `version` (Acquire, so the record of that version
-//!   is complete and visible), copies `buf[v % 2]` with per-word atomics,
-//!   fences (Acquire) and re-checks that the buffer's stamp is still `v`.
-//!   A later writer that wrote any word the reader copied stamped the
-//!   buffer `BUSY` before (Release fence) so the re-check sees it
-//!   (the seqlock argument), and the reader retries. The reader's buffer is
-//!   overwritten only by the *second* write after the version it loaded, so
-//!   a retry needs two stores to start during one copy; the reader never
-//!   waits for a writer that is merely slow, or dead.
+//!   is complete and visible), copies buffer `v % N` with per-word
+//!   atomics, fences (Acquire) and re-checks that the buffer's stamp is
+//!   still `v`. A later writer that wrote any word the reader copied
+//!   stamped the buffer `BUSY` before (Release fence) so the re-check sees
+//!   it (the seqlock argument), and the reader retries. The reader's
+//!   buffer is overwritten only by the `N`-th store after the version it
+//!   loaded, so a retry needs `N` stores to start during one copy; the
+//!   reader never waits for a writer that is merely slow, or dead.
+//! - **Why `N` buffers and the stamp beside the record.** A writer that
+//!   stores without pause finishes a small store in the time a reader on
+//!   another core takes to fetch the lines it changed (2 buffers measured
+//!   4 stores per copy on an AMD EPYC: nearly every copy torn, every load
+//!   ending on the lock). With 8, a copy is torn only by 8 stores during
+//!   it. The stamp shares its buffer's first line, so the re-check reads a
+//!   line the copy just fetched, and the version sits alone on its line:
+//!   a load touches the version's line and its buffer's, nothing else.
 //! - **Retries are bounded.** After [`ATTEMPTS`] torn copies in a row
 //!   (writers storing faster than the record can be copied), the reader
 //!   takes the writers' lock for one copy, which then cannot be torn. Why
@@ -58,7 +70,7 @@
 //!   matches is retried [`ATTEMPTS`] times, then found wrong under the lock
 //!   (where no writer can explain it) and reported as [`Error::Corrupt`].
 //! - **A writer killed mid-store** leaves the buffer it was filling
-//!   stamped `BUSY` (or complete but unpublished) and the published one
+//!   stamped `BUSY` (or complete but unpublished) and the published ones
 //!   untouched: readers keep seeing the last complete record. The next
 //!   writer finds the lock's holder dead ([`LockError::OwnerDied`]); as the
 //!   buffer it is about to fill is exactly the one the dead writer left
@@ -67,14 +79,14 @@
 //! - **Untrusted words.** A version past `MAX_VERSION` (or one that a store
 //!   would take there), and a published buffer whose stamp is not its
 //!   version when no writer runs, are [`Error::Corrupt`]; a garbage stamp
-//!   on the unpublished buffer is overwritten by the next store. A garbage
+//!   on an unpublished buffer is overwritten by the store that reuses it. A garbage
 //!   record is just a record (every bit pattern of a `Pod` type is one).
 //!   Nothing read from the segment is used as an index or a length.
 //!
 //! Why not a single-buffer seqlock: a writer killed between its two
 //! sequence stores leaves an odd sequence number, and readers would spin
-//! until the next writer repairs it (forever, if no writer comes); with two
-//! buffers a dead writer never touches what readers read.
+//! until the next writer repairs it (forever, if no writer comes); with
+//! several buffers a dead writer never touches what readers read.
 //!
 //! What does not live here: the lock ([`crate::lock`]), the word copies
 //! (`slot`), create/open (`object`). `src/cell.rs` is something else: the
@@ -103,24 +115,55 @@ const BUSY: u64 = 1 << 63;
 /// do not happen; a version that large is garbage).
 const MAX_VERSION: u64 = BUSY - 1;
 
-/// Words of the control line: version, two stamps, takeovers, padding to
-/// 128 bytes so the buffers start on their own line.
+/// Words of the control line: version, takeovers, padding to 128 bytes so
+/// the buffers start on their own line and nothing else shares the
+/// version's.
 const CTRL_WORDS: usize = 16;
 const VERSION: usize = 0;
-const STAMP: usize = 1; // and 2
-const TAKEOVERS: usize = 3;
+const TAKEOVERS: usize = 1;
 
 /// Words of the body before the control line in a segment: the lock.
 const LOCK_WORDS: usize = (LOCK_AREA / 8) as usize;
 
+/// Buffers of a cell whose record is `size` bytes: 8 up to 4 KiB, 4 above
+/// (a large record's copy and store take about as long as each other, so
+/// fewer suffice); 2 under the model checkers (see the [module
+/// docs](self)). Derived from the header's element size, never stored.
+#[inline]
+pub const fn buffers_for(size: usize) -> usize {
+    if crate::sync::MODELLED {
+        2
+    } else if size <= 4096 {
+        8
+    } else {
+        4
+    }
+}
+
+/// Words of one buffer: the stamp and the record, padded to whole 64-byte
+/// lines. `None` past `usize` (a size read from a header).
+#[inline]
+const fn stride_for(size: usize) -> Option<usize> {
+    match words_for(size).checked_add(1) {
+        Some(w) => w.checked_next_multiple_of(8),
+        None => None,
+    }
+}
+
+/// Words after the lock: the control line and every buffer.
+fn cell_words(size: usize) -> Option<usize> {
+    stride_for(size)?
+        .checked_mul(buffers_for(size))?
+        .checked_add(CTRL_WORDS)
+}
+
 /// Bytes of a cell body holding a record of `elem_size` bytes: the lock,
-/// the control line, two buffers.
+/// the control line, the buffers.
 pub(crate) fn cell_body(h: &HeaderInfo) -> Option<u64> {
     if h.len != 1 || h.elem.size == 0 {
         return None;
     }
-    let w = words_for(h.elem.size as usize) as u64;
-    let words = (CTRL_WORDS as u64).checked_add(w.checked_mul(2)?)?;
+    let words = cell_words(usize::try_from(h.elem.size).ok()?)? as u64;
     align_body(LOCK_AREA.checked_add(words.checked_mul(8)?)?)
 }
 
@@ -205,12 +248,14 @@ impl<T: ShmType> SegmentObject for SharedCell<T> {
         cell_body(h)
     }
     fn init(seg: &Segment, initial: &T) -> Result<()> {
-        // Fresh zeroed body: a free lock, version 0, both stamps 0; buffer
+        // Fresh zeroed body: a free lock, version 0, every stamp 0; buffer
         // 0 (version 0's) gets the initial record. Nobody else sees the
         // segment before the header is published.
-        let w = words_for(size_of::<T>());
-        let start = LOCK_WORDS + CTRL_WORDS;
-        write_slot(&body_words(seg)[start..start + w], initial);
+        let start = LOCK_WORDS + CTRL_WORDS + 1;
+        write_slot(
+            &body_words(seg)[start..start + words_for(size_of::<T>())],
+            initial,
+        );
         Ok(())
     }
     fn from_segment(seg: Segment) -> Self {
@@ -258,7 +303,11 @@ impl<T: ShmType> SharedCell<T> {
     pub fn new_in_process(initial: T) -> Result<Self> {
         check::<T>()?;
         let cell = SharedCell {
-            words: Words::heap(CTRL_WORDS + 2 * words_for(size_of::<T>())),
+            words: Words::heap(cell_words(size_of::<T>()).ok_or_else(|| {
+                Error::InvalidArgument {
+                    what: "a shared cell's record is too large".into(),
+                }
+            })?),
             ctrl: 0,
             lock: LockHome::Heap(Box::new(LockArea::new())),
             _t: PhantomData,
@@ -267,25 +316,42 @@ impl<T: ShmType> SharedCell<T> {
         Ok(cell)
     }
 
+    #[inline]
     fn word(&self, i: usize) -> &AtomicU64 {
         &self.words.all()[self.ctrl + i]
     }
 
+    #[inline]
     fn version_word(&self) -> &AtomicU64 {
         self.word(VERSION)
     }
 
-    /// The stamp of buffer `b` (0 or 1).
-    fn stamp(&self, b: usize) -> &AtomicU64 {
-        self.word(STAMP + b)
+    /// How many buffers this cell has (see [`buffers_for`]).
+    #[inline]
+    fn buffers(&self) -> u64 {
+        buffers_for(size_of::<T>()) as u64
     }
 
-    /// Buffer `b` (0 or 1): `words_for(size_of::<T>())` words, inside the
-    /// body (the body was sized for `T` by `cell_body`, checked at open).
+    /// The first word of buffer `b` (`b < N`): inside the body, which was
+    /// sized for `T` by `cell_words` (checked at open).
+    #[inline]
+    fn buf_start(&self, b: usize) -> usize {
+        // Cannot overflow: `cell_words` computed the whole body's size.
+        let stride = stride_for(size_of::<T>()).unwrap_or(0);
+        self.ctrl + CTRL_WORDS + b * stride
+    }
+
+    /// The stamp of buffer `b`.
+    #[inline]
+    fn stamp(&self, b: usize) -> &AtomicU64 {
+        &self.words.all()[self.buf_start(b)]
+    }
+
+    /// The record words of buffer `b`.
+    #[inline]
     fn buf(&self, b: usize) -> &[AtomicU64] {
-        let w = words_for(size_of::<T>());
-        let start = self.ctrl + CTRL_WORDS + b * w;
-        &self.words.all()[start..start + w]
+        let start = self.buf_start(b) + 1;
+        &self.words.all()[start..start + words_for(size_of::<T>())]
     }
 
     fn lock_area(&self) -> &LockArea {
@@ -317,21 +383,31 @@ impl<T: ShmType> SharedCell<T> {
     }
 
     /// The published version, checked.
+    #[inline]
     fn checked_version(&self, v: u64) -> Result<u64> {
         if v > MAX_VERSION {
-            return Err(self.corrupt(format!(
-                "its version word is {v:#x}, more than any number of stores"
-            )));
+            return Err(self.version_corrupt(v));
         }
         Ok(v)
     }
 
+    /// The error of a version word past any number of stores (out of line:
+    /// the load path stays small enough to inline).
+    #[cold]
+    #[inline(never)]
+    fn version_corrupt(&self, v: u64) -> Error {
+        self.corrupt(format!(
+            "its version word is {v:#x}, more than any number of stores"
+        ))
+    }
+
     /// One attempt: load the version, copy its buffer, re-check its stamp.
+    #[inline]
     fn try_copy(&self) -> Result<Attempt<T>> {
         // Acquire: pairs with the Release store of `version` in `write`, so
         // the record of version v (written before it) is visible.
         let v = self.checked_version(self.version_word().load(Ordering::Acquire))?;
-        let b = (v & 1) as usize;
+        let b = (v % self.buffers()) as usize;
         let rec = read_slot::<T>(self.buf(b));
         // Acquire fence: pairs with the Release fence in `write` after the
         // BUSY stamp, so if any word copied above came from a later writer
@@ -364,11 +440,11 @@ impl<T: ShmType> SharedCell<T> {
             Attempt::Torn => {
                 // Relaxed: under the lock, only for the message.
                 let v = self.version_word().load(Ordering::Relaxed);
-                let s = self.stamp((v & 1) as usize).load(Ordering::Relaxed);
+                let b = v % self.buffers();
+                let s = self.stamp(b as usize).load(Ordering::Relaxed);
                 Err(self.corrupt(format!(
-                    "its published buffer {} is stamped {s:#x}, not its version {v} \
-                     (and no writer is running)",
-                    v & 1
+                    "its published buffer {b} is stamped {s:#x}, not its version {v} \
+                     (and no writer is running)"
                 )))
             }
         }
@@ -405,7 +481,7 @@ impl<T: ShmType> SharedCell<T> {
             .checked_add(1)
             .filter(|&n| n <= MAX_VERSION)
             .ok_or_else(|| self.corrupt(format!("its version word {v:#x} cannot grow")))?;
-        let b = (n & 1) as usize;
+        let b = (n % self.buffers()) as usize;
         // Relaxed, then the Release fence: the fence orders this BUSY stamp
         // before every record word below; pairs with the reader's Acquire
         // fence in `try_copy`.
@@ -425,17 +501,28 @@ impl<T: ShmType> SharedCell<T> {
     /// unless writers keep tearing the copy (see the [module docs](self)),
     /// then it waits for the writers' lock once. `Corrupt` if the segment
     /// holds garbage.
+    #[inline]
     pub fn load(&self) -> Result<T> {
         self.load_versioned().map(|(_, rec)| rec)
     }
 
     /// [`load`](Self::load) with the version of the record it returns.
+    #[inline]
     pub fn load_versioned(&self) -> Result<(u64, T)> {
-        self.load_with_attempts(ATTEMPTS, None)
-            .map_err(|e| match e {
-                CellError::Failed(e) => e,
-                CellError::Timeout => unreachable!("no deadline"),
-            })
+        // The first attempt inline (the common case: no writer tore it),
+        // the retries and the lock out of line.
+        match self.try_copy()? {
+            Attempt::Got(v, rec) => Ok((v, rec)),
+            Attempt::Torn => self.load_slow(),
+        }
+    }
+
+    /// The rest of [`load_versioned`](Self::load_versioned) after a torn
+    /// first attempt.
+    #[cold]
+    #[inline(never)]
+    fn load_slow(&self) -> Result<(u64, T)> {
+        self.load_with_attempts(ATTEMPTS - 1, None).map_err(untimed)
     }
 
     /// [`load`](Self::load), waiting at most `timeout` for the writers' lock
@@ -512,6 +599,7 @@ impl<T: ShmType> SharedCell<T> {
     /// word holds garbage. A caller that sees version `n` also sees
     /// everything the writer of `n` did before its store (as with `load`),
     /// so a version can announce other shared data written first.
+    #[inline]
     pub fn version(&self) -> Result<u64> {
         // Acquire: pairs with the Release store of `version` in `write`, so
         // the writer's earlier writes (to anything) are visible to the

@@ -56,6 +56,7 @@ impl Words {
     }
 
     /// Every word.
+    #[inline]
     pub(crate) fn all(&self) -> &[AtomicU64] {
         // SAFETY: `ptr` points at `len` atomics owned by `backing` (a heap box,
         // or a validated mapping body of len * 8 bytes, 128-aligned).

@@ -47,10 +47,16 @@ fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static)
 // Byte offsets in the body.
 const OWNER: u64 = 0; // the lock's owner word
 const VERSION: u64 = 128;
-const STAMP0: u64 = 136;
-const STAMP1: u64 = 144;
-const TAKEOVERS: u64 = 152;
-const BUF0: u64 = 256;
+const TAKEOVERS: u64 = 136;
+// Buffer b of a `[u64; 3]` cell (8 buffers): one line at 256 + 64 b, its
+// stamp first, then the record. The fixture publishes version 2, in
+// buffer 2; buffer 1 holds version 1.
+const fn stamp(b: u64) -> u64 {
+    256 + 64 * b
+}
+const PUB_STAMP: u64 = stamp(2);
+const PUB_BUF: u64 = stamp(2) + 8;
+const OLD_STAMP: u64 = stamp(1);
 
 struct Fixture {
     _c: Cleanup,
@@ -60,7 +66,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// A cell of `[u64; 3]` stored twice (version 2, in buffer 0; version
+    /// A cell of `[u64; 3]` stored twice (version 2, in buffer 2; version
     /// 1 in buffer 1).
     fn new(tag: &str) -> (Self, SharedCell<[u64; 3]>) {
         let c = Cleanup::new(tag);
@@ -81,10 +87,11 @@ impl Fixture {
             body: seg.info().data_offset,
         };
         assert_eq!(f.read(VERSION), 2);
-        assert_eq!(f.read(STAMP0), 2);
-        assert_eq!(f.read(STAMP1), 1);
+        assert_eq!(f.read(PUB_STAMP), 2);
+        assert_eq!(f.read(OLD_STAMP), 1);
+        assert_eq!(f.read(stamp(0)), 0);
         assert_eq!(f.read(TAKEOVERS), 0);
-        assert_eq!(f.read(BUF0), 2);
+        assert_eq!(f.read(PUB_BUF), 2);
         (f, cell)
     }
 
@@ -141,7 +148,7 @@ fn a_garbage_version_is_corrupt_everywhere() {
 
 #[test]
 fn a_version_its_buffer_does_not_have_is_corrupt_until_a_store() {
-    // 1000 names buffer 0, stamped 2.
+    // 1000 names buffer 0 (1000 % 8), stamped 0.
     let (f, _cell) = Fixture::new("cellwrongversion");
     f.write(VERSION, 1000);
     let c = f.open();
@@ -158,10 +165,10 @@ fn a_version_its_buffer_does_not_have_is_corrupt_until_a_store() {
 fn a_garbage_stamp_on_the_published_buffer_is_corrupt_until_a_store() {
     for bad in [0, 1, 3, u64::MAX, (1 << 63) | 2] {
         let (f, _cell) = Fixture::new("cellbadstamp");
-        f.write(STAMP0, bad);
+        f.write(PUB_STAMP, bad);
         let c = f.open();
         within("garbage stamp", move || {
-            corrupt_with(c.load().unwrap_err(), "published buffer 0 is stamped");
+            corrupt_with(c.load().unwrap_err(), "published buffer 2 is stamped");
             assert_eq!(c.store(&[4; 3]).unwrap(), 3);
             assert_eq!(c.load().unwrap(), [4; 3]);
         });
@@ -171,7 +178,7 @@ fn a_garbage_stamp_on_the_published_buffer_is_corrupt_until_a_store() {
 #[test]
 fn garbage_in_the_other_buffer_or_the_statistics_is_harmless() {
     let (f, _cell) = Fixture::new("cellbadother");
-    f.write(STAMP1, u64::MAX);
+    f.write(OLD_STAMP, u64::MAX);
     f.write(TAKEOVERS, u64::MAX);
     let c = f.open();
     within("garbage elsewhere", move || {
@@ -183,7 +190,7 @@ fn garbage_in_the_other_buffer_or_the_statistics_is_harmless() {
     // Garbage in the published record is a record (every bit pattern of a
     // Pod type is one).
     let (f, _cell) = Fixture::new("cellbadrecord");
-    f.write(BUF0, u64::MAX);
+    f.write(PUB_BUF, u64::MAX);
     let c = f.open();
     within("garbage record", move || {
         assert_eq!(c.load().unwrap(), [u64::MAX, 2, 2]);
@@ -248,7 +255,7 @@ fn random_words_never_panic_or_hang() {
     };
     let mut outcomes = [0u32; 3];
     for _ in 0..300 {
-        for off in [VERSION, STAMP0, STAMP1, TAKEOVERS] {
+        for off in [VERSION, PUB_STAMP, OLD_STAMP, stamp(0), TAKEOVERS] {
             f.write(off, next());
         }
         if next() % 4 == 0 {

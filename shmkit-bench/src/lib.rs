@@ -411,6 +411,11 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "pthread-mutex-copy/1w1r",
     ),
     (
+        "snapshot",
+        "shmkit-cell-load/1w1r-paced1us",
+        "pthread-mutex-copy/1w1r-paced1us",
+    ),
+    (
         "bridge",
         "shmkit-bridge/out+in",
         "redis-raw/xadd+xreadgroup",

@@ -11,7 +11,7 @@ crate::record! {
 }
 
 #[test]
-fn stores_alternate_buffers_and_publish_versions() {
+fn stores_rotate_buffers_and_publish_versions() {
     let c = SharedCell::new_in_process(Rec {
         a: 1,
         b: 2,
@@ -38,7 +38,10 @@ fn stores_alternate_buffers_and_publish_versions() {
         };
         assert_eq!(c.store(&r).unwrap(), i);
         assert_eq!(c.load_versioned().unwrap(), (i, r));
-        assert_eq!(c.stamp((i & 1) as usize).load(Ordering::Relaxed), i);
+        assert_eq!(
+            c.stamp((i % c.buffers()) as usize).load(Ordering::Relaxed),
+            i
+        );
     }
     assert_eq!(
         c.update(|r| {
@@ -57,9 +60,10 @@ fn stores_alternate_buffers_and_publish_versions() {
 fn a_half_written_buffer_is_not_read() {
     let c = SharedCell::new_in_process(7u64).unwrap();
     c.store(&8).unwrap(); // version 1, buffer 1
-    // A writer of version 2 died filling buffer 0.
-    c.stamp(0).store(BUSY | 2, Ordering::Relaxed);
-    c.buf(0)[0].store(999, Ordering::Relaxed);
+    // A writer of version 2 died filling buffer 2 % N.
+    let b = (2 % c.buffers()) as usize;
+    c.stamp(b).store(BUSY | 2, Ordering::Relaxed);
+    c.buf(b)[0].store(999, Ordering::Relaxed);
     assert_eq!(c.load().unwrap(), 8);
     assert_eq!(c.store(&9).unwrap(), 2);
     assert_eq!(c.load().unwrap(), 9);
@@ -101,7 +105,13 @@ fn body_sizes() {
         creator: 0,
         created_unix_ms: 0,
     };
-    assert_eq!(cell_body(&h), Some(128 + 128 + 128));
+    // The lock, the control line, 8 buffers of a stamp and a u64 (one
+    // line each).
+    assert_eq!(cell_body(&h), Some(128 + 128 + 8 * 64));
+    h.elem = ElemDesc::of::<[u64; 8]>(); // stamp + 64 bytes: two lines
+    assert_eq!(cell_body(&h), Some(128 + 128 + 8 * 128));
+    h.elem = ElemDesc::of::<[u8; 4097]>(); // past 4 KiB: 4 buffers
+    assert_eq!(cell_body(&h), Some(128 + 128 + 4 * 4160));
     h.len = 2;
     assert_eq!(cell_body(&h), None);
 }

@@ -1,6 +1,10 @@
-//! Group `snapshot`: one writer process storing a 64-byte status record
-//! without pause, one reader process taking consistent copies of it (the
-//! job of Python's `Manager().Namespace()`). shmkit's `SharedCell::load`
+//! Group `snapshot`: one writer process storing a 64-byte status record,
+//! one reader process taking consistent copies of it (the job of Python's
+//! `Manager().Namespace()`), in two regimes: a writer storing without pause
+//! (the stress case: a lock wins it by shutting the writer out while the
+//! reader copies, so the reader works on lines in its own cache), and a
+//! writer paced at one store per microsecond (a fast telemetry feed, the
+//! case a status record is for). shmkit's `SharedCell::load`
 //! (lock-free, two stamped buffers) against a copy of the same record taken
 //! under a process-shared pthread mutex in shared memory, the lock-based
 //! way. Writer on core 0, reader on core 1. Every copy is checked whole
@@ -24,11 +28,20 @@ const TORN: usize = 2;
 const STOP: usize = 3;
 const STORES: usize = 2;
 
-/// Run the writer and the reader of `case` (the reader does `n` copies);
-/// returns (copies/s, stores by the writer meanwhile).
-fn run(case: &str, n: u64, share: &dyn Fn(&mut std::process::Command)) -> Res<(f64, u64)> {
+/// Nanoseconds between the paced writer's stores.
+const PACE_NS: u64 = 1_000;
+
+/// Run the writer and the reader of `case` (the reader does `n` copies;
+/// the writer stores every `pace_ns`, or without pause for 0); returns
+/// (copies/s, stores by the writer meanwhile).
+fn run(
+    case: &str,
+    n: u64,
+    pace_ns: u64,
+    share: &dyn Fn(&mut std::process::Command),
+) -> Res<(f64, u64)> {
     let ctl = Ctl::create(2).map_err(e)?;
-    let args = [n.to_string()];
+    let args = [n.to_string(), pace_ns.to_string()];
     let mut kids = Vec::with_capacity(2);
     for (i, role) in [(0, "w"), (1, "r")] {
         kids.push(
@@ -51,47 +64,62 @@ fn run(case: &str, n: u64, share: &dyn Fn(&mut std::process::Command)) -> Res<(f
 
 pub(crate) fn snapshot(o: &Options) -> Res<Vec<Record>> {
     let n: u64 = if o.full { 5_000_000 } else { 500_000 };
-    let (mut cell_stores, mut mutex_stores) = (Vec::new(), Vec::new());
-    let [c, m] = alternate(
-        reps(o),
-        [
-            &mut || {
-                let cell = SharedCell::<Rec>::create_anonymous([0; WORDS]).map_err(e)?;
-                let (rate, stores) =
-                    run("snapshot-cell", n, &|cmd| cell.share_with(cmd, "B_DATA"))?;
-                cell_stores.push(stores as f64 / n as f64);
-                Ok(rate)
-            },
-            &mut || {
-                let p = PthreadShared::create(WORDS, 0).map_err(e)?;
-                let (rate, stores) =
-                    run("snapshot-pthread", n, &|cmd| p.share_with(cmd, "B_DATA"))?;
-                mutex_stores.push(stores as f64 / n as f64);
-                Ok(rate)
-            },
-        ],
-    )?;
-    let place = placement(2, "writer, reader");
-    let (cs, _, _) = crate::summary(cell_stores);
-    let (ms, _, _) = crate::summary(mutex_stores);
-    Ok(vec![
-        record(
-            "snapshot",
-            "shmkit-cell-load/1w1r".into(),
-            "throughput",
-            "copies/s",
-            c,
-            format!("{place}; 64-byte record; {cs:.2} stores per copy meanwhile"),
-        ),
-        record(
-            "snapshot",
-            "pthread-mutex-copy/1w1r".into(),
-            "throughput",
-            "copies/s",
-            m,
-            format!("{place}; 64-byte record; {ms:.2} stores per copy meanwhile"),
-        ),
-    ])
+    let mut out = Vec::new();
+    for (pace_ns, suffix, how) in [
+        (0, "", "writer without pause"),
+        (PACE_NS, "-paced1us", "writer paced at 1 store/us"),
+    ] {
+        let (mut cell_stores, mut mutex_stores) = (Vec::new(), Vec::new());
+        let [c, m] = alternate(
+            reps(o),
+            [
+                &mut || {
+                    let cell = SharedCell::<Rec>::create_anonymous([0; WORDS]).map_err(e)?;
+                    let (rate, stores) = run("snapshot-cell", n, pace_ns, &|cmd| {
+                        cell.share_with(cmd, "B_DATA")
+                    })?;
+                    cell_stores.push(stores as f64 / n as f64);
+                    Ok(rate)
+                },
+                &mut || {
+                    let p = PthreadShared::create(WORDS, 0).map_err(e)?;
+                    let (rate, stores) = run("snapshot-pthread", n, pace_ns, &|cmd| {
+                        p.share_with(cmd, "B_DATA")
+                    })?;
+                    mutex_stores.push(stores as f64 / n as f64);
+                    Ok(rate)
+                },
+            ],
+        )?;
+        let place = placement(2, "writer, reader");
+        for (case, rates, stores) in [
+            ("shmkit-cell-load", c, cell_stores),
+            ("pthread-mutex-copy", m, mutex_stores),
+        ] {
+            let (st, _, _) = crate::summary(stores);
+            out.push(record(
+                "snapshot",
+                format!("{case}/1w1r{suffix}"),
+                "throughput",
+                "copies/s",
+                rates,
+                format!("{place}; 64-byte record, {how}; {st:.2} stores per copy meanwhile"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Wait until `next` (a paced writer's next store), or not at all when
+/// `pace_ns` is 0; returns the time of the store after.
+fn pace(pace_ns: u64, next: std::time::Instant) -> std::time::Instant {
+    if pace_ns == 0 {
+        return next;
+    }
+    while std::time::Instant::now() < next {
+        std::hint::spin_loop();
+    }
+    next + std::time::Duration::from_nanos(pace_ns)
 }
 
 /// The workers of this group, or `None` for a case that is not one of them.
@@ -109,12 +137,14 @@ pub(in crate::cases) fn worker(
     };
     let run = || -> Res<()> {
         let n = arg(args, 2)?;
+        let pace_ns = arg(args, 3)?;
         match case {
             "snapshot-cell-w" => {
                 let cell = SharedCell::<Rec>::open_inherited("B_DATA").map_err(e)?;
                 ctl.start(idx);
-                let mut i = 0;
+                let (mut i, mut next) = (0, std::time::Instant::now());
                 while !stop() {
+                    next = pace(pace_ns, next);
                     i += 1;
                     cell.store(&[i; WORDS]).map_err(e)?;
                 }
@@ -134,8 +164,9 @@ pub(in crate::cases) fn worker(
             "snapshot-pthread-w" => {
                 let p = PthreadShared::open_inherited("B_DATA").map_err(e)?;
                 ctl.start(idx);
-                let mut i = 0;
+                let (mut i, mut next) = (0, std::time::Instant::now());
                 while !stop() {
+                    next = pace(pace_ns, next);
                     i += 1;
                     p.with_lock(|| {
                         for w in 0..WORDS {
