@@ -70,6 +70,7 @@ use crate::waiter::Parking;
 
 use crate::identity::ShmType;
 use crate::slot::read_slot;
+use crate::sync::AtomicU64;
 
 use super::consumer::Consumer;
 use super::error::{PopError, SendError};
@@ -107,6 +108,112 @@ pub fn max_message_len(capacity: usize) -> usize {
     capacity.saturating_mul(FRAME_DATA).min(u32::MAX as usize)
 }
 
+/// `TooLarge` if a message of `msg.len()` bytes is longer than `max`.
+pub(crate) fn check_len(msg: &[u8], max: usize) -> Result<(), SendError> {
+    if msg.len() > max {
+        return Err(SendError::TooLarge {
+            len: msg.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Cut `msg` (at most `u32::MAX` bytes: see [`check_len`]) into its
+/// [`frames_for`] frames, handing each to `write(index, frame)` in order;
+/// how many. The ring's and the queue's producers write them into reserved
+/// slots and publish them with one store.
+pub(crate) fn write_frames(msg: &[u8], mut write: impl FnMut(usize, &Frame)) -> usize {
+    let k = frames_for(msg.len());
+    let mut chunks = msg.chunks(FRAME_DATA);
+    for i in 0..k {
+        let mut f = Frame {
+            len: msg.len() as u32,
+            index: i as u32,
+            data: [0; FRAME_DATA],
+        };
+        if let Some(c) = chunks.next() {
+            f.data[..c.len()].copy_from_slice(c);
+        }
+        write(i, &f);
+    }
+    k
+}
+
+/// A claim of one message: given `size(first_slot, available)` (how many
+/// slots to take, decided from the first) and `copy(i, slot)` (called for
+/// each slot before the claim's CAS, again on a retry), take them all with
+/// one CAS or fail; how many were taken.
+type ClaimSized<'a> = &'a mut dyn FnMut(&[AtomicU64], usize) -> Result<usize, String>;
+type CopySlot<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
+
+/// Take one whole message into `out` (cleared first) through `claim` (the
+/// ring's or a queue lane's claim = commit, which must take exactly the
+/// count `size` returns, `1..=available`, or report an `Err` of `size` as
+/// `Corrupt`). The first frame says how many frames the message has,
+/// checked against `cap` (frames a lane holds) and what was published; the
+/// others must agree with it. Returns the frames taken.
+pub(crate) fn read_message(
+    cap: usize,
+    out: &mut Vec<u8>,
+    claim: impl FnOnce(ClaimSized<'_>, CopySlot<'_>) -> Result<usize, PopError>,
+) -> Result<usize, PopError> {
+    let total = Cell::new(0usize);
+    let bad = Cell::new(None::<String>);
+    let k = claim(
+        &mut |first, available| {
+            let f: Frame = read_slot(first);
+            // A u32: frames_for cannot overflow, nor can `i * FRAME_DATA`
+            // below (i < k <= cap).
+            let len = f.len as usize;
+            let k = frames_for(len);
+            if f.index != 0 {
+                return Err(format!(
+                    "a message starts with frame {} of a {len}-byte message",
+                    f.index
+                ));
+            }
+            if k > cap {
+                return Err(format!(
+                    "frame length {len} needs {k} frames, more than the capacity {cap}"
+                ));
+            }
+            total.set(len);
+            // More frames than published means a scribbled length (the
+            // producer publishes whole messages); the claim reports it.
+            if k > available {
+                return Err(format!(
+                    "frame length {len} needs {k} frames, only {available} published"
+                ));
+            }
+            Ok(k)
+        },
+        &mut |i, slot| {
+            if i == 0 {
+                out.clear();
+                bad.set(None);
+            }
+            let f: Frame = read_slot(slot);
+            let len = total.get();
+            let start = i * FRAME_DATA;
+            let take = len.saturating_sub(start).min(FRAME_DATA);
+            if f.index as usize != i || f.len as usize != len {
+                bad.set(Some(format!(
+                    "frame {i} of a {len}-byte message says it is frame {} of {} bytes",
+                    f.index, f.len
+                )));
+            }
+            out.extend_from_slice(&f.data[..take]);
+        },
+    )?;
+    // The claim succeeded, so these frames were not being overwritten: an
+    // inconsistency is real damage.
+    match bad.take() {
+        Some(d) => Err(PopError::Corrupt(d)),
+        None => Ok(k),
+    }
+}
+
 impl Producer<Frame> {
     /// Push one message if the ring has room for all of its frames now
     /// (`SendError::Full` if not).
@@ -118,14 +225,7 @@ impl Producer<Frame> {
 
     /// `TooLarge` if `msg` can never fit in this ring.
     fn check_len(&self, msg: &[u8]) -> Result<(), SendError> {
-        let max = self.max_message_len();
-        if msg.len() > max {
-            return Err(SendError::TooLarge {
-                len: msg.len(),
-                max,
-            });
-        }
-        Ok(())
+        check_len(msg, self.max_message_len())
     }
 
     /// Push one message that passed [`check_len`](Self::check_len) (so its
@@ -134,20 +234,8 @@ impl Producer<Frame> {
         if self.has_closed() {
             return Err(super::PushError::Closed(()));
         }
-        let k = frames_for(msg.len());
-        self.reserve(k as u64)?;
-        let mut chunks = msg.chunks(FRAME_DATA);
-        for i in 0..k {
-            let mut f = Frame {
-                len: msg.len() as u32,
-                index: i as u32,
-                data: [0; FRAME_DATA],
-            };
-            if let Some(c) = chunks.next() {
-                f.data[..c.len()].copy_from_slice(c);
-            }
-            self.write_reserved(i as u64, &f);
-        }
+        self.reserve(frames_for(msg.len()) as u64)?;
+        let k = write_frames(msg, |i, f| self.write_reserved(i as u64, f));
         // One Release store of tail (in `Producer::publish`) publishes every
         // frame of the message.
         self.publish_reserved(k as u64);
@@ -202,61 +290,7 @@ impl Consumer<Frame> {
     /// Take one whole message into `out` (cleared first) if one is there.
     #[must_use = "a message taken and dropped is lost to every consumer"]
     pub fn try_pop_bytes_into(&self, out: &mut Vec<u8>) -> Result<(), PopError> {
-        let cap = self.capacity();
-        let total = Cell::new(0usize);
-        let bad = Cell::new(None::<String>);
-        self.claim(
-            |first, available| {
-                let f: Frame = read_slot(first);
-                // A u32: frames_for cannot overflow, nor can `i * FRAME_DATA`
-                // below (i < k <= cap).
-                let len = f.len as usize;
-                let k = frames_for(len);
-                if f.index != 0 {
-                    return Err(format!(
-                        "a message starts with frame {} of a {len}-byte message",
-                        f.index
-                    ));
-                }
-                if k > cap {
-                    return Err(format!(
-                        "frame length {len} needs {k} frames, more than the capacity {cap}"
-                    ));
-                }
-                total.set(len);
-                // More frames than published means a scribbled length (the
-                // producer publishes whole messages); `claim` reports it.
-                if k > available {
-                    return Err(format!(
-                        "frame length {len} needs {k} frames, only {available} published"
-                    ));
-                }
-                Ok(k)
-            },
-            |i, slot| {
-                if i == 0 {
-                    out.clear();
-                    bad.set(None);
-                }
-                let f: Frame = read_slot(slot);
-                let len = total.get();
-                let start = i * FRAME_DATA;
-                let take = len.saturating_sub(start).min(FRAME_DATA);
-                if f.index as usize != i || f.len as usize != len {
-                    bad.set(Some(format!(
-                        "frame {i} of a {len}-byte message says it is frame {} of {} bytes",
-                        f.index, f.len
-                    )));
-                }
-                out.extend_from_slice(&f.data[..take]);
-            },
-        )?;
-        // The claim succeeded, so these frames were not being overwritten:
-        // an inconsistency is real damage.
-        match bad.take() {
-            Some(d) => Err(PopError::Corrupt(d)),
-            None => Ok(()),
-        }
+        read_message(self.capacity(), out, |size, copy| self.claim(size, copy)).map(|_| ())
     }
 
     /// Take one whole message if one is there.
