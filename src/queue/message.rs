@@ -131,9 +131,14 @@ impl Consumer<Frame> {
     #[must_use = "a message taken and dropped is lost to every consumer"]
     pub fn try_pop_bytes_into(&self, out: &mut Vec<u8>) -> Result<(), PopError> {
         let cap = self.mem.geo().cap as usize;
-        let k = read_message(cap, out, |size, copy| self.claim_sized(size, copy))?;
-        self.hold_message(k);
-        Ok(())
+        read_message(cap, out, |size, copy| {
+            let k = self.claim_sized(size, copy)?;
+            // Held as soon as claimed: also a message then found damaged
+            // (`Corrupt`), which `task_done` marks like any other.
+            self.hold_message(k);
+            Ok(k)
+        })
+        .map(|_| ())
     }
 
     /// Take one whole message if one is there.

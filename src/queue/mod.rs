@@ -550,4 +550,6 @@ fn mem_of_ref(seg: &Segment) -> &mem::QueueControl {
 object_api!(impl [T: ShmType] Queue<T>, "queue", (opts: QueueOptions), open_with);
 
 #[cfg(test)]
+mod message_tests;
+#[cfg(test)]
 mod tests;
