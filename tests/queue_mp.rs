@@ -1,7 +1,8 @@
 //! The multi-producer Queue across real processes: producers × consumers
 //! exactly once and in per-producer order, join from an observer process, a
 //! consumer killed holding an item (join reports it abandoned), a producer
-//! killed mid-stream, and a kill -9 soak of producers and consumers.
+//! killed mid-stream, a kill -9 soak of producers and consumers, and byte
+//! messages (`Queue<Frame>`) between processes, each whole and exactly once.
 //!
 //! Items are `[producer incarnation, sequence, payload, checksum]`: a torn
 //! item fails its checksum. Each consumer records what it got in the shared
@@ -16,8 +17,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
+use shmkit::queue::message::Frame;
 use shmkit::queue::{JoinError, PopError, Queue, QueueOptions};
-use shmkit::{Ordering, SharedArray};
+use shmkit::{Ordering, SharedArray, ShmType};
 
 const ENTRY: &str = "child_entry";
 
@@ -50,6 +52,9 @@ const OBSERVED: usize = 2;
 #[test]
 fn child_entry() {
     let Some(role) = child_role() else { return };
+    if let Some(role) = role.strip_prefix("bytes_") {
+        return bytes_child(role);
+    }
     let q = Queue::<Item>::open(&env("QUEUE")).unwrap();
     let ctl = SharedArray::<u64>::open(&env("CTL")).unwrap();
     match role.as_str() {
@@ -106,15 +111,15 @@ fn child_entry() {
 }
 
 /// The shared objects of one test, removed when it ends.
-struct Setup {
+struct Setup<T: ShmType = Item> {
     names: [Cleanup; 4],
-    q: Queue<Item>,
+    q: Queue<T>,
     ctl: SharedArray<u64>,
     pushed: SharedArray<u64>,
     seen: SharedArray<u8>,
 }
 
-impl Setup {
+impl<T: ShmType> Setup<T> {
     fn new(tag: &str, opts: QueueOptions, incarnations: usize) -> Self {
         let names = [
             Cleanup::new(&format!("{tag}-q")),
@@ -177,7 +182,7 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 #[test]
 fn three_producers_three_consumers_exactly_once_in_order_and_an_observer_joins() {
     const N: u64 = 30_000;
-    let s = Setup::new("qmp", QueueOptions::new(64, 3, 3), 3);
+    let s = Setup::<Item>::new("qmp", QueueOptions::new(64, 3, 3), 3);
     let consumers: Vec<Reaper> = (0..3).map(|_| s.spawn("consume", 0, 0)).collect();
     let producers: Vec<Reaper> = (0..3).map(|k| s.spawn("produce", k, N)).collect();
     for p in producers {
@@ -200,7 +205,7 @@ fn three_producers_three_consumers_exactly_once_in_order_and_an_observer_joins()
 
 #[test]
 fn a_consumer_killed_holding_an_item_is_reported_abandoned() {
-    let s = Setup::new("qabandon", QueueOptions::new(8, 1, 3), 1);
+    let s = Setup::<Item>::new("qabandon", QueueOptions::new(8, 1, 3), 1);
     let mut tx = s.q.producer().unwrap();
     for i in 0..3 {
         tx.push(item(0, i)).unwrap();
@@ -233,7 +238,7 @@ fn a_consumer_killed_holding_an_item_is_reported_abandoned() {
 
 #[test]
 fn a_producer_killed_mid_stream_wedges_nobody() {
-    let s = Setup::new(
+    let s = Setup::<Item>::new(
         "qprodkill",
         QueueOptions::new(16, 2, 2).disconnect_when_producers_gone(true),
         2,
@@ -278,7 +283,7 @@ fn soak_kill_producers_and_consumers_at_random() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let incarnations = kills + 4;
-    let s = Setup::new("qsoak", QueueOptions::new(64, 4, 4), incarnations);
+    let s = Setup::<Item>::new("qsoak", QueueOptions::new(64, 4, 4), incarnations);
     let mut seed = u64::from(std::process::id()) | 1;
     let mut rand = move || {
         seed ^= seed << 13;
@@ -341,4 +346,80 @@ fn soak_kill_producers_and_consumers_at_random() {
         report.abandoned
     );
     assert!(lost as u64 <= report.abandoned, "lost items not reported");
+}
+
+/// Byte message `i` of producer `k`: its 16-byte header (k, i), then a
+/// pattern of both, 16 to 16 * 56 bytes long (1 to 16 frames: up to a
+/// whole lane of the test's queue).
+fn message(k: u64, i: u64) -> Vec<u8> {
+    let len = 16 + ((i * 97 + k * 31) % (16 * 56 - 15)) as usize;
+    let mut m = [k.to_le_bytes(), i.to_le_bytes()].concat();
+    m.extend((16..len).map(|j| ((k * 131 + i * 7 + j as u64 * 13) % 251) as u8));
+    m
+}
+
+/// The byte-message roles: `produce` pushes N messages as incarnation K,
+/// `consume` pops them into one reused buffer until Disconnected, checking
+/// each is whole and each producer's in order.
+fn bytes_child(role: &str) {
+    let q = Queue::<Frame>::open(&env("QUEUE")).unwrap();
+    match role {
+        "produce" => {
+            let k: u64 = env("K").parse().unwrap();
+            let n: u64 = env("N").parse().unwrap();
+            let pushed = SharedArray::<u64>::open(&env("PUSHED")).unwrap();
+            let mut tx = q.producer().unwrap();
+            for i in 0..n {
+                tx.push_bytes_timeout(&message(k, i), CHILD_LIMIT)
+                    .unwrap_or_else(|e| panic!("producer {k} wedged at {i}: {e}"));
+                pushed[k as usize].store(i + 1, Ordering::Relaxed);
+            }
+        }
+        "consume" => {
+            let seen = SharedArray::<u8>::open(&env("SEEN")).unwrap();
+            let rx = q.consumer().unwrap();
+            let mut last = std::collections::HashMap::<u64, u64>::new();
+            let mut buf = Vec::new();
+            loop {
+                match rx.pop_bytes_into_timeout(&mut buf, CHILD_LIMIT) {
+                    Ok(()) => {
+                        let k = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                        let i = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+                        assert!(k < 2 && i < PER, "message {k}/{i} out of range");
+                        assert!(buf == message(k, i), "torn message {k}/{i}");
+                        let prev = last.insert(k, i);
+                        assert!(
+                            prev.is_none_or(|p| p < i),
+                            "producer {k}: {i} after {prev:?}"
+                        );
+                        seen[(k * PER + i) as usize].fetch_add(1, Ordering::Relaxed);
+                        rx.task_done().unwrap();
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(e) => panic!("consumer: {e}"),
+                }
+            }
+        }
+        other => panic!("unknown role bytes_{other}"),
+    }
+}
+
+#[test]
+fn byte_messages_two_producers_two_consumers_whole_and_exactly_once() {
+    const N: u64 = 3_000;
+    let s = Setup::<Frame>::new("qbytes", QueueOptions::new(16, 2, 2), 2);
+    let consumers: Vec<Reaper> = (0..2).map(|_| s.spawn("bytes_consume", 0, 0)).collect();
+    let producers: Vec<Reaper> = (0..2).map(|k| s.spawn("bytes_produce", k, N)).collect();
+    for p in producers {
+        p.wait_ok();
+    }
+    // task_done per message: the join's count is in frames, all done.
+    assert_eq!(s.q.join_timeout(CHILD_LIMIT).unwrap().abandoned, 0);
+    s.q.close();
+    for c in consumers {
+        c.wait_ok();
+    }
+    assert_eq!(s.tally(2), (0, 0, 0));
+    let count: u64 = s.seen.values().map(u64::from).sum();
+    assert_eq!(count, 2 * N);
 }
