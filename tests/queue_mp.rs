@@ -73,26 +73,15 @@ fn child_entry() {
             }
         }
         "consume" => {
-            let seen = SharedArray::<u8>::open(&env("SEEN")).unwrap();
             let rx = q.consumer().unwrap();
-            let mut last = std::collections::HashMap::<u64, u64>::new();
-            loop {
-                match rx.pop_timeout(CHILD_LIMIT) {
-                    Ok([k, i, payload, sum]) => {
-                        assert_eq!(sum, checksum(k, i, payload), "torn item {k}/{i}");
-                        assert!(i < PER, "sequence {i} out of range");
-                        let prev = last.insert(k, i);
-                        assert!(
-                            prev.is_none_or(|p| p < i),
-                            "producer {k}: {i} after {prev:?}"
-                        );
-                        seen[(k * PER + i) as usize].fetch_add(1, Ordering::Relaxed);
-                        rx.task_done().unwrap();
-                    }
-                    Err(PopError::Disconnected) => break,
-                    Err(e) => panic!("consumer: {e}"),
-                }
-            }
+            consume_all(
+                || {
+                    let [k, i, payload, sum] = rx.pop_timeout(CHILD_LIMIT)?;
+                    assert_eq!(sum, checksum(k, i, payload), "torn item {k}/{i}");
+                    Ok((k, i))
+                },
+                || rx.task_done().unwrap(),
+            );
         }
         "consume_one_then_park" => {
             let rx = q.consumer().unwrap();
@@ -107,6 +96,31 @@ fn child_entry() {
             ctl[OBSERVED].store(r.abandoned + 1, Ordering::Relaxed);
         }
         other => panic!("unknown role {other}"),
+    }
+}
+
+/// A consumer's loop: `pop` gives (producer incarnation, sequence) of a
+/// whole item or message it checked, until `Disconnected`; each is recorded
+/// in `seen`, checked to come after the last of its producer, and marked
+/// done.
+fn consume_all(mut pop: impl FnMut() -> Result<(u64, u64), PopError>, done: impl Fn()) {
+    let seen = SharedArray::<u8>::open(&env("SEEN")).unwrap();
+    let mut last = std::collections::HashMap::<u64, u64>::new();
+    loop {
+        match pop() {
+            Ok((k, i)) => {
+                assert!(i < PER, "sequence {i} out of range");
+                let prev = last.insert(k, i);
+                assert!(
+                    prev.is_none_or(|p| p < i),
+                    "producer {k}: {i} after {prev:?}"
+                );
+                seen[(k * PER + i) as usize].fetch_add(1, Ordering::Relaxed);
+                done();
+            }
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("consumer: {e}"),
+        }
     }
 }
 
@@ -376,29 +390,19 @@ fn bytes_child(role: &str) {
             }
         }
         "consume" => {
-            let seen = SharedArray::<u8>::open(&env("SEEN")).unwrap();
             let rx = q.consumer().unwrap();
-            let mut last = std::collections::HashMap::<u64, u64>::new();
             let mut buf = Vec::new();
-            loop {
-                match rx.pop_bytes_into_timeout(&mut buf, CHILD_LIMIT) {
-                    Ok(()) => {
-                        let k = u64::from_le_bytes(buf[..8].try_into().unwrap());
-                        let i = u64::from_le_bytes(buf[8..16].try_into().unwrap());
-                        assert!(k < 2 && i < PER, "message {k}/{i} out of range");
-                        assert!(buf == message(k, i), "torn message {k}/{i}");
-                        let prev = last.insert(k, i);
-                        assert!(
-                            prev.is_none_or(|p| p < i),
-                            "producer {k}: {i} after {prev:?}"
-                        );
-                        seen[(k * PER + i) as usize].fetch_add(1, Ordering::Relaxed);
-                        rx.task_done().unwrap();
-                    }
-                    Err(PopError::Disconnected) => break,
-                    Err(e) => panic!("consumer: {e}"),
-                }
-            }
+            consume_all(
+                || {
+                    rx.pop_bytes_into_timeout(&mut buf, CHILD_LIMIT)?;
+                    let k = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                    let i = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+                    assert!(k < 2 && i < PER, "message {k}/{i} out of range");
+                    assert!(buf == message(k, i), "torn message {k}/{i}");
+                    Ok((k, i))
+                },
+                || rx.task_done().unwrap(),
+            );
         }
         other => panic!("unknown role bytes_{other}"),
     }

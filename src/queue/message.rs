@@ -48,7 +48,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::ring::message::{check_len, frames_for, max_message_len, read_message, write_frames};
+use crate::ring::message::{
+    bytes_pop_api, bytes_push_api, check_len, frames_for, max_message_len, read_message,
+    write_frames,
+};
 use crate::ring::{PopError, PushError, SendError};
 
 pub use crate::ring::message::Frame;
@@ -89,21 +92,7 @@ impl Producer<Frame> {
         Ok(())
     }
 
-    /// Push one message, waiting while our lane lacks room for it.
-    pub fn push_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        self.push_bytes_until(msg, None)
-    }
-
-    /// [`push_bytes`](Self::push_bytes), waiting at most `timeout`.
-    pub fn push_bytes_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
-        self.push_bytes_until(msg, Some(Instant::now() + timeout))
-    }
-
-    fn push_bytes_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
-        check_len(msg, self.max_message_len())?;
-        self.push_with(deadline, |p| p.try_push_checked(msg))
-            .map_err(SendError::from)
-    }
+    bytes_push_api!("lane");
 
     /// Push one message, waiting asynchronously while our lane lacks room:
     /// the `async` form of [`push_bytes`](Self::push_bytes). A future
@@ -141,28 +130,7 @@ impl Consumer<Frame> {
         .map(|_| ())
     }
 
-    /// Take one whole message if one is there.
-    #[must_use = "a message taken and dropped is lost to every consumer"]
-    pub fn try_pop_bytes(&self) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.try_pop_bytes_into(&mut v)?;
-        Ok(v)
-    }
-
-    /// Take one whole message, waiting while the queue is empty;
-    /// `Disconnected` as [`pop`](Self::pop).
-    pub fn pop_bytes(&self) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.pop_bytes_into_until(&mut v, None)?;
-        Ok(v)
-    }
-
-    /// [`pop_bytes`](Self::pop_bytes), waiting at most `timeout`.
-    pub fn pop_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.pop_bytes_into_until(&mut v, Some(Instant::now() + timeout))?;
-        Ok(v)
-    }
+    bytes_pop_api!("queue");
 
     /// Take one whole message into `out` (cleared first and reused),
     /// waiting at most `timeout` while the queue is empty (`Timeout` then;
@@ -173,16 +141,6 @@ impl Consumer<Frame> {
         timeout: Duration,
     ) -> Result<(), PopError> {
         self.pop_bytes_into_until(out, Some(Instant::now() + timeout))
-    }
-
-    /// Take one whole message into `out`, waiting while the queue is empty,
-    /// until `deadline` if any.
-    fn pop_bytes_into_until(
-        &self,
-        out: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<(), PopError> {
-        self.wait_for(deadline, || self.try_pop_bytes_into(out))
     }
 
     /// Take one whole message, waiting asynchronously while the queue is

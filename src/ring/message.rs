@@ -62,7 +62,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -214,6 +214,85 @@ pub(crate) fn read_message(
     }
 }
 
+/// The waiting forms of the byte-message pushes, written once for the
+/// ring's and the queue's producers (`$what` names the container in the
+/// docs): `push_bytes`, `push_bytes_timeout`, and `push_bytes_until` under
+/// them. The type provides `max_message_len`, `try_push_checked` (one
+/// message that passed [`check_len`]) and `push_with` (retry while full).
+macro_rules! bytes_push_api {
+    ($what:literal) => {
+        #[doc = concat!("Push one message, waiting while the ", $what, " lacks room for it.")]
+        pub fn push_bytes(&mut self, msg: &[u8]) -> Result<(), $crate::ring::SendError> {
+            self.push_bytes_until(msg, None)
+        }
+
+        /// [`push_bytes`](Self::push_bytes), waiting at most `timeout`.
+        pub fn push_bytes_timeout(
+            &mut self,
+            msg: &[u8],
+            timeout: std::time::Duration,
+        ) -> Result<(), $crate::ring::SendError> {
+            self.push_bytes_until(msg, Some(std::time::Instant::now() + timeout))
+        }
+
+        /// Push one message, waiting for room until `deadline` if any.
+        fn push_bytes_until(
+            &mut self,
+            msg: &[u8],
+            deadline: Option<std::time::Instant>,
+        ) -> Result<(), $crate::ring::SendError> {
+            $crate::ring::message::check_len(msg, self.max_message_len())?;
+            self.push_with(deadline, |p| p.try_push_checked(msg))
+                .map_err($crate::ring::SendError::from)
+        }
+    };
+}
+pub(crate) use bytes_push_api;
+
+/// The other forms of the byte-message pops, written once for the ring's
+/// and the queue's consumers, on the type's `try_pop_bytes_into` and
+/// `wait_for` (retry while empty): `try_pop_bytes`, `pop_bytes`,
+/// `pop_bytes_timeout`, `pop_bytes_into_until` (for `pipe`, which reuses one
+/// buffer across receives).
+macro_rules! bytes_pop_api {
+    ($what:literal) => {
+        /// Take one whole message if one is there.
+        #[must_use = "a message taken and dropped is lost to every consumer"]
+        pub fn try_pop_bytes(&self) -> Result<Vec<u8>, $crate::ring::PopError> {
+            let mut v = Vec::new();
+            self.try_pop_bytes_into(&mut v)?;
+            Ok(v)
+        }
+
+        #[doc = concat!("Take one whole message, waiting while the ", $what, " is empty.")]
+        pub fn pop_bytes(&self) -> Result<Vec<u8>, $crate::ring::PopError> {
+            let mut v = Vec::new();
+            self.pop_bytes_into_until(&mut v, None)?;
+            Ok(v)
+        }
+
+        /// [`pop_bytes`](Self::pop_bytes), waiting at most `timeout`.
+        pub fn pop_bytes_timeout(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<Vec<u8>, $crate::ring::PopError> {
+            let mut v = Vec::new();
+            self.pop_bytes_into_until(&mut v, Some(std::time::Instant::now() + timeout))?;
+            Ok(v)
+        }
+
+        #[doc = concat!("Take one whole message into `out` (cleared first), waiting while the ", $what, " is empty, until `deadline` if any.")]
+        pub(crate) fn pop_bytes_into_until(
+            &self,
+            out: &mut Vec<u8>,
+            deadline: Option<std::time::Instant>,
+        ) -> Result<(), $crate::ring::PopError> {
+            self.wait_for(deadline, || self.try_pop_bytes_into(out))
+        }
+    };
+}
+pub(crate) use bytes_pop_api;
+
 impl Producer<Frame> {
     /// Push one message if the ring has room for all of its frames now
     /// (`SendError::Full` if not).
@@ -242,22 +321,7 @@ impl Producer<Frame> {
         Ok(())
     }
 
-    /// Push one message, waiting while the ring lacks room for it.
-    pub fn push_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        self.push_bytes_until(msg, None)
-    }
-
-    /// [`push_bytes`](Self::push_bytes), waiting at most `timeout`.
-    pub fn push_bytes_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
-        self.push_bytes_until(msg, Some(Instant::now() + timeout))
-    }
-
-    /// Push one message, waiting for room until `deadline` if any.
-    fn push_bytes_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
-        self.check_len(msg)?;
-        self.push_with(deadline, |p| p.try_push_checked(msg))
-            .map_err(SendError::from)
-    }
+    bytes_push_api!("ring");
 
     /// Push one message, waiting asynchronously while the ring lacks room:
     /// the `async` form of [`push_bytes`](Self::push_bytes) (see
@@ -293,13 +357,7 @@ impl Consumer<Frame> {
         read_message(self.capacity(), out, |size, copy| self.claim(size, copy)).map(|_| ())
     }
 
-    /// Take one whole message if one is there.
-    #[must_use = "a message taken and dropped is lost to every consumer"]
-    pub fn try_pop_bytes(&self) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.try_pop_bytes_into(&mut v)?;
-        Ok(v)
-    }
+    bytes_pop_api!("ring");
 
     /// Take one whole message, waiting asynchronously while the ring is
     /// empty: the `async` form of [`pop_bytes`](Self::pop_bytes);
@@ -309,31 +367,6 @@ impl Consumer<Frame> {
         std::future::poll_fn(move |cx| {
             self.poll_for(cx, &mut since, &mut parking, || self.try_pop_bytes())
         })
-    }
-
-    /// Take one whole message, waiting while the ring is empty.
-    pub fn pop_bytes(&self) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.pop_bytes_into_until(&mut v, None)?;
-        Ok(v)
-    }
-
-    /// [`pop_bytes`](Self::pop_bytes), waiting at most `timeout`.
-    pub fn pop_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.pop_bytes_into_until(&mut v, Some(Instant::now() + timeout))?;
-        Ok(v)
-    }
-
-    /// Take one whole message into `out` (cleared first), waiting while the
-    /// ring is empty, until `deadline` if any (for `pipe`, which reuses one
-    /// buffer across receives).
-    pub(crate) fn pop_bytes_into_until(
-        &self,
-        out: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<(), PopError> {
-        self.wait_for(deadline, || self.try_pop_bytes_into(out))
     }
 }
 
