@@ -59,18 +59,11 @@ fn child_entry() {
     let ctl = SharedArray::<u64>::open(&env("CTL")).unwrap();
     match role.as_str() {
         "produce" => {
-            let k: u64 = env("K").parse().unwrap();
-            let n: u64 = env("N").parse().unwrap();
-            let pushed = SharedArray::<u64>::open(&env("PUSHED")).unwrap();
             let mut tx = q.producer().unwrap();
-            for i in 0..n {
-                if ctl[STOP].load(Ordering::Relaxed) != 0 {
-                    break;
-                }
+            produce_all(|k, i| {
                 tx.push_timeout(item(k, i), CHILD_LIMIT)
-                    .unwrap_or_else(|e| panic!("producer {k} wedged at {i}: {e}"));
-                pushed[k as usize].store(i + 1, Ordering::Relaxed);
-            }
+                    .map_err(|e| e.to_string())
+            });
         }
         "consume" => {
             let rx = q.consumer().unwrap();
@@ -96,6 +89,22 @@ fn child_entry() {
             ctl[OBSERVED].store(r.abandoned + 1, Ordering::Relaxed);
         }
         other => panic!("unknown role {other}"),
+    }
+}
+
+/// A producer's loop: `push` item or message `i` of incarnation K, for i
+/// up to N or until told to stop, recording how many pushes returned.
+fn produce_all(mut push: impl FnMut(u64, u64) -> Result<(), String>) {
+    let ctl = SharedArray::<u64>::open(&env("CTL")).unwrap();
+    let pushed = SharedArray::<u64>::open(&env("PUSHED")).unwrap();
+    let k: u64 = env("K").parse().unwrap();
+    let n: u64 = env("N").parse().unwrap();
+    for i in 0..n {
+        if ctl[STOP].load(Ordering::Relaxed) != 0 {
+            break;
+        }
+        push(k, i).unwrap_or_else(|e| panic!("producer {k} wedged at {i}: {e}"));
+        pushed[k as usize].store(i + 1, Ordering::Relaxed);
     }
 }
 
@@ -163,6 +172,31 @@ impl<T: ShmType> Setup<T> {
         Reaper(Some(child))
     }
 
+    /// `k` consumer and `k` producer processes (roles `consume` and
+    /// `produce` after `prefix`), `n` items each; once the producers are
+    /// done, `joined` (every item must be done by then), then close: each
+    /// item delivered exactly once (the consumers check order).
+    fn exactly_once(&self, prefix: &str, k: u64, n: u64, joined: impl FnOnce(&Self)) {
+        let role = |r: &str| format!("{prefix}{r}");
+        let consumers: Vec<Reaper> = (0..k).map(|_| self.spawn(&role("consume"), 0, 0)).collect();
+        let producers: Vec<Reaper> = (0..k).map(|i| self.spawn(&role("produce"), i, n)).collect();
+        for p in producers {
+            p.wait_ok();
+        }
+        joined(self);
+        self.q.close();
+        for c in consumers {
+            c.wait_ok();
+        }
+        assert_eq!(
+            self.tally(k as usize),
+            (0, 0, 0),
+            "(duplicated, lost, extra)"
+        );
+        let count: u64 = self.seen.values().map(u64::from).sum();
+        assert_eq!(count, k * n);
+    }
+
     /// (duplicated, lost, extra): items seen twice or more; items whose
     /// push returned and that nobody recorded; items recorded beyond what
     /// their producer recorded as pushed (published just before a kill).
@@ -197,24 +231,13 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 fn three_producers_three_consumers_exactly_once_in_order_and_an_observer_joins() {
     const N: u64 = 30_000;
     let s = Setup::<Item>::new("qmp", QueueOptions::new(64, 3, 3), 3);
-    let consumers: Vec<Reaper> = (0..3).map(|_| s.spawn("consume", 0, 0)).collect();
-    let producers: Vec<Reaper> = (0..3).map(|k| s.spawn("produce", k, N)).collect();
-    for p in producers {
-        p.wait_ok();
-    }
-    // Every item is pushed: an observer process joins (it neither produces
-    // nor consumes), and returns once every item is done.
-    s.spawn("observe", 0, 0).wait_ok();
-    assert_eq!(s.ctl[OBSERVED].load(Ordering::Relaxed), 1, "abandoned 0");
-    assert_eq!(s.q.join().unwrap().abandoned, 0);
-    s.q.close();
-    for c in consumers {
-        c.wait_ok();
-    }
-    let (dup, lost, extra) = s.tally(3);
-    assert_eq!((dup, lost, extra), (0, 0, 0));
-    let count: u64 = s.seen.values().map(u64::from).sum();
-    assert_eq!(count, 3 * N);
+    s.exactly_once("", 3, N, |s| {
+        // Every item is pushed: an observer process joins (it neither
+        // produces nor consumes), and returns once every item is done.
+        s.spawn("observe", 0, 0).wait_ok();
+        assert_eq!(s.ctl[OBSERVED].load(Ordering::Relaxed), 1, "abandoned 0");
+        assert_eq!(s.q.join().unwrap().abandoned, 0);
+    });
 }
 
 #[test]
@@ -379,15 +402,11 @@ fn bytes_child(role: &str) {
     let q = Queue::<Frame>::open(&env("QUEUE")).unwrap();
     match role {
         "produce" => {
-            let k: u64 = env("K").parse().unwrap();
-            let n: u64 = env("N").parse().unwrap();
-            let pushed = SharedArray::<u64>::open(&env("PUSHED")).unwrap();
             let mut tx = q.producer().unwrap();
-            for i in 0..n {
+            produce_all(|k, i| {
                 tx.push_bytes_timeout(&message(k, i), CHILD_LIMIT)
-                    .unwrap_or_else(|e| panic!("producer {k} wedged at {i}: {e}"));
-                pushed[k as usize].store(i + 1, Ordering::Relaxed);
-            }
+                    .map_err(|e| e.to_string())
+            });
         }
         "consume" => {
             let rx = q.consumer().unwrap();
@@ -412,18 +431,8 @@ fn bytes_child(role: &str) {
 fn byte_messages_two_producers_two_consumers_whole_and_exactly_once() {
     const N: u64 = 3_000;
     let s = Setup::<Frame>::new("qbytes", QueueOptions::new(16, 2, 2), 2);
-    let consumers: Vec<Reaper> = (0..2).map(|_| s.spawn("bytes_consume", 0, 0)).collect();
-    let producers: Vec<Reaper> = (0..2).map(|k| s.spawn("bytes_produce", k, N)).collect();
-    for p in producers {
-        p.wait_ok();
-    }
-    // task_done per message: the join's count is in frames, all done.
-    assert_eq!(s.q.join_timeout(CHILD_LIMIT).unwrap().abandoned, 0);
-    s.q.close();
-    for c in consumers {
-        c.wait_ok();
-    }
-    assert_eq!(s.tally(2), (0, 0, 0));
-    let count: u64 = s.seen.values().map(u64::from).sum();
-    assert_eq!(count, 2 * N);
+    s.exactly_once("bytes_", 2, N, |s| {
+        // task_done per message: the join's count is in frames, all done.
+        assert_eq!(s.q.join_timeout(CHILD_LIMIT).unwrap().abandoned, 0);
+    });
 }
