@@ -2,7 +2,11 @@
 //! `recv_bytes`, each message delivered whole to exactly one consumer.
 //! Built only on the producer's and consumer's own methods (reserve, write,
 //! publish; claim a run sized by its first frame); the ring algorithm and
-//! its orderings are in `producer.rs` and `consumer.rs`, not here.
+//! its orderings are in `producer.rs` and `consumer.rs`, not here. The
+//! frame encoding and its checks (`write_frames`, `read_message`,
+//! `check_len`) and the waiting forms (`bytes_push_api!`,
+//! `bytes_pop_api!`) also serve the multi-producer queue's byte messages
+//! (`src/queue/message.rs`).
 //!
 //! A ring of [`Frame`]s (64 bytes: a 4-byte total length, a 4-byte frame
 //! index, 56 bytes of data) carries a message of `L` bytes as
@@ -140,11 +144,11 @@ pub(crate) fn write_frames(msg: &[u8], mut write: impl FnMut(usize, &Frame)) -> 
     k
 }
 
-/// A claim of one message: given `size(first_slot, available)` (how many
-/// slots to take, decided from the first) and `copy(i, slot)` (called for
-/// each slot before the claim's CAS, again on a retry), take them all with
-/// one CAS or fail; how many were taken.
+/// What a claim asks of one message: `size(first_slot, available)`, how
+/// many slots to take, decided from the first.
 type ClaimSized<'a> = &'a mut dyn FnMut(&[AtomicU64], usize) -> Result<usize, String>;
+/// What a claim does with each slot it takes: `copy(i, slot)`, called before
+/// the claim's CAS (and again for every slot on a retry).
 type CopySlot<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
 
 /// Take one whole message into `out` (cleared first) through `claim` (the
