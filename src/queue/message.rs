@@ -12,7 +12,10 @@
 //! message has, and claims exactly those with **one** CAS of the lane's
 //! head (claim = commit). An impossible frame is [`PopError::Corrupt`],
 //! never an out-of-bounds copy; a message longer than a lane is
-//! [`SendError::TooLarge`], never split.
+//! [`SendError::TooLarge`], never split. A lane's head and tail stand at
+//! message boundaries only as long as every pop is a bytes pop: an item
+//! pop (`pop`, `try_pop`) takes single frames, and a bytes pop that then
+//! meets the middle of a message reports it as `Corrupt`.
 //!
 //! # JoinableQueue, per message
 //!
