@@ -51,6 +51,8 @@ pub struct Consumer<T: Pod> {
     me: ProcToken,
     /// The lane the next scan starts at (process-local).
     next: AtomicU64,
+    /// Claims in a row from the lane `next` names (process-local).
+    streak: AtomicU64,
     /// Items we took and have not marked done (process-local: the arbiter
     /// of `task_done`; its shared mirror is our entry's `held`). Frames,
     /// for a byte-message consumer.
@@ -71,6 +73,10 @@ unsafe impl<T: Pod + Send> Send for Consumer<T> {}
 // SAFETY: pops take `&self`; whichever thread pops gets the `T`.
 unsafe impl<T: Pod + Send> Sync for Consumer<T> {}
 
+/// Claims in a row a consumer takes from one lane before its scans start
+/// at the next (fairness between producers, at a bounded cost).
+const STICK: u64 = 32;
+
 /// What one lane had for a claim.
 enum Lane {
     Empty,
@@ -85,6 +91,7 @@ impl<T: Pod> Consumer<T> {
             entry,
             me,
             next: AtomicU64::new(0),
+            streak: AtomicU64::new(0),
             local_held: AtomicU64::new(0),
             messages: Mutex::new(VecDeque::new()),
             futex_calls: AtomicU64::new(0),
@@ -204,9 +211,23 @@ impl<T: Pod> Consumer<T> {
         for j in 0..lanes {
             let i = (start + j) % lanes;
             if let Lane::Took(n) = self.claim_lane(i, size, copy)? {
-                // Relaxed: process-local. The next scan starts after this
-                // lane, so no lane starves the others.
-                self.next.store((i + 1) as u64, Ordering::Relaxed);
+                // Relaxed, both: process-local. The next scan starts at
+                // this lane again, up to STICK claims in a row, then after
+                // it: a busy lane costs one look a claim, not a pass over
+                // every empty lane (32 by default in Python), and no lane
+                // waits more than STICK claims of another.
+                let streak = if j == 0 {
+                    self.streak.load(Ordering::Relaxed) + 1
+                } else {
+                    1
+                };
+                if streak >= STICK {
+                    self.next.store((i + 1) as u64, Ordering::Relaxed);
+                    self.streak.store(0, Ordering::Relaxed);
+                } else {
+                    self.next.store(i as u64, Ordering::Relaxed);
+                    self.streak.store(streak, Ordering::Relaxed);
+                }
                 return Ok(Some(n));
             }
         }

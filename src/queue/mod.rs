@@ -31,8 +31,10 @@
 //! multi-consumer algorithm (`src/ring/mod.rs`) over `cap_per_producer`
 //! slots. A producer owns a lane while it lives (its `ProcToken`, pid and
 //! start time, CAS'd into the lane's owner word); consumers scan the lanes
-//! round-robin from a start that rotates past the last lane they took from,
-//! and claim from a lane by one CAS of its head (claim = commit).
+//! round-robin, starting at the lane they last took from for up to 32
+//! claims in a row and then past it (so a busy lane is one look a claim,
+//! and no producer waits more than 32 claims of another), and claim from a
+//! lane by one CAS of its head (claim = commit).
 //!
 //! Of the two designs the issue names, this one was chosen over one shared
 //! ring whose slots are claimed by CAS with the producer's identity in the

@@ -231,3 +231,27 @@ fn producer_blocked_on_a_full_lane_wakes_when_a_consumer_takes() {
     let _tx = t.join().unwrap();
     assert_eq!(rx.pop(), Ok(2));
 }
+
+#[test]
+fn a_consumer_stays_on_a_busy_lane_for_a_bounded_streak() {
+    // Two full lanes of 64 (items 0.. and 1000..): one-item pops take 32
+    // in a row from one lane (one look a claim), then 32 from the other;
+    // never more than 32 of one while the other waits.
+    let q = mk(64, 2, 1);
+    let (mut a, mut b) = (q.producer().unwrap(), q.producer().unwrap());
+    let rx = q.consumer().unwrap();
+    for i in 0..64 {
+        a.push(i).unwrap();
+        b.push(1000 + i).unwrap();
+    }
+    let got: Vec<u64> = (0..128).map(|_| rx.try_pop().unwrap()).collect();
+    let runs: Vec<(bool, usize)> = got
+        .chunk_by(|x, y| (*x < 1000) == (*y < 1000))
+        .map(|r| (r[0] < 1000, r.len()))
+        .collect();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert!(runs.iter().all(|&(_, n)| n == 32), "{runs:?}");
+    // Each producer's items in order.
+    let (lo, hi): (Vec<u64>, Vec<u64>) = got.iter().partition(|&&x| x < 1000);
+    assert!(lo.is_sorted() && hi.is_sorted());
+}
