@@ -53,6 +53,13 @@ create_exception!(
 /// How often a blocking call gives Python a chance to run signal handlers.
 const SLICE: Duration = Duration::from_millis(50);
 
+/// This process's pid, cached (and forgotten in a fork's child) by shmkit:
+/// `this_pid()` is a system call, and hot calls (every `put` and
+/// `get`) ask which process they run in.
+fn this_pid() -> u32 {
+    shmkit::process::ProcToken::current().pid()
+}
+
 /// shmkit's error as the stdlib exception that fits it, with shmkit's text.
 fn py_err(e: Error) -> PyErr {
     let msg = e.to_string();
@@ -81,7 +88,7 @@ fn fresh_name(kind: &str) -> String {
         .map_or(0, |d| d.as_nanos() as u64);
     format!(
         "shmkit-py-{kind}-{}-{n}-{:x}",
-        std::process::id(),
+        this_pid(),
         noise & 0xffff_ffff
     )
 }
@@ -360,10 +367,7 @@ impl Held {
     /// child is the parent's: it is forgotten, never dropped (dropping it
     /// would release the parent's lock from the child).
     fn mine(&mut self) -> &mut Option<(u32, Box<dyn Guard + 'static>)> {
-        if self
-            .0
-            .as_ref()
-            .is_some_and(|(pid, _)| *pid != std::process::id())
+        if self.0.as_ref().is_some_and(|(pid, _)| *pid != this_pid())
             && let Some(inherited) = self.0.take()
         {
             std::mem::forget(inherited);
@@ -426,11 +430,11 @@ impl PyLock {
             let got = py.detach(|| self.target.try_for(wait));
             match got {
                 Acquired::Plain(g) => {
-                    *poisoned(&self.held).mine() = Some((std::process::id(), g));
+                    *poisoned(&self.held).mine() = Some((this_pid(), g));
                     return Ok(Some(false));
                 }
                 Acquired::OwnerDied(g) => {
-                    *poisoned(&self.held).mine() = Some((std::process::id(), g));
+                    *poisoned(&self.held).mine() = Some((this_pid(), g));
                     return Ok(Some(true));
                 }
                 Acquired::Timeout => {
@@ -924,7 +928,7 @@ struct PipeEnd {
 impl PipeEnd {
     fn with<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> PyResult<R> {
         let mut c = poisoned(&self.conn);
-        let pid = std::process::id();
+        let pid = this_pid();
         if c.as_ref().is_none_or(|(p, _)| *p != pid) {
             let mut p = poisoned(&self.pipe);
             if p.is_none() {
@@ -954,8 +958,7 @@ impl Drop for PipeEnd {
         // A connection copied into a forked child is the parent's: dropping
         // it would close the parent's sending direction. Forget it.
         let mut c = poisoned(&self.conn);
-        if c.as_ref()
-            .is_some_and(|(pid, _)| *pid != std::process::id())
+        if c.as_ref().is_some_and(|(pid, _)| *pid != this_pid())
             && let Some(inherited) = c.take()
         {
             std::mem::forget(inherited);
@@ -1071,7 +1074,7 @@ impl PipeEnd {
     fn close(&self) -> PyResult<()> {
         let mut c = poisoned(&self.conn);
         if let Some((pid, conn)) = c.as_mut()
-            && *pid == std::process::id()
+            && *pid == this_pid()
         {
             conn.close();
         }
@@ -1317,6 +1320,7 @@ fn _open_blob(name: &str, capacity: usize) -> PyResult<PyBlob> {
     Ok(PyBlob { cell })
 }
 
+mod codec;
 mod queue;
 use queue::{_open_queue, PyJoinableQueue, PyQueue};
 

@@ -2,9 +2,10 @@
 //! `JoinableQueue` on shmkit's multi-producer queue.
 
 use super::*;
+use crate::codec::{self, Encoded};
 
 // The records a `Queue` carries: one Python message each, whole. `tag`
-// says what the payload is (`TAG_PICKLE` or `TAG_BYTES`), `len` how many
+// says what the payload is (`codec`'s tags), `len` how many
 // of `data`'s bytes it fills. Five sizes, chosen by `itemsize=`: every
 // push copies a whole record, so a queue of small messages should not pay
 // for 64 KiB slots.
@@ -21,20 +22,16 @@ macro_rules! item_records {
     )*};
 }
 item_records! {
-    Item256 = "shmkit.py.QueueItem256/1", 256;
-    Item1K = "shmkit.py.QueueItem1K/1", 1024;
-    Item4K = "shmkit.py.QueueItem4K/1", 4096;
-    Item16K = "shmkit.py.QueueItem16K/1", 16384;
-    Item64K = "shmkit.py.QueueItem64K/1", 65536;
+    Item256 = "shmkit.py.QueueItem256/2", 256;
+    Item1K = "shmkit.py.QueueItem1K/2", 1024;
+    Item4K = "shmkit.py.QueueItem4K/2", 4096;
+    Item16K = "shmkit.py.QueueItem16K/2", 16384;
+    Item64K = "shmkit.py.QueueItem64K/2", 65536;
 }
 
 /// The record sizes `itemsize=` picks from (the smallest that is at least
 /// the size asked for).
 const ITEM_SIZES: [usize; 5] = [256, 1024, 4096, 16384, 65536];
-/// The payload is a pickle.
-const TAG_PICKLE: u32 = 0;
-/// The payload is a `bytes` object, sent as is.
-const TAG_BYTES: u32 = 1;
 
 /// What a queue does with a record, whatever its size.
 trait Item: shmkit::ShmType + Send + Sync + 'static {
@@ -246,7 +243,7 @@ struct PerProcess<H>(Option<(u32, H)>);
 impl<H> PerProcess<H> {
     /// This process's handle, if it made one.
     fn mine(&mut self) -> Option<&mut H> {
-        let pid = std::process::id();
+        let pid = this_pid();
         if self.0.as_ref().is_some_and(|(p, _)| *p != pid)
             && let Some(inherited) = self.0.take()
         {
@@ -257,7 +254,7 @@ impl<H> PerProcess<H> {
 
     fn set(&mut self, h: H) -> &mut H {
         self.mine();
-        &mut self.0.insert((std::process::id(), h)).1
+        &mut self.0.insert((this_pid(), h)).1
     }
 
     /// Take this process's handle out (to drop it).
@@ -360,7 +357,7 @@ impl PyQueue {
     }
 
     fn check_open(&self) -> PyResult<()> {
-        if *poisoned(&self.closed_in) == Some(std::process::id()) {
+        if *poisoned(&self.closed_in) == Some(this_pid()) {
             return Err(PyValueError::new_err(format!(
                 "Queue {:?} is closed (in this process)",
                 self.name
@@ -379,30 +376,69 @@ impl PyQueue {
         Ok(c.set(h).clone())
     }
 
-    /// Push one payload, waiting until `until` (`block`) in slices.
+    /// The error of a failed push other than `Full`.
+    fn push_err(&self, f: PushFail) -> PyErr {
+        match f {
+            PushFail::Full => PyRuntimeError::new_err("a push failed for want of room"),
+            PushFail::Closed => {
+                PyBrokenPipeError::new_err(format!("queue {:?} was shut down", self.name))
+            }
+            PushFail::Disconnected => PyBrokenPipeError::new_err(format!(
+                "every consumer of queue {:?} died: nobody will make room",
+                self.name
+            )),
+            PushFail::Corrupt(d) => CorruptError::new_err(format!("queue {:?}: {d}", self.name)),
+        }
+    }
+
+    /// The error of a failed pop other than `Empty` / `Timeout`.
+    fn pop_err(&self, e: PopError) -> PyErr {
+        match e {
+            PopError::Disconnected => PyEOFError::new_err(format!(
+                "queue {:?} was shut down and is drained",
+                self.name
+            )),
+            PopError::Corrupt(d) => CorruptError::new_err(format!("queue {:?}: {d}", self.name)),
+            e => pop_err(e),
+        }
+    }
+
+    /// Push one message, waiting until `until` (`block`) in slices.
+    ///
+    /// The first attempt keeps the GIL: it never waits, and releasing and
+    /// taking back the GIL would cost more than the push. Only a full lane
+    /// (or this process's producer busy in another thread) releases it.
     fn push(
         &self,
         py: Python<'_>,
-        tag: u32,
-        bytes: &[u8],
+        msg: &Encoded<'_, '_>,
         block: bool,
         until: Option<Instant>,
     ) -> PyResult<()> {
+        let (tag, bytes) = (u32::from(msg.tag()), msg.bytes());
         let cap = self.q.capacity();
         if bytes.len() > cap {
-            let what = if tag == TAG_BYTES {
-                "the bytes object is"
-            } else {
-                "the object pickles to"
-            };
             return Err(PyValueError::new_err(format!(
-                "{what} {} bytes, more than this queue's items hold ({cap} bytes, \
+                "{} {} bytes, more than this queue's items hold ({cap} bytes, \
                  itemsize={}): create the queue with a larger itemsize (up to {}), \
                  or send large data through an Array or a Pipe",
+                msg.what(),
                 bytes.len(),
                 self.q.record_size(),
                 ITEM_SIZES[ITEM_SIZES.len() - 1]
             )));
+        }
+        if let Ok(mut p) = self.producer.try_lock() {
+            let h = match p.mine() {
+                Some(h) => h,
+                None => p.set(self.q.producer().map_err(py_err)?),
+            };
+            match h.push(tag, bytes, None) {
+                Ok(()) => return Ok(()),
+                Err(PushFail::Full) if block => {}
+                Err(PushFail::Full) => return Err(queue_full(py)?),
+                Err(f) => return Err(self.push_err(f)),
+            }
         }
         loop {
             let wait = if block {
@@ -414,10 +450,7 @@ impl PyQueue {
                 let mut p = poisoned(&self.producer);
                 let h = match p.mine() {
                     Some(h) => h,
-                    None => {
-                        let h = self.q.producer().map_err(py_err)?;
-                        p.set(h)
-                    }
+                    None => p.set(self.q.producer().map_err(py_err)?),
                 };
                 Ok(h.push(tag, bytes, wait))
             })?;
@@ -427,36 +460,35 @@ impl PyQueue {
                     py.check_signals()?
                 }
                 Err(PushFail::Full) => return Err(queue_full(py)?),
-                Err(PushFail::Closed) => {
-                    return Err(PyBrokenPipeError::new_err(format!(
-                        "queue {:?} was shut down",
-                        self.name
-                    )));
-                }
-                Err(PushFail::Disconnected) => {
-                    return Err(PyBrokenPipeError::new_err(format!(
-                        "every consumer of queue {:?} died: nobody will make room",
-                        self.name
-                    )));
-                }
-                Err(PushFail::Corrupt(d)) => {
-                    return Err(CorruptError::new_err(format!("queue {:?}: {d}", self.name)));
-                }
+                Err(f) => return Err(self.push_err(f)),
             }
         }
     }
 
-    /// Take one payload (its tag and bytes), waiting until `until`
+    /// Take one message and make it an object, waiting until `until`
     /// (`block`) in slices.
-    fn pop(&self, py: Python<'_>, block: bool, until: Option<Instant>) -> PyResult<(u32, Vec<u8>)> {
+    ///
+    /// The first attempt keeps the GIL and builds the object straight from
+    /// shared memory; only an empty queue releases the GIL, and then the
+    /// message is copied out before the object is made.
+    fn pop(&self, py: Python<'_>, block: bool, until: Option<Instant>) -> PyResult<Py<PyAny>> {
         self.check_open()?;
         let c = self.consumer()?;
+        let mut got = None;
+        match c.pop(None, &mut |tag, d| {
+            got = Some(self.decode(py, tag, d)?);
+            Ok(())
+        }) {
+            Ok(checked) => {
+                checked?;
+                return got.ok_or_else(|| PyRuntimeError::new_err("a pop returned no item"));
+            }
+            Err(PopError::Empty | PopError::Timeout) if block => {}
+            Err(PopError::Empty | PopError::Timeout) => return Err(queue_empty(py)?),
+            Err(e) => return Err(self.pop_err(e)),
+        }
         loop {
-            let wait = if block {
-                Some(slice_until(until).unwrap_or(Duration::ZERO))
-            } else {
-                None
-            };
+            let wait = Some(slice_until(until).unwrap_or(Duration::ZERO));
             let mut got: Option<(u32, Vec<u8>)> = None;
             let r = py.detach(|| {
                 c.pop(wait, &mut |tag, d| {
@@ -467,26 +499,23 @@ impl PyQueue {
             match r {
                 Ok(checked) => {
                     checked?;
-                    return got.ok_or_else(|| PyRuntimeError::new_err("a pop returned no item"));
+                    let (tag, d) =
+                        got.ok_or_else(|| PyRuntimeError::new_err("a pop returned no item"))?;
+                    return self.decode(py, tag, &d);
                 }
-                Err(PopError::Timeout | PopError::Empty)
-                    if block && slice_until(until).is_some() =>
-                {
+                Err(PopError::Timeout | PopError::Empty) if slice_until(until).is_some() => {
                     py.check_signals()?
                 }
                 Err(PopError::Timeout | PopError::Empty) => return Err(queue_empty(py)?),
-                Err(PopError::Disconnected) => {
-                    return Err(PyEOFError::new_err(format!(
-                        "queue {:?} was shut down and is drained",
-                        self.name
-                    )));
-                }
-                Err(PopError::Corrupt(d)) => {
-                    return Err(CorruptError::new_err(format!("queue {:?}: {d}", self.name)));
-                }
-                Err(e) => return Err(pop_err(e)),
+                Err(e) => return Err(self.pop_err(e)),
             }
         }
+    }
+
+    fn decode(&self, py: Python<'_>, tag: u32, d: &[u8]) -> PyResult<Py<PyAny>> {
+        // A tag past a byte is garbage: 255 is no kind either.
+        let tag = u8::try_from(tag).unwrap_or(u8::MAX);
+        codec::decode(py, tag, d, &self.loads, &self.name)
     }
 }
 
@@ -518,7 +547,8 @@ impl PyQueue {
         PyQueue::from_queue(py, q)
     }
 
-    /// Put `obj` (pickled; a `bytes` object as is) into the queue.
+    /// Put `obj` into the queue (an int, float, str, bytes, None or bool
+    /// as it is; anything else pickled).
     #[pyo3(signature = (obj, block = true, timeout = None))]
     fn put(
         &self,
@@ -529,12 +559,8 @@ impl PyQueue {
     ) -> PyResult<()> {
         self.check_open()?;
         let until = deadline(timeout)?;
-        if let Ok(b) = obj.cast_exact::<PyBytes>() {
-            return self.push(py, TAG_BYTES, b.as_bytes(), block, until);
-        }
-        let pickled = self.dumps.bind(py).call1((obj, -1))?;
-        let pickled = pickled.cast::<PyBytes>()?;
-        self.push(py, TAG_PICKLE, pickled.as_bytes(), block, until)
+        let msg = codec::encode(obj, &self.dumps)?;
+        self.push(py, &msg, block, until)
     }
 
     /// `put(obj, False)`.
@@ -546,17 +572,7 @@ impl PyQueue {
     #[pyo3(signature = (block = true, timeout = None))]
     fn get(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let until = deadline(timeout)?;
-        let (tag, d) = self.pop(py, block, until)?;
-        let b = PyBytes::new(py, &d);
-        match tag {
-            TAG_BYTES => Ok(b.into_any().unbind()),
-            TAG_PICKLE => Ok(self.loads.bind(py).call1((b,))?.unbind()),
-            // The tag comes from shared memory: checked, never trusted.
-            other => Err(CorruptError::new_err(format!(
-                "queue {:?}: an item of unknown kind {other}",
-                self.name
-            ))),
-        }
+        self.pop(py, block, until)
     }
 
     /// `get(False)`.
@@ -590,7 +606,7 @@ impl PyQueue {
     /// detach (items it put stay for the others), and later calls on this
     /// handle in this process raise ValueError. Other processes go on.
     fn close(&self) {
-        *poisoned(&self.closed_in) = Some(std::process::id());
+        *poisoned(&self.closed_in) = Some(this_pid());
         drop(poisoned(&self.producer).take());
         drop(poisoned(&self.consumer).take());
     }

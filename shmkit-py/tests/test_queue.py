@@ -80,6 +80,59 @@ def test_bytes_travel_unpickled():
     assert type(got) is bytearray and got == b"ab"
 
 
+class MyInt(int):
+    pass
+
+
+class MyStr(str):
+    pass
+
+
+# Ints, floats, strs, bytes, None and bools travel without pickle; their
+# edges, and the things that must still be pickled (ints past 64 bits,
+# subclasses, containers).
+KINDS = [0, 1, -1, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 10**30,
+         1.5, float("inf"), -0.0, float("nan"),
+         "", "h\u00e9llo \u2603", "x" * 200,
+         b"", b"\x00\xff", None, True, False,
+         MyInt(5), MyStr("s"), (1, "a"), {"k": [1.0]}]
+
+
+def same(a, b):
+    if isinstance(a, float) and a != a:
+        return isinstance(b, float) and b != b
+    if isinstance(a, float):
+        return type(b) is float and a == b and str(a) == str(b)  # -0.0
+    return type(a) is type(b) and a == b
+
+
+def echo_kinds(q, out):
+    out.put([q.get(timeout=30) for _ in KINDS])
+
+
+def test_direct_kinds_round_trip(ctx):
+    q = shmkit.Queue(itemsize=256)
+    for k in KINDS:
+        q.put(k)
+    got = [q.get() for _ in KINDS]
+    for a, b in zip(KINDS, got):
+        assert same(a, b), (a, b)
+    assert got[KINDS.index(None)] is None
+    assert [got[i] for i, k in enumerate(KINDS) if k is True or k is False] == [True, False]
+    assert all(got[i] is k for i, k in enumerate(KINDS) if isinstance(k, bool))
+    # The same through another process (which decodes them itself).
+    out = shmkit.Queue(itemsize=1024)
+    p = ctx.Process(target=echo_kinds, args=(q, out))
+    p.start()
+    for k in KINDS:
+        q.put(k)
+    got = out.get(timeout=30)
+    p.join(30)
+    assert p.exitcode == 0
+    for a, b in zip(KINDS, got):
+        assert same(a, b), (a, b)
+
+
 def test_too_large_sends_nothing():
     q = shmkit.Queue(itemsize=300)
     assert q.itemsize == 1024
