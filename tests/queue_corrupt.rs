@@ -1,5 +1,5 @@
-//! A damaged queue segment (garbage in its lanes, counters, registry or
-//! header) gives clear errors naming what is wrong: never a panic, never an
+//! A damaged queue segment (garbage in its lanes, counters, registry,
+//! byte-message frames or header) gives clear errors naming what is wrong: never a panic, never an
 //! endless wait. Also run in release with overflow checks (.ci/run).
 #![cfg(not(shmkit_loom))]
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::Cleanup;
 use shmkit::Error;
+use shmkit::queue::message::Frame;
 use shmkit::queue::{JoinError, PopError, PushError, Queue, QueueOptions};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -51,7 +52,7 @@ struct Scribbler {
 }
 
 impl Scribbler {
-    fn new(c: &Cleanup, q: &Queue<u64>) -> Self {
+    fn new<T: bytemuck::Pod>(c: &Cleanup, q: &Queue<T>) -> Self {
         Scribbler {
             file: std::fs::OpenOptions::new()
                 .write(true)
@@ -120,6 +121,62 @@ fn impossible_lane_indices_are_errors() {
             tx.push_timeout(8, SHORT),
             Err(PushError::Corrupt { .. })
         ));
+    });
+}
+
+/// A byte-message queue's frame lengths scribbled: `Corrupt`, naming the
+/// lane, from every pop form, never a panic, an out-of-bounds copy or a
+/// wait; a message claimed and then found damaged is held like any other.
+#[test]
+fn impossible_frame_lengths_are_corrupt() {
+    within("frame lengths", || {
+        let c = Cleanup::new("qcorrupt-frames");
+        let q = Queue::<Frame>::create(c.name(), QueueOptions::new(4, 1, 1)).unwrap();
+        let mut tx = q.producer().unwrap();
+        let rx = q.consumer().unwrap();
+        let s = Scribbler::new(&c, &q);
+        // Lane 0's slots follow the registry; a frame is 64 bytes, its
+        // first word the message's length (low half) and the frame's index.
+        let frame = |seq: u64| entry(1, 1) + 64 * seq;
+        tx.push_bytes(&[5; 100]).unwrap(); // frames 0 and 1
+        let mut buf = Vec::new();
+        for (word, want) in [
+            (
+                100_000,
+                "lane 0: frame length 100000 needs 1786 frames, more than the capacity 4",
+            ),
+            (u64::from(u32::MAX), "more than the capacity 4"),
+            (
+                200,
+                "lane 0: frame length 200 needs 4 frames, only 2 published",
+            ),
+        ] {
+            s.set(frame(0), word);
+            for r in [
+                rx.try_pop_bytes_into(&mut buf),
+                rx.pop_bytes_into_timeout(&mut buf, SHORT),
+                rx.pop_bytes().map(|_| ()),
+            ] {
+                match r {
+                    Err(PopError::Corrupt(d)) => assert!(d.contains(want), "{d}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        s.set(frame(0), 100);
+        assert_eq!(rx.pop_bytes().unwrap(), [5; 100]);
+        rx.task_done().unwrap();
+        // The second frame of the next message disagrees with the first.
+        tx.push_bytes(&[6; 100]).unwrap(); // frames 2 and 3
+        s.set(frame(3), 1 << 32 | 99);
+        match rx.try_pop_bytes() {
+            Err(PopError::Corrupt(d)) => {
+                assert!(d.contains("says it is frame 1 of 99 bytes"), "{d}")
+            }
+            other => panic!("{other:?}"),
+        }
+        rx.task_done().unwrap();
+        assert_eq!(q.join().unwrap().abandoned, 0);
     });
 }
 

@@ -1,7 +1,8 @@
 //! The multi-producer Queue across real processes: producers × consumers
 //! exactly once and in per-producer order, join from an observer process, a
 //! consumer killed holding an item (join reports it abandoned), a producer
-//! killed mid-stream, and a kill -9 soak of producers and consumers.
+//! killed mid-stream, a kill -9 soak of producers and consumers, and byte
+//! messages (`Queue<Frame>`) between processes, each whole and exactly once.
 //!
 //! Items are `[producer incarnation, sequence, payload, checksum]`: a torn
 //! item fails its checksum. Each consumer records what it got in the shared
@@ -16,8 +17,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
+use shmkit::queue::message::Frame;
 use shmkit::queue::{JoinError, PopError, Queue, QueueOptions};
-use shmkit::{Ordering, SharedArray};
+use shmkit::{Ordering, SharedArray, ShmType};
 
 const ENTRY: &str = "child_entry";
 
@@ -50,44 +52,29 @@ const OBSERVED: usize = 2;
 #[test]
 fn child_entry() {
     let Some(role) = child_role() else { return };
+    if let Some(role) = role.strip_prefix("bytes_") {
+        return bytes_child(role);
+    }
     let q = Queue::<Item>::open(&env("QUEUE")).unwrap();
     let ctl = SharedArray::<u64>::open(&env("CTL")).unwrap();
     match role.as_str() {
         "produce" => {
-            let k: u64 = env("K").parse().unwrap();
-            let n: u64 = env("N").parse().unwrap();
-            let pushed = SharedArray::<u64>::open(&env("PUSHED")).unwrap();
             let mut tx = q.producer().unwrap();
-            for i in 0..n {
-                if ctl[STOP].load(Ordering::Relaxed) != 0 {
-                    break;
-                }
+            produce_all(|k, i| {
                 tx.push_timeout(item(k, i), CHILD_LIMIT)
-                    .unwrap_or_else(|e| panic!("producer {k} wedged at {i}: {e}"));
-                pushed[k as usize].store(i + 1, Ordering::Relaxed);
-            }
+                    .map_err(|e| e.to_string())
+            });
         }
         "consume" => {
-            let seen = SharedArray::<u8>::open(&env("SEEN")).unwrap();
             let rx = q.consumer().unwrap();
-            let mut last = std::collections::HashMap::<u64, u64>::new();
-            loop {
-                match rx.pop_timeout(CHILD_LIMIT) {
-                    Ok([k, i, payload, sum]) => {
-                        assert_eq!(sum, checksum(k, i, payload), "torn item {k}/{i}");
-                        assert!(i < PER, "sequence {i} out of range");
-                        let prev = last.insert(k, i);
-                        assert!(
-                            prev.is_none_or(|p| p < i),
-                            "producer {k}: {i} after {prev:?}"
-                        );
-                        seen[(k * PER + i) as usize].fetch_add(1, Ordering::Relaxed);
-                        rx.task_done().unwrap();
-                    }
-                    Err(PopError::Disconnected) => break,
-                    Err(e) => panic!("consumer: {e}"),
-                }
-            }
+            consume_all(
+                || {
+                    let [k, i, payload, sum] = rx.pop_timeout(CHILD_LIMIT)?;
+                    assert_eq!(sum, checksum(k, i, payload), "torn item {k}/{i}");
+                    Ok((k, i))
+                },
+                || rx.task_done().unwrap(),
+            );
         }
         "consume_one_then_park" => {
             let rx = q.consumer().unwrap();
@@ -105,16 +92,57 @@ fn child_entry() {
     }
 }
 
+/// A producer's loop: `push` item or message `i` of incarnation K, for i
+/// up to N or until told to stop, recording how many pushes returned.
+fn produce_all(mut push: impl FnMut(u64, u64) -> Result<(), String>) {
+    let ctl = SharedArray::<u64>::open(&env("CTL")).unwrap();
+    let pushed = SharedArray::<u64>::open(&env("PUSHED")).unwrap();
+    let k: u64 = env("K").parse().unwrap();
+    let n: u64 = env("N").parse().unwrap();
+    for i in 0..n {
+        if ctl[STOP].load(Ordering::Relaxed) != 0 {
+            break;
+        }
+        push(k, i).unwrap_or_else(|e| panic!("producer {k} wedged at {i}: {e}"));
+        pushed[k as usize].store(i + 1, Ordering::Relaxed);
+    }
+}
+
+/// A consumer's loop: `pop` gives (producer incarnation, sequence) of a
+/// whole item or message it checked, until `Disconnected`; each is recorded
+/// in `seen`, checked to come after the last of its producer, and marked
+/// done.
+fn consume_all(mut pop: impl FnMut() -> Result<(u64, u64), PopError>, done: impl Fn()) {
+    let seen = SharedArray::<u8>::open(&env("SEEN")).unwrap();
+    let mut last = std::collections::HashMap::<u64, u64>::new();
+    loop {
+        match pop() {
+            Ok((k, i)) => {
+                assert!(i < PER, "sequence {i} out of range");
+                let prev = last.insert(k, i);
+                assert!(
+                    prev.is_none_or(|p| p < i),
+                    "producer {k}: {i} after {prev:?}"
+                );
+                seen[(k * PER + i) as usize].fetch_add(1, Ordering::Relaxed);
+                done();
+            }
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("consumer: {e}"),
+        }
+    }
+}
+
 /// The shared objects of one test, removed when it ends.
-struct Setup {
+struct Setup<T: ShmType = Item> {
     names: [Cleanup; 4],
-    q: Queue<Item>,
+    q: Queue<T>,
     ctl: SharedArray<u64>,
     pushed: SharedArray<u64>,
     seen: SharedArray<u8>,
 }
 
-impl Setup {
+impl<T: ShmType> Setup<T> {
     fn new(tag: &str, opts: QueueOptions, incarnations: usize) -> Self {
         let names = [
             Cleanup::new(&format!("{tag}-q")),
@@ -142,6 +170,31 @@ impl Setup {
             .spawn()
             .unwrap();
         Reaper(Some(child))
+    }
+
+    /// `k` consumer and `k` producer processes (roles `consume` and
+    /// `produce` after `prefix`), `n` items each; once the producers are
+    /// done, `joined` (every item must be done by then), then close: each
+    /// item delivered exactly once (the consumers check order).
+    fn exactly_once(&self, prefix: &str, k: u64, n: u64, joined: impl FnOnce(&Self)) {
+        let role = |r: &str| format!("{prefix}{r}");
+        let consumers: Vec<Reaper> = (0..k).map(|_| self.spawn(&role("consume"), 0, 0)).collect();
+        let producers: Vec<Reaper> = (0..k).map(|i| self.spawn(&role("produce"), i, n)).collect();
+        for p in producers {
+            p.wait_ok();
+        }
+        joined(self);
+        self.q.close();
+        for c in consumers {
+            c.wait_ok();
+        }
+        assert_eq!(
+            self.tally(k as usize),
+            (0, 0, 0),
+            "(duplicated, lost, extra)"
+        );
+        let count: u64 = self.seen.values().map(u64::from).sum();
+        assert_eq!(count, k * n);
     }
 
     /// (duplicated, lost, extra): items seen twice or more; items whose
@@ -177,30 +230,19 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 #[test]
 fn three_producers_three_consumers_exactly_once_in_order_and_an_observer_joins() {
     const N: u64 = 30_000;
-    let s = Setup::new("qmp", QueueOptions::new(64, 3, 3), 3);
-    let consumers: Vec<Reaper> = (0..3).map(|_| s.spawn("consume", 0, 0)).collect();
-    let producers: Vec<Reaper> = (0..3).map(|k| s.spawn("produce", k, N)).collect();
-    for p in producers {
-        p.wait_ok();
-    }
-    // Every item is pushed: an observer process joins (it neither produces
-    // nor consumes), and returns once every item is done.
-    s.spawn("observe", 0, 0).wait_ok();
-    assert_eq!(s.ctl[OBSERVED].load(Ordering::Relaxed), 1, "abandoned 0");
-    assert_eq!(s.q.join().unwrap().abandoned, 0);
-    s.q.close();
-    for c in consumers {
-        c.wait_ok();
-    }
-    let (dup, lost, extra) = s.tally(3);
-    assert_eq!((dup, lost, extra), (0, 0, 0));
-    let count: u64 = s.seen.values().map(u64::from).sum();
-    assert_eq!(count, 3 * N);
+    let s = Setup::<Item>::new("qmp", QueueOptions::new(64, 3, 3), 3);
+    s.exactly_once("", 3, N, |s| {
+        // Every item is pushed: an observer process joins (it neither
+        // produces nor consumes), and returns once every item is done.
+        s.spawn("observe", 0, 0).wait_ok();
+        assert_eq!(s.ctl[OBSERVED].load(Ordering::Relaxed), 1, "abandoned 0");
+        assert_eq!(s.q.join().unwrap().abandoned, 0);
+    });
 }
 
 #[test]
 fn a_consumer_killed_holding_an_item_is_reported_abandoned() {
-    let s = Setup::new("qabandon", QueueOptions::new(8, 1, 3), 1);
+    let s = Setup::<Item>::new("qabandon", QueueOptions::new(8, 1, 3), 1);
     let mut tx = s.q.producer().unwrap();
     for i in 0..3 {
         tx.push(item(0, i)).unwrap();
@@ -233,7 +275,7 @@ fn a_consumer_killed_holding_an_item_is_reported_abandoned() {
 
 #[test]
 fn a_producer_killed_mid_stream_wedges_nobody() {
-    let s = Setup::new(
+    let s = Setup::<Item>::new(
         "qprodkill",
         QueueOptions::new(16, 2, 2).disconnect_when_producers_gone(true),
         2,
@@ -278,7 +320,7 @@ fn soak_kill_producers_and_consumers_at_random() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let incarnations = kills + 4;
-    let s = Setup::new("qsoak", QueueOptions::new(64, 4, 4), incarnations);
+    let s = Setup::<Item>::new("qsoak", QueueOptions::new(64, 4, 4), incarnations);
     let mut seed = u64::from(std::process::id()) | 1;
     let mut rand = move || {
         seed ^= seed << 13;
@@ -341,4 +383,56 @@ fn soak_kill_producers_and_consumers_at_random() {
         report.abandoned
     );
     assert!(lost as u64 <= report.abandoned, "lost items not reported");
+}
+
+/// Byte message `i` of producer `k`: its 16-byte header (k, i), then a
+/// pattern of both, 16 to 16 * 56 bytes long (1 to 16 frames: up to a
+/// whole lane of the test's queue).
+fn message(k: u64, i: u64) -> Vec<u8> {
+    let len = 16 + ((i * 97 + k * 31) % (16 * 56 - 15)) as usize;
+    let mut m = [k.to_le_bytes(), i.to_le_bytes()].concat();
+    m.extend((16..len).map(|j| ((k * 131 + i * 7 + j as u64 * 13) % 251) as u8));
+    m
+}
+
+/// The byte-message roles: `produce` pushes N messages as incarnation K,
+/// `consume` pops them into one reused buffer until Disconnected, checking
+/// each is whole and each producer's in order.
+fn bytes_child(role: &str) {
+    let q = Queue::<Frame>::open(&env("QUEUE")).unwrap();
+    match role {
+        "produce" => {
+            let mut tx = q.producer().unwrap();
+            produce_all(|k, i| {
+                tx.push_bytes_timeout(&message(k, i), CHILD_LIMIT)
+                    .map_err(|e| e.to_string())
+            });
+        }
+        "consume" => {
+            let rx = q.consumer().unwrap();
+            let mut buf = Vec::new();
+            consume_all(
+                || {
+                    rx.pop_bytes_into_timeout(&mut buf, CHILD_LIMIT)?;
+                    let k = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                    let i = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+                    assert!(k < 2 && i < PER, "message {k}/{i} out of range");
+                    assert!(buf == message(k, i), "torn message {k}/{i}");
+                    Ok((k, i))
+                },
+                || rx.task_done().unwrap(),
+            );
+        }
+        other => panic!("unknown role bytes_{other}"),
+    }
+}
+
+#[test]
+fn byte_messages_two_producers_two_consumers_whole_and_exactly_once() {
+    const N: u64 = 3_000;
+    let s = Setup::<Frame>::new("qbytes", QueueOptions::new(16, 2, 2), 2);
+    s.exactly_once("bytes_", 2, N, |s| {
+        // task_done per message: the join's count is in frames, all done.
+        assert_eq!(s.q.join_timeout(CHILD_LIMIT).unwrap().abandoned, 0);
+    });
 }

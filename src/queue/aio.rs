@@ -55,10 +55,19 @@ impl<T: Pod> Consumer<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pop_async(&self) -> impl Future<Output = Result<T, PopError>> + '_ {
+        self.pop_async_with(|| self.try_pop())
+    }
+
+    /// The async waiting loop around `attempt` (a non-blocking pop): retry
+    /// while it reports `Empty`, spinning, then parked on `not_empty`.
+    pub(super) fn pop_async_with<'a, R: 'a>(
+        &'a self,
+        mut attempt: impl FnMut() -> Result<R, PopError> + 'a,
+    ) -> impl Future<Output = Result<R, PopError>> + 'a {
         let mut since: Option<Instant> = None;
         let mut parking = Parking::default();
         std::future::poll_fn(move |cx| {
-            match self.try_pop() {
+            match attempt() {
                 Err(PopError::Empty) => {}
                 other => return Poll::Ready(other),
             }
@@ -70,7 +79,7 @@ impl<T: Pod> Consumer<T> {
             // The registration's fence orders it before the re-check: either
             // a producer's notify sees our bit, or the re-check sees its item.
             let key = event.prepare();
-            match self.try_pop() {
+            match attempt() {
                 Err(PopError::Empty) => {
                     park(&mut parking, &self.mem, event, key, cx);
                     Poll::Pending
@@ -91,6 +100,19 @@ impl<T: Pod> Producer<T> {
     /// full: the `async` form of [`push`](Self::push). A future dropped
     /// before it completes has pushed nothing.
     pub fn push_async(&mut self, item: T) -> impl Future<Output = Result<(), PushError<T>>> + '_ {
+        self.push_async_with(item, Self::try_push)
+    }
+
+    /// The async waiting loop around `attempt` (a non-blocking push of the
+    /// value it is given, handing it back when `Full`): retry while the lane
+    /// is full, spinning, then parked on `not_full`; `Disconnected` once
+    /// every consumer is gone. A future dropped before it completes has
+    /// pushed nothing.
+    pub(super) fn push_async_with<'a, X: 'a>(
+        &'a mut self,
+        item: X,
+        mut attempt: impl FnMut(&mut Self, X) -> Result<(), PushError<X>> + 'a,
+    ) -> impl Future<Output = Result<(), PushError<X>>> + 'a {
         let mut since: Option<Instant> = None;
         let mut pending = Some(item);
         let mut parking = Parking::default();
@@ -98,7 +120,7 @@ impl<T: Pod> Producer<T> {
             let Some(x) = pending.take() else {
                 return Poll::Pending; // polled after completion
             };
-            let x = match self.try_push(x) {
+            let x = match attempt(self, x) {
                 Err(PushError::Full(x)) => x,
                 other => return Poll::Ready(other),
             };
@@ -110,10 +132,10 @@ impl<T: Pod> Producer<T> {
             let mem = self.mem.clone();
             let event = &mem.ctrl().not_full;
             let key = event.prepare();
-            match self.try_push(x) {
+            match attempt(self, x) {
                 Err(PushError::Full(x)) if mem.consumers_gone() => {
                     // The last consumer may have made room before leaving.
-                    Poll::Ready(match self.try_push(x) {
+                    Poll::Ready(match attempt(self, x) {
                         Err(PushError::Full(x)) => Err(PushError::Disconnected(x)),
                         other => other,
                     })

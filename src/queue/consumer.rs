@@ -5,14 +5,17 @@
 //! counted as abandoned); it sleeps on the shared `not_empty` while every
 //! lane is empty, and marks items done.
 
+use std::any::TypeId;
+use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
 use crate::process::ProcToken;
 use crate::ring::control::check_seq;
+use crate::ring::message::Frame;
 use crate::ring::wait::{WaitStrategy, Waiting, sleep_slice};
 use crate::ring::{JoinError, JoinReport, PopError, TaskDoneError};
 use crate::slot::read_slot;
@@ -49,8 +52,13 @@ pub struct Consumer<T: Pod> {
     /// The lane the next scan starts at (process-local).
     next: AtomicU64,
     /// Items we took and have not marked done (process-local: the arbiter
-    /// of `task_done`; its shared mirror is our entry's `held`).
+    /// of `task_done`; its shared mirror is our entry's `held`). Frames,
+    /// for a byte-message consumer.
     local_held: AtomicU64,
+    /// The frame counts of the byte messages we took and have not marked
+    /// done, oldest first (process-local; only a `Consumer<Frame>`'s bytes
+    /// pops fill it): `task_done` marks one whole message.
+    messages: Mutex<VecDeque<u32>>,
     futex_calls: AtomicU64,
     /// How this handle waits while the queue is empty.
     pub(super) wait: WaitStrategy,
@@ -78,6 +86,7 @@ impl<T: Pod> Consumer<T> {
             me,
             next: AtomicU64::new(0),
             local_held: AtomicU64::new(0),
+            messages: Mutex::new(VecDeque::new()),
             futex_calls: AtomicU64::new(0),
             wait: WaitStrategy::default(),
             _elem: PhantomData,
@@ -90,12 +99,19 @@ impl<T: Pod> Consumer<T> {
         self.wait = strategy;
     }
 
-    /// Claim up to `max` items from lane `i` with one CAS of its head;
-    /// `copy(k, slot)` copies the k-th, and counts only if the CAS wins.
+    /// Claim from lane `i` with one CAS of its head as many items as
+    /// `size(first_slot, available)` says (in `1..=available`; the typed
+    /// pops take `min(available, max)`, a byte message the frames its first
+    /// frame names); `copy(k, slot)` copies the k-th, and counts only if the
+    /// CAS wins. An `Err` from `size`, or a count out of range, is
+    /// `Corrupt` unless head moved meanwhile (then the slot was being
+    /// reused under us, and we retry). Adds nothing to `local_held`: the
+    /// caller does (`claim`, or a bytes pop with its message's size).
+    #[inline]
     fn claim_lane(
         &self,
         i: usize,
-        max: usize,
+        size: &mut impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         copy: &mut impl FnMut(usize, &[AtomicU64]),
     ) -> Result<Lane, PopError> {
         let mem = &*self.mem;
@@ -131,7 +147,21 @@ impl<T: Pod> Consumer<T> {
                 }
                 continue;
             }
-            let n = ((t - h) as usize).min(max);
+            let available = (t - h) as usize;
+            let n = match size(mem.slot(i, h), available) {
+                Ok(n) if (1..=available).contains(&n) => n,
+                other => {
+                    // Relaxed: compared only.
+                    if lane.head.load(Ordering::Relaxed) == h {
+                        let detail = match other {
+                            Err(d) => d,
+                            Ok(n) => format!("a message of {n} slots, {available} published"),
+                        };
+                        return Err(PopError::Corrupt(format!("lane {i}: {detail}")));
+                    }
+                    continue;
+                }
+            };
             for k in 0..n {
                 copy(k, mem.slot(i, h + k as u64));
             }
@@ -148,8 +178,6 @@ impl<T: Pod> Consumer<T> {
                 .compare_exchange(h, h + n as u64, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    // Relaxed: process-local bookkeeping.
-                    self.local_held.fetch_add(n as u64, Ordering::Relaxed);
                     if mem.ctrl().not_full.notify() {
                         self.futex_calls.fetch_add(1, Ordering::Relaxed);
                     }
@@ -167,7 +195,7 @@ impl<T: Pod> Consumer<T> {
     /// One pass over the lanes from the rotating start.
     fn scan(
         &self,
-        max: usize,
+        size: &mut impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         copy: &mut impl FnMut(usize, &[AtomicU64]),
     ) -> Result<Option<usize>, PopError> {
         let lanes = self.mem.geo().producers;
@@ -175,7 +203,7 @@ impl<T: Pod> Consumer<T> {
         let start = (self.next.load(Ordering::Relaxed) % lanes as u64) as usize;
         for j in 0..lanes {
             let i = (start + j) % lanes;
-            if let Lane::Took(n) = self.claim_lane(i, max, copy)? {
+            if let Lane::Took(n) = self.claim_lane(i, size, copy)? {
                 // Relaxed: process-local. The next scan starts after this
                 // lane, so no lane starves the others.
                 self.next.store((i + 1) as u64, Ordering::Relaxed);
@@ -185,15 +213,28 @@ impl<T: Pod> Consumer<T> {
         Ok(None)
     }
 
-    /// A claim over every lane: `Empty`, or `Disconnected` once the queue is
-    /// closed (or, if asked for at creation, its producers are gone) and a
-    /// scan made after learning so found nothing.
-    fn claim(
+    /// Claim up to `max` items from one lane, counted held by this
+    /// consumer (see [`claim_sized`](Self::claim_sized)).
+    #[inline]
+    fn claim(&self, max: usize, copy: impl FnMut(usize, &[AtomicU64])) -> Result<usize, PopError> {
+        let n = self.claim_sized(|_, available| Ok(available.min(max)), copy)?;
+        // Relaxed: process-local bookkeeping.
+        self.local_held.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// A claim over every lane, of as many items as `size` decides from a
+    /// lane's first slot (see [`claim_lane`](Self::claim_lane)): `Empty`,
+    /// or `Disconnected` once the queue is closed (or, if asked for at
+    /// creation, its producers are gone) and a scan made after learning so
+    /// found nothing. The caller counts what it took in `local_held`.
+    #[inline]
+    pub(super) fn claim_sized(
         &self,
-        max: usize,
+        mut size: impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         mut copy: impl FnMut(usize, &[AtomicU64]),
     ) -> Result<usize, PopError> {
-        if let Some(n) = self.scan(max, &mut copy)? {
+        if let Some(n) = self.scan(&mut size, &mut copy)? {
             return Ok(n);
         }
         let mem = &*self.mem;
@@ -203,7 +244,7 @@ impl<T: Pod> Consumer<T> {
         if !ended {
             return Err(PopError::Empty);
         }
-        match self.scan(max, &mut copy)? {
+        match self.scan(&mut size, &mut copy)? {
             Some(n) => Ok(n),
             None => Err(PopError::Disconnected),
         }
@@ -255,7 +296,7 @@ impl<T: Pod> Consumer<T> {
         self.wait_for(Some(Instant::now() + timeout), || self.try_pop_into(buf))
     }
 
-    fn wait_for<R>(
+    pub(super) fn wait_for<R>(
         &self,
         deadline: Option<Instant>,
         mut attempt: impl FnMut() -> Result<R, PopError>,
@@ -302,26 +343,66 @@ impl<T: Pod> Consumer<T> {
     /// Mark one item this consumer took as done (Python's
     /// `JoinableQueue.task_done`). `TooMany` if this consumer has marked
     /// every item it took already.
+    ///
+    /// On a `Consumer<Frame>`, it marks the oldest byte message this
+    /// consumer took with a bytes pop (`pop_bytes` and its kin) and has not
+    /// marked: all of its frames at once; with no such message, one frame
+    /// taken by an item pop (`pop`, `pop_into`). The shared counts (what
+    /// `join` compares) stay in frames.
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        if !take_one(&self.local_held) {
+        let n = if TypeId::of::<T>() == TypeId::of::<Frame>() {
+            self.take_message()
+        } else {
+            take_n(&self.local_held, 1).then_some(1)
+        };
+        let Some(n) = n else {
             return Err(TaskDoneError::TooMany);
-        }
+        };
         let ctrl = self.mem.ctrl();
         // Release: our work on the item happens before a joiner's Acquire
         // load of done (`QueueMem::joined`).
-        ctrl.done.fetch_add(1, Ordering::Release);
+        ctrl.done.fetch_add(n, Ordering::Release);
         // Counted done first, then no longer ours: a kill in between counts
         // it both done and abandoned (a join returns early), never neither.
         // Release: pairs with the Acquire load in `abandoned_count`.
         self.mem
             .entry(self.entry)
             .held
-            .fetch_sub(1, Ordering::Release);
+            .fetch_sub(n, Ordering::Release);
         ctrl.cold.all_done.notify();
         Ok(())
     }
 
-    /// Items this consumer took and has not marked done.
+    /// Count a byte message of `frames` frames, just claimed, as held: one
+    /// `task_done` marks it whole.
+    pub(super) fn hold_message(&self, frames: usize) {
+        // Relaxed: process-local bookkeeping. Added before the message is
+        // queued below, so `take_message` never takes more than is there.
+        self.local_held.fetch_add(frames as u64, Ordering::Relaxed);
+        // A frame count is at most a lane's capacity (checked by the claim).
+        self.messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(frames as u32);
+    }
+
+    /// Take the oldest held message off the local counts (or one frame of
+    /// an item pop if no message is held); its frames, `None` if nothing is
+    /// held.
+    fn take_message(&self) -> Option<u64> {
+        let oldest = self
+            .messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        let n = oldest.map_or(1, u64::from);
+        // Not below n unless threads sharing this consumer mark more than
+        // they took while another is between a claim and `hold_message`.
+        take_n(&self.local_held, n).then_some(n)
+    }
+
+    /// Items this consumer took and has not marked done (frames, for byte
+    /// messages).
     pub fn held(&self) -> u64 {
         self.local_held.load(Ordering::Relaxed)
     }
@@ -348,13 +429,14 @@ impl<T: Pod> Consumer<T> {
     }
 }
 
-/// Take one from a process-local count if it is not zero; whether it was.
-fn take_one(count: &AtomicU64) -> bool {
+/// Take `n` from a process-local count if it holds that many; whether it
+/// did.
+fn take_n(count: &AtomicU64, n: u64) -> bool {
     // Relaxed: process-local bookkeeping, ordering nothing shared.
     let mut v = count.load(Ordering::Relaxed);
-    while v > 0 {
+    while v >= n {
         // Relaxed: as above.
-        match count.compare_exchange_weak(v, v - 1, Ordering::Relaxed, Ordering::Relaxed) {
+        match count.compare_exchange_weak(v, v - n, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return true,
             Err(now) => v = now,
         }

@@ -82,7 +82,9 @@
 //! never a hang. A consumer dropped while holding items abandons them too.
 //!
 //! `task_done` is per consumer: a consumer marks its own items, and one
-//! that marks more than it took gets [`TaskDoneError::TooMany`].
+//! that marks more than it took gets [`TaskDoneError::TooMany`]. On a queue
+//! of byte messages ([`message`]) it marks one whole message; the shared
+//! counts, and so `JoinReport::abandoned`, are in frames.
 //!
 //! # Ending
 //!
@@ -107,7 +109,9 @@
 //!
 //! This file: [`QueueOptions`], the shared handle [`Queue`], `join`, and
 //! the `SegmentObject` implementation. `mem` (the layout, lanes, registry,
-//! who is gone, whether a join is over), `producer`, `consumer`.
+//! who is gone, whether a join is over), `producer`, `consumer`, `aio`
+//! (their async forms), `message` (byte messages on a queue of
+//! [`Frame`](crate::ring::message::Frame)s).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -128,6 +132,7 @@ use crate::sync::Ordering;
 mod aio;
 mod consumer;
 mod mem;
+pub mod message;
 mod producer;
 
 pub use crate::ring::{JoinError, JoinReport, PopError, PushError, TaskDoneError};
@@ -544,5 +549,7 @@ fn mem_of_ref(seg: &Segment) -> &mem::QueueControl {
 
 object_api!(impl [T: ShmType] Queue<T>, "queue", (opts: QueueOptions), open_with);
 
+#[cfg(test)]
+mod message_tests;
 #[cfg(test)]
 mod tests;

@@ -87,7 +87,7 @@ impl<T: Pod> Producer<T> {
     /// copy says no. `Err(detail)` if the shared head is impossible.
     /// `head_cache <= tail <= head_cache + cap` holds (checked at claim and
     /// on each re-read), and `tail` stays below `SEQ_LIMIT`.
-    fn room(&mut self, want: u64) -> Result<u64, String> {
+    pub(super) fn room(&mut self, want: u64) -> Result<u64, String> {
         let cap = self.mem.geo().cap;
         let used = self.tail - self.head_cache;
         if used.saturating_add(want) <= cap {
@@ -126,6 +126,17 @@ impl<T: Pod> Producer<T> {
         if ctrl.not_empty.notify() {
             self.futex_calls += 1;
         }
+    }
+
+    /// Write `item` into the `i`-th slot past our tail (not yet
+    /// published; `room` said it is free).
+    pub(super) fn write_ahead(&self, i: u64, item: &T) {
+        write_slot(self.mem.slot(self.lane, self.tail + i), item);
+    }
+
+    /// Publish the `n` slots written past our tail with one store.
+    pub(super) fn publish_ahead(&mut self, n: u64) {
+        self.publish(self.tail + n);
     }
 
     /// Push one item if there is room in our lane, without waiting.
@@ -193,9 +204,20 @@ impl<T: Pod> Producer<T> {
     }
 
     fn push_until(&mut self, item: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        self.push_with(deadline, |p| p.try_push(item))
+    }
+
+    /// Retry `attempt` (a non-blocking push) while it reports `Full`: spin,
+    /// then sleep until a consumer makes room, the deadline passes, or every
+    /// consumer is gone.
+    pub(super) fn push_with<X>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
+    ) -> Result<(), PushError<X>> {
         let mut waiting = Waiting::new(self.wait, deadline);
         loop {
-            match self.try_push(item) {
+            match attempt(self) {
                 Err(PushError::Full(_)) => {}
                 other => return other,
             }
@@ -204,11 +226,11 @@ impl<T: Pod> Producer<T> {
             }
             let mem = self.mem.clone();
             let key = waiting.prepare(&mem.ctrl().not_full);
-            match self.try_push(item) {
+            match attempt(self) {
                 Err(PushError::Full(x)) => {
                     if mem.consumers_gone() {
                         // The last consumer may have made room first.
-                        return match self.try_push(item) {
+                        return match attempt(self) {
                             Err(PushError::Full(x)) => Err(PushError::Disconnected(x)),
                             other => other,
                         };

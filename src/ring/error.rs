@@ -221,7 +221,10 @@ pub struct JoinReport {
     /// Items taken by consumers that died or left before marking them done.
     /// (A consumer killed inside a pop, between announcing a claim and making
     /// it, is counted as holding what it was claiming: the count may then be
-    /// one claim too high, and the join return that early.)
+    /// one claim too high, and the join return that early.) On a queue of
+    /// byte messages ([`Frame`](super::message::Frame)s), frames, not
+    /// messages: a dead consumer's held frames cannot be told apart into
+    /// messages.
     pub abandoned: u64,
 }
 

@@ -2,7 +2,11 @@
 //! `recv_bytes`, each message delivered whole to exactly one consumer.
 //! Built only on the producer's and consumer's own methods (reserve, write,
 //! publish; claim a run sized by its first frame); the ring algorithm and
-//! its orderings are in `producer.rs` and `consumer.rs`, not here.
+//! its orderings are in `producer.rs` and `consumer.rs`, not here. The
+//! frame encoding and its checks (`write_frames`, `read_message`,
+//! `check_len`) and the waiting forms (`bytes_push_api!`,
+//! `bytes_pop_api!`) also serve the multi-producer queue's byte messages
+//! (`src/queue/message.rs`).
 //!
 //! A ring of [`Frame`]s (64 bytes: a 4-byte total length, a 4-byte frame
 //! index, 56 bytes of data) carries a message of `L` bytes as
@@ -62,7 +66,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -70,6 +74,7 @@ use crate::waiter::Parking;
 
 use crate::identity::ShmType;
 use crate::slot::read_slot;
+use crate::sync::AtomicU64;
 
 use super::consumer::Consumer;
 use super::error::{PopError, SendError};
@@ -107,6 +112,191 @@ pub fn max_message_len(capacity: usize) -> usize {
     capacity.saturating_mul(FRAME_DATA).min(u32::MAX as usize)
 }
 
+/// `TooLarge` if a message of `msg.len()` bytes is longer than `max`.
+pub(crate) fn check_len(msg: &[u8], max: usize) -> Result<(), SendError> {
+    if msg.len() > max {
+        return Err(SendError::TooLarge {
+            len: msg.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Cut `msg` (at most `u32::MAX` bytes: see [`check_len`]) into its
+/// [`frames_for`] frames, handing each to `write(index, frame)` in order;
+/// how many. The ring's and the queue's producers write them into reserved
+/// slots and publish them with one store.
+pub(crate) fn write_frames(msg: &[u8], mut write: impl FnMut(usize, &Frame)) -> usize {
+    let k = frames_for(msg.len());
+    let mut chunks = msg.chunks(FRAME_DATA);
+    for i in 0..k {
+        let mut f = Frame {
+            len: msg.len() as u32,
+            index: i as u32,
+            data: [0; FRAME_DATA],
+        };
+        if let Some(c) = chunks.next() {
+            f.data[..c.len()].copy_from_slice(c);
+        }
+        write(i, &f);
+    }
+    k
+}
+
+/// What a claim asks of one message: `size(first_slot, available)`, how
+/// many slots to take, decided from the first.
+type ClaimSized<'a> = &'a mut dyn FnMut(&[AtomicU64], usize) -> Result<usize, String>;
+/// What a claim does with each slot it takes: `copy(i, slot)`, called before
+/// the claim's CAS (and again for every slot on a retry).
+type CopySlot<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
+
+/// Take one whole message into `out` (cleared first) through `claim` (the
+/// ring's or a queue lane's claim = commit, which must take exactly the
+/// count `size` returns, `1..=available`, or report an `Err` of `size` as
+/// `Corrupt`). The first frame says how many frames the message has,
+/// checked against `cap` (frames a lane holds) and what was published; the
+/// others must agree with it. Returns the frames taken.
+pub(crate) fn read_message(
+    cap: usize,
+    out: &mut Vec<u8>,
+    claim: impl FnOnce(ClaimSized<'_>, CopySlot<'_>) -> Result<usize, PopError>,
+) -> Result<usize, PopError> {
+    let total = Cell::new(0usize);
+    let bad = Cell::new(None::<String>);
+    let k = claim(
+        &mut |first, available| {
+            let f: Frame = read_slot(first);
+            // A u32: frames_for cannot overflow, nor can `i * FRAME_DATA`
+            // below (i < k <= cap).
+            let len = f.len as usize;
+            let k = frames_for(len);
+            if f.index != 0 {
+                return Err(format!(
+                    "a message starts with frame {} of a {len}-byte message",
+                    f.index
+                ));
+            }
+            if k > cap {
+                return Err(format!(
+                    "frame length {len} needs {k} frames, more than the capacity {cap}"
+                ));
+            }
+            total.set(len);
+            // More frames than published means a scribbled length (the
+            // producer publishes whole messages); the claim reports it.
+            if k > available {
+                return Err(format!(
+                    "frame length {len} needs {k} frames, only {available} published"
+                ));
+            }
+            Ok(k)
+        },
+        &mut |i, slot| {
+            if i == 0 {
+                out.clear();
+                bad.set(None);
+            }
+            let f: Frame = read_slot(slot);
+            let len = total.get();
+            let start = i * FRAME_DATA;
+            let take = len.saturating_sub(start).min(FRAME_DATA);
+            if f.index as usize != i || f.len as usize != len {
+                bad.set(Some(format!(
+                    "frame {i} of a {len}-byte message says it is frame {} of {} bytes",
+                    f.index, f.len
+                )));
+            }
+            out.extend_from_slice(&f.data[..take]);
+        },
+    )?;
+    // The claim succeeded, so these frames were not being overwritten: an
+    // inconsistency is real damage.
+    match bad.take() {
+        Some(d) => Err(PopError::Corrupt(d)),
+        None => Ok(k),
+    }
+}
+
+/// The waiting forms of the byte-message pushes, written once for the
+/// ring's and the queue's producers (`$what` names the container in the
+/// docs): `push_bytes`, `push_bytes_timeout`, and `push_bytes_until` under
+/// them. The type provides `max_message_len`, `try_push_checked` (one
+/// message that passed [`check_len`]) and `push_with` (retry while full).
+macro_rules! bytes_push_api {
+    ($what:literal) => {
+        #[doc = concat!("Push one message, waiting while the ", $what, " lacks room for it.")]
+        pub fn push_bytes(&mut self, msg: &[u8]) -> Result<(), $crate::ring::SendError> {
+            self.push_bytes_until(msg, None)
+        }
+
+        /// [`push_bytes`](Self::push_bytes), waiting at most `timeout`.
+        pub fn push_bytes_timeout(
+            &mut self,
+            msg: &[u8],
+            timeout: std::time::Duration,
+        ) -> Result<(), $crate::ring::SendError> {
+            self.push_bytes_until(msg, Some(std::time::Instant::now() + timeout))
+        }
+
+        /// Push one message, waiting for room until `deadline` if any.
+        fn push_bytes_until(
+            &mut self,
+            msg: &[u8],
+            deadline: Option<std::time::Instant>,
+        ) -> Result<(), $crate::ring::SendError> {
+            $crate::ring::message::check_len(msg, self.max_message_len())?;
+            self.push_with(deadline, |p| p.try_push_checked(msg))
+                .map_err($crate::ring::SendError::from)
+        }
+    };
+}
+pub(crate) use bytes_push_api;
+
+/// The other forms of the byte-message pops, written once for the ring's
+/// and the queue's consumers, on the type's `try_pop_bytes_into` and
+/// `wait_for` (retry while empty): `try_pop_bytes`, `pop_bytes`,
+/// `pop_bytes_timeout`, `pop_bytes_into_until` (for `pipe`, which reuses one
+/// buffer across receives).
+macro_rules! bytes_pop_api {
+    ($what:literal) => {
+        /// Take one whole message if one is there.
+        #[must_use = "a message taken and dropped is lost to every consumer"]
+        pub fn try_pop_bytes(&self) -> Result<Vec<u8>, $crate::ring::PopError> {
+            let mut v = Vec::new();
+            self.try_pop_bytes_into(&mut v)?;
+            Ok(v)
+        }
+
+        #[doc = concat!("Take one whole message, waiting while the ", $what, " is empty.")]
+        pub fn pop_bytes(&self) -> Result<Vec<u8>, $crate::ring::PopError> {
+            let mut v = Vec::new();
+            self.pop_bytes_into_until(&mut v, None)?;
+            Ok(v)
+        }
+
+        /// [`pop_bytes`](Self::pop_bytes), waiting at most `timeout`.
+        pub fn pop_bytes_timeout(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<Vec<u8>, $crate::ring::PopError> {
+            let mut v = Vec::new();
+            self.pop_bytes_into_until(&mut v, Some(std::time::Instant::now() + timeout))?;
+            Ok(v)
+        }
+
+        #[doc = concat!("Take one whole message into `out` (cleared first), waiting while the ", $what, " is empty, until `deadline` if any.")]
+        pub(crate) fn pop_bytes_into_until(
+            &self,
+            out: &mut Vec<u8>,
+            deadline: Option<std::time::Instant>,
+        ) -> Result<(), $crate::ring::PopError> {
+            self.wait_for(deadline, || self.try_pop_bytes_into(out))
+        }
+    };
+}
+pub(crate) use bytes_pop_api;
+
 impl Producer<Frame> {
     /// Push one message if the ring has room for all of its frames now
     /// (`SendError::Full` if not).
@@ -118,14 +308,7 @@ impl Producer<Frame> {
 
     /// `TooLarge` if `msg` can never fit in this ring.
     fn check_len(&self, msg: &[u8]) -> Result<(), SendError> {
-        let max = self.max_message_len();
-        if msg.len() > max {
-            return Err(SendError::TooLarge {
-                len: msg.len(),
-                max,
-            });
-        }
-        Ok(())
+        check_len(msg, self.max_message_len())
     }
 
     /// Push one message that passed [`check_len`](Self::check_len) (so its
@@ -134,42 +317,15 @@ impl Producer<Frame> {
         if self.has_closed() {
             return Err(super::PushError::Closed(()));
         }
-        let k = frames_for(msg.len());
-        self.reserve(k as u64)?;
-        let mut chunks = msg.chunks(FRAME_DATA);
-        for i in 0..k {
-            let mut f = Frame {
-                len: msg.len() as u32,
-                index: i as u32,
-                data: [0; FRAME_DATA],
-            };
-            if let Some(c) = chunks.next() {
-                f.data[..c.len()].copy_from_slice(c);
-            }
-            self.write_reserved(i as u64, &f);
-        }
+        self.reserve(frames_for(msg.len()) as u64)?;
+        let k = write_frames(msg, |i, f| self.write_reserved(i as u64, f));
         // One Release store of tail (in `Producer::publish`) publishes every
         // frame of the message.
         self.publish_reserved(k as u64);
         Ok(())
     }
 
-    /// Push one message, waiting while the ring lacks room for it.
-    pub fn push_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        self.push_bytes_until(msg, None)
-    }
-
-    /// [`push_bytes`](Self::push_bytes), waiting at most `timeout`.
-    pub fn push_bytes_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
-        self.push_bytes_until(msg, Some(Instant::now() + timeout))
-    }
-
-    /// Push one message, waiting for room until `deadline` if any.
-    fn push_bytes_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
-        self.check_len(msg)?;
-        self.push_with(deadline, |p| p.try_push_checked(msg))
-            .map_err(SendError::from)
-    }
+    bytes_push_api!("ring");
 
     /// Push one message, waiting asynchronously while the ring lacks room:
     /// the `async` form of [`push_bytes`](Self::push_bytes) (see
@@ -202,70 +358,10 @@ impl Consumer<Frame> {
     /// Take one whole message into `out` (cleared first) if one is there.
     #[must_use = "a message taken and dropped is lost to every consumer"]
     pub fn try_pop_bytes_into(&self, out: &mut Vec<u8>) -> Result<(), PopError> {
-        let cap = self.capacity();
-        let total = Cell::new(0usize);
-        let bad = Cell::new(None::<String>);
-        self.claim(
-            |first, available| {
-                let f: Frame = read_slot(first);
-                // A u32: frames_for cannot overflow, nor can `i * FRAME_DATA`
-                // below (i < k <= cap).
-                let len = f.len as usize;
-                let k = frames_for(len);
-                if f.index != 0 {
-                    return Err(format!(
-                        "a message starts with frame {} of a {len}-byte message",
-                        f.index
-                    ));
-                }
-                if k > cap {
-                    return Err(format!(
-                        "frame length {len} needs {k} frames, more than the capacity {cap}"
-                    ));
-                }
-                total.set(len);
-                // More frames than published means a scribbled length (the
-                // producer publishes whole messages); `claim` reports it.
-                if k > available {
-                    return Err(format!(
-                        "frame length {len} needs {k} frames, only {available} published"
-                    ));
-                }
-                Ok(k)
-            },
-            |i, slot| {
-                if i == 0 {
-                    out.clear();
-                    bad.set(None);
-                }
-                let f: Frame = read_slot(slot);
-                let len = total.get();
-                let start = i * FRAME_DATA;
-                let take = len.saturating_sub(start).min(FRAME_DATA);
-                if f.index as usize != i || f.len as usize != len {
-                    bad.set(Some(format!(
-                        "frame {i} of a {len}-byte message says it is frame {} of {} bytes",
-                        f.index, f.len
-                    )));
-                }
-                out.extend_from_slice(&f.data[..take]);
-            },
-        )?;
-        // The claim succeeded, so these frames were not being overwritten:
-        // an inconsistency is real damage.
-        match bad.take() {
-            Some(d) => Err(PopError::Corrupt(d)),
-            None => Ok(()),
-        }
+        read_message(self.capacity(), out, |size, copy| self.claim(size, copy)).map(|_| ())
     }
 
-    /// Take one whole message if one is there.
-    #[must_use = "a message taken and dropped is lost to every consumer"]
-    pub fn try_pop_bytes(&self) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.try_pop_bytes_into(&mut v)?;
-        Ok(v)
-    }
+    bytes_pop_api!("ring");
 
     /// Take one whole message, waiting asynchronously while the ring is
     /// empty: the `async` form of [`pop_bytes`](Self::pop_bytes);
@@ -275,31 +371,6 @@ impl Consumer<Frame> {
         std::future::poll_fn(move |cx| {
             self.poll_for(cx, &mut since, &mut parking, || self.try_pop_bytes())
         })
-    }
-
-    /// Take one whole message, waiting while the ring is empty.
-    pub fn pop_bytes(&self) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.pop_bytes_into_until(&mut v, None)?;
-        Ok(v)
-    }
-
-    /// [`pop_bytes`](Self::pop_bytes), waiting at most `timeout`.
-    pub fn pop_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, PopError> {
-        let mut v = Vec::new();
-        self.pop_bytes_into_until(&mut v, Some(Instant::now() + timeout))?;
-        Ok(v)
-    }
-
-    /// Take one whole message into `out` (cleared first), waiting while the
-    /// ring is empty, until `deadline` if any (for `pipe`, which reuses one
-    /// buffer across receives).
-    pub(crate) fn pop_bytes_into_until(
-        &self,
-        out: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<(), PopError> {
-        self.wait_for(deadline, || self.try_pop_bytes_into(out))
     }
 }
 
