@@ -30,8 +30,7 @@ use pyo3::types::{PyBytes, PyDict, PySlice, PyTuple};
 
 use shmkit::pipe::{Connection, Pipe};
 use shmkit::queue::{
-    Consumer as QueueConsumer, JoinError, JoinReport, Producer as QueueProducer, QueueOptions,
-    TaskDoneError,
+    Consumer as QueueConsumer, JoinError, Producer as QueueProducer, QueueOptions, TaskDoneError,
 };
 use shmkit::ring::{PopError, SendError};
 use shmkit::snapshot::CellError;

@@ -3,236 +3,84 @@
 
 use super::*;
 use crate::codec::{self, Encoded};
+use shmkit::ring::message::Frame;
 
-// The records a `Queue` carries: one Python message each, whole. `tag`
-// says what the payload is (`codec`'s tags), `len` how many
-// of `data`'s bytes it fills. Five sizes, chosen by `itemsize=`: every
-// push copies a whole record, so a queue of small messages should not pay
-// for 64 KiB slots.
-macro_rules! item_records {
-    ($($ty:ident = $name:literal, $size:literal;)*) => {$(
-        shmkit::record! {
-            #[name = $name]
-            struct $ty {
-                tag: u32,
-                len: u32,
-                data: [u8; $size - 8],
-            }
-        }
-    )*};
-}
-item_records! {
-    Item256 = "shmkit.py.QueueItem256/2", 256;
-    Item1K = "shmkit.py.QueueItem1K/2", 1024;
-    Item4K = "shmkit.py.QueueItem4K/2", 4096;
-    Item16K = "shmkit.py.QueueItem16K/2", 16384;
-    Item64K = "shmkit.py.QueueItem64K/2", 65536;
-}
+/// Data bytes of one frame of the queue (its unit of room).
+const FRAME: usize = shmkit::ring::message::FRAME_DATA;
+/// The largest lane, in frames.
+const MAX_LANE: usize = shmkit::queue::MAX_CAPACITY as usize;
+/// Frames of each producer's lane when `maxsize` is 0: 4096 (a message
+/// up to 229 KiB; the pages of a lane never written cost nothing).
+const DEFAULT_LANE: usize = 4096;
+/// The `itemsize` a queue is sized for when none is given: one frame.
+const DEFAULT_ITEMSIZE: usize = FRAME - 1;
 
-/// The record sizes `itemsize=` picks from (the smallest that is at least
-/// the size asked for).
-const ITEM_SIZES: [usize; 5] = [256, 1024, 4096, 16384, 65536];
-
-/// What a queue does with a record, whatever its size.
-trait Item: shmkit::ShmType + Send + Sync + 'static {
-    /// The most payload bytes it holds.
-    const CAPACITY: usize = std::mem::size_of::<Self>() - 8;
-    fn make(tag: u32, bytes: &[u8]) -> Self;
-    /// The tag and payload; an impossible length (shared memory is
-    /// untrusted) is an error, never a panic.
-    fn parts(&self) -> PyResult<(u32, &[u8])>;
-}
-
-macro_rules! item {
-    ($($ty:ident),*) => {$(
-        impl Item for $ty {
-            fn make(tag: u32, bytes: &[u8]) -> Self {
-                let mut r: $ty = shmkit::Zeroable::zeroed();
-                // Callers check the length against CAPACITY first.
-                let n = bytes.len().min(Self::CAPACITY);
-                r.data[..n].copy_from_slice(&bytes[..n]);
-                r.tag = tag;
-                r.len = n as u32;
-                r
-            }
-            fn parts(&self) -> PyResult<(u32, &[u8])> {
-                usize::try_from(self.len)
-                    .ok()
-                    .and_then(|n| self.data.get(..n))
-                    .map(|d| (self.tag, d))
-                    .ok_or_else(|| {
-                        CorruptError::new_err(format!(
-                            "a queue item says it holds {} bytes in a record of {}",
-                            self.len,
-                            Self::CAPACITY
-                        ))
-                    })
-            }
-        }
-    )*};
-}
-item!(Item256, Item1K, Item4K, Item16K, Item64K);
-
-/// Why a push did not happen, without the item.
+/// Why a push did not happen.
 enum PushFail {
     Full,
+    TooLarge,
     Closed,
     Disconnected,
     Corrupt(String),
 }
 
-fn push_fail<T>(e: shmkit::PushError<T>) -> PushFail {
+fn push_fail(e: SendError) -> PushFail {
     match e {
-        shmkit::PushError::Full(_) | shmkit::PushError::Timeout(_) => PushFail::Full,
-        shmkit::PushError::Closed(_) => PushFail::Closed,
-        shmkit::PushError::Disconnected(_) => PushFail::Disconnected,
-        shmkit::PushError::Corrupt { detail, .. } => PushFail::Corrupt(detail),
-        _ => PushFail::Corrupt("an unknown push error".into()),
+        SendError::Full | SendError::Timeout => PushFail::Full,
+        SendError::TooLarge { .. } => PushFail::TooLarge,
+        SendError::Closed => PushFail::Closed,
+        SendError::Disconnected => PushFail::Disconnected,
+        other => PushFail::Corrupt(other.to_string()),
     }
 }
 
-/// A `shmkit::Queue` of records of one size.
-trait AnyQueue: Send + Sync {
-    fn capacity(&self) -> usize;
-    fn record_size(&self) -> usize;
-    fn name(&self) -> Option<String>;
-    fn len(&self) -> usize;
-    fn cap_per_producer(&self) -> usize;
-    fn max_producers(&self) -> usize;
-    fn max_consumers(&self) -> usize;
-    /// (head, tail) of lane `i`, if there is one.
-    fn lane(&self, i: usize) -> Option<(u64, u64)>;
-    fn close(&self);
-    fn is_closed(&self) -> bool;
-    fn join_timeout(&self, wait: Duration) -> Result<JoinReport, JoinError>;
-    fn producer(&self) -> Result<Box<dyn AnyProducer>, Error>;
-    fn consumer(&self) -> Result<Arc<dyn AnyConsumer>, Error>;
+/// This process's producer and the buffer its messages are built in (the
+/// kind tag, then the payload: one contiguous message).
+struct Sender {
+    p: QueueProducer<Frame>,
+    buf: Vec<u8>,
 }
 
-trait AnyProducer: Send + Sync {
-    fn lane(&self) -> usize;
-    /// Push `bytes`, waiting up to `wait` for room (`None`: not at all).
-    fn push(&mut self, tag: u32, bytes: &[u8], wait: Option<Duration>) -> Result<(), PushFail>;
-}
-
-trait AnyConsumer: Send + Sync {
-    /// Take one item, waiting up to `wait` (`None`: not at all); the tag
-    /// and payload go to `f`.
-    fn pop(
-        &self,
-        wait: Option<Duration>,
-        f: &mut dyn FnMut(u32, &[u8]) -> PyResult<()>,
-    ) -> Result<PyResult<()>, PopError>;
-    fn task_done(&self) -> Result<(), TaskDoneError>;
-}
-
-impl<T: Item> AnyQueue for Queue<T> {
-    fn capacity(&self) -> usize {
-        T::CAPACITY
-    }
-    fn record_size(&self) -> usize {
-        std::mem::size_of::<T>()
-    }
-    fn name(&self) -> Option<String> {
-        self.segment()?.name().map(str::to_owned)
-    }
-    fn len(&self) -> usize {
-        Queue::len(self)
-    }
-    fn cap_per_producer(&self) -> usize {
-        Queue::cap_per_producer(self)
-    }
-    fn max_producers(&self) -> usize {
-        Queue::max_producers(self)
-    }
-    fn max_consumers(&self) -> usize {
-        Queue::max_consumers(self)
-    }
-    fn lane(&self, i: usize) -> Option<(u64, u64)> {
-        self.state().lanes.get(i).map(|l| (l.head, l.tail))
-    }
-    fn close(&self) {
-        Queue::close(self)
-    }
-    fn is_closed(&self) -> bool {
-        Queue::is_closed(self)
-    }
-    fn join_timeout(&self, wait: Duration) -> Result<JoinReport, JoinError> {
-        Queue::join_timeout(self, wait)
-    }
-    fn producer(&self) -> Result<Box<dyn AnyProducer>, Error> {
-        Ok(Box::new(Queue::producer(self)?))
-    }
-    fn consumer(&self) -> Result<Arc<dyn AnyConsumer>, Error> {
-        Ok(Arc::new(Queue::consumer(self)?))
-    }
-}
-
-impl<T: Item> AnyProducer for QueueProducer<T> {
-    fn lane(&self) -> usize {
-        QueueProducer::lane(self)
-    }
-    fn push(&mut self, tag: u32, bytes: &[u8], wait: Option<Duration>) -> Result<(), PushFail> {
-        let item = T::make(tag, bytes);
+impl Sender {
+    /// Push `tag` + `bytes` as one message, waiting up to `wait` for room
+    /// (`None`: not at all).
+    fn push(&mut self, tag: u8, bytes: &[u8], wait: Option<Duration>) -> Result<(), PushFail> {
+        self.buf.clear();
+        self.buf.push(tag);
+        self.buf.extend_from_slice(bytes);
         match wait {
-            None => self.try_push(item),
-            Some(w) => self.push_timeout(item, w),
+            None => self.p.try_push_bytes(&self.buf),
+            Some(w) => self.p.push_bytes_timeout(&self.buf, w),
         }
         .map_err(push_fail)
     }
 }
 
-impl<T: Item> AnyConsumer for QueueConsumer<T> {
-    fn pop(
-        &self,
-        wait: Option<Duration>,
-        f: &mut dyn FnMut(u32, &[u8]) -> PyResult<()>,
-    ) -> Result<PyResult<()>, PopError> {
-        let item = match wait {
-            None => self.try_pop()?,
-            Some(w) => self.pop_timeout(w)?,
-        };
-        Ok(item.parts().and_then(|(tag, d)| f(tag, d)))
-    }
-    fn task_done(&self) -> Result<(), TaskDoneError> {
-        QueueConsumer::task_done(self)
-    }
-}
-
-/// A new queue of the smallest record of at least `itemsize` bytes.
-fn create_queue(name: &str, itemsize: usize, opts: QueueOptions) -> PyResult<Arc<dyn AnyQueue>> {
-    fn make<T: Item>(name: &str, opts: QueueOptions) -> PyResult<Arc<dyn AnyQueue>> {
-        Ok(Arc::new(Queue::<T>::create(name, opts).map_err(py_err)?))
-    }
-    match ITEM_SIZES.iter().find(|&&s| s >= itemsize) {
-        Some(256) => make::<Item256>(name, opts),
-        Some(1024) => make::<Item1K>(name, opts),
-        Some(4096) => make::<Item4K>(name, opts),
-        Some(16384) => make::<Item16K>(name, opts),
-        Some(_) => make::<Item64K>(name, opts),
-        None => Err(PyValueError::new_err(format!(
-            "itemsize {itemsize} is more than the largest queue item, {} bytes \
-             (send larger data through an Array, a Pipe, or a file)",
-            ITEM_SIZES[ITEM_SIZES.len() - 1]
-        ))),
-    }
-}
-
-/// Open the named queue whose records are `record_size` bytes.
-fn open_queue(name: &str, record_size: usize) -> PyResult<Arc<dyn AnyQueue>> {
-    fn open<T: Item>(name: &str) -> PyResult<Arc<dyn AnyQueue>> {
-        Ok(Arc::new(Queue::<T>::open(name).map_err(py_err)?))
-    }
-    match record_size {
-        256 => open::<Item256>(name),
-        1024 => open::<Item1K>(name),
-        4096 => open::<Item4K>(name),
-        16384 => open::<Item16K>(name),
-        65536 => open::<Item64K>(name),
-        _ => Err(PyValueError::new_err(format!(
-            "no queue has items of {record_size} bytes"
-        ))),
-    }
+/// Frames each producer's lane gets for `maxsize` items of up to
+/// `itemsize` bytes each (`maxsize <= 0`: the default lane, or more if one
+/// item of `itemsize` needs it).
+fn lane_frames(maxsize: isize, itemsize: usize) -> PyResult<usize> {
+    let too_large = || {
+        PyValueError::new_err(format!(
+            "maxsize {maxsize} items of itemsize {itemsize} bytes need more than a \
+             queue's largest lane ({MAX_LANE} frames of {FRAME} bytes)"
+        ))
+    };
+    let per_item = itemsize
+        .checked_add(1)
+        .ok_or_else(too_large)?
+        .div_ceil(FRAME);
+    let frames = if maxsize <= 0 {
+        per_item.max(DEFAULT_LANE)
+    } else {
+        per_item
+            .checked_mul(maxsize as usize)
+            .ok_or_else(too_large)?
+    };
+    frames
+        .checked_next_power_of_two()
+        .filter(|&f| f <= MAX_LANE)
+        .ok_or_else(too_large)
 }
 
 /// A handle made in one process: one inherited across `fork` is the
@@ -271,14 +119,6 @@ impl<H> Drop for PerProcess<H> {
     }
 }
 
-/// Default slots per producer for `maxsize=0`: about 512 KiB of records
-/// per lane, from 8 to 1024 slots.
-fn default_lane(record_size: usize) -> usize {
-    let n = (512 * 1024 / record_size.max(1)).clamp(8, 1024);
-    // A power of two at most n.
-    1 << (usize::BITS - 1 - n.leading_zeros())
-}
-
 /// Default producer and consumer limits.
 const DEFAULT_MAX_PRODUCERS: usize = 32;
 const DEFAULT_MAX_CONSUMERS: usize = 64;
@@ -299,25 +139,25 @@ fn pickle_fn(py: Python<'_>, f: &str) -> PyResult<Py<PyAny>> {
     Ok(py.import("pickle")?.getattr(f)?.unbind())
 }
 
-/// `Queue(maxsize=0, *, itemsize=1024, max_producers=32, max_consumers=64)`:
+/// `Queue(maxsize=0, *, itemsize=55, max_producers=32, max_consumers=64)`:
 /// `multiprocessing.Queue` on lock-free shared memory, for any number of
 /// producer and consumer processes.
 ///
-/// `put(obj)` pickles `obj` (a `bytes` object travels as is, unpickled)
-/// into one fixed-size item of `itemsize` bytes: 256, 1024, 4096, 16384
-/// or 65536 (a value in between is rounded up). The message may fill all
-/// but 8 bytes of it (`max_message_len`); a larger one raises ValueError
-/// and nothing is sent. Every put copies a whole item, so pick the
-/// smallest size your messages fit.
+/// `put(obj)` sends an `int` (64-bit), `float`, `str`, `bytes`, `None` or
+/// `bool` as it is, anything else pickled, as one message of any length:
+/// it takes one 64-byte frame per 56 bytes (a small int takes one), and
+/// only its own bytes are copied.
 ///
 /// Capacity: each producer process has a lane of its own, of `maxsize`
-/// items rounded up to a power of two (`maxsize=0`: about 512 KiB of
-/// items, from 8 to 1024). `put` waits only while *its own* lane is full,
-/// so with several producers the queue holds up to `max_producers` times
-/// that. At most `max_producers` processes put and `max_consumers`
-/// processes get at the same time (a dead one's place is reused); the
-/// shared memory is `max_producers * lane capacity * itemsize` bytes.
-/// Items of one producer arrive in the order it put them.
+/// items of up to `itemsize` bytes (rounded up to a power of two of
+/// frames; smaller items take less room, larger ones more). `maxsize=0`:
+/// 4096 frames a lane. `put` waits only while *its own* lane is full, so
+/// with several producers the queue holds up to `max_producers` times
+/// that. The longest message is a lane (`max_message_len`); a longer one
+/// raises ValueError and nothing is sent. At most `max_producers`
+/// processes put and `max_consumers` processes get at the same time (a
+/// dead one's place is reused). Items of one producer arrive in the order
+/// it put them.
 ///
 /// A process attaches its producer on its first `put` and its consumer on
 /// its first `get`; threads of a process share them. The handle pickles
@@ -327,26 +167,37 @@ fn pickle_fn(py: Python<'_>, f: &str) -> PyResult<Py<PyAny>> {
 /// process's, as in Python; `shutdown()` ends the queue for everyone.
 #[pyclass(module = "shmkit", name = "Queue", subclass)]
 pub(crate) struct PyQueue {
-    q: Arc<dyn AnyQueue>,
+    q: Arc<Queue<Frame>>,
     name: String,
-    producer: Mutex<PerProcess<Box<dyn AnyProducer>>>,
-    consumer: Mutex<PerProcess<Arc<dyn AnyConsumer>>>,
+    /// The `itemsize` it was created with (what `maxsize` counts in).
+    itemsize: usize,
+    producer: Mutex<PerProcess<Sender>>,
+    consumer: Mutex<PerProcess<Arc<QueueConsumer<Frame>>>>,
     /// The process that called `close()` on this handle, if one did.
     closed_in: Mutex<Option<u32>>,
-    /// Abandoned items the last `join` reported.
+    /// Abandoned frames the last `join` reported.
     last_abandoned: StdAtomicU64,
     dumps: Py<PyAny>,
     loads: Py<PyAny>,
 }
 
+thread_local! {
+    /// A buffer each thread receives messages into, reused: taken out while
+    /// in use (so a `get` re-entered from a `__setstate__` makes its own).
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl PyQueue {
-    fn from_queue(py: Python<'_>, q: Arc<dyn AnyQueue>) -> PyResult<Self> {
+    fn from_queue(py: Python<'_>, q: Queue<Frame>, itemsize: usize) -> PyResult<Self> {
         let name = q
-            .name()
+            .segment()
+            .and_then(|s| s.name())
+            .map(str::to_owned)
             .ok_or_else(|| PyValueError::new_err("an anonymous queue cannot be used here"))?;
         Ok(PyQueue {
-            q,
+            q: Arc::new(q),
             name,
+            itemsize,
             producer: Mutex::new(PerProcess(None)),
             consumer: Mutex::new(PerProcess(None)),
             closed_in: Mutex::new(None),
@@ -354,6 +205,24 @@ impl PyQueue {
             dumps: pickle_fn(py, "dumps")?,
             loads: pickle_fn(py, "loads")?,
         })
+    }
+
+    /// The longest message payload (after the kind tag) a lane holds.
+    fn max_payload(&self) -> usize {
+        shmkit::ring::message::max_message_len(self.q.cap_per_producer()).saturating_sub(1)
+    }
+
+    /// This process's producer, attached on first use.
+    fn sender<'a>(&self, p: &'a mut PerProcess<Sender>) -> PyResult<&'a mut Sender> {
+        if p.mine().is_none() {
+            let h = self.q.producer().map_err(py_err)?;
+            p.set(Sender {
+                p: h,
+                buf: Vec::new(),
+            });
+        }
+        p.mine()
+            .ok_or_else(|| PyRuntimeError::new_err("no producer after attaching one"))
     }
 
     fn check_open(&self) -> PyResult<()> {
@@ -367,12 +236,12 @@ impl PyQueue {
     }
 
     /// This process's consumer, attached on first use.
-    fn consumer(&self) -> PyResult<Arc<dyn AnyConsumer>> {
+    fn consumer(&self) -> PyResult<Arc<QueueConsumer<Frame>>> {
         let mut c = poisoned(&self.consumer);
         if let Some(h) = c.mine() {
             return Ok(h.clone());
         }
-        let h = self.q.consumer().map_err(py_err)?;
+        let h = Arc::new(self.q.consumer().map_err(py_err)?);
         Ok(c.set(h).clone())
     }
 
@@ -380,6 +249,7 @@ impl PyQueue {
     fn push_err(&self, f: PushFail) -> PyErr {
         match f {
             PushFail::Full => PyRuntimeError::new_err("a push failed for want of room"),
+            PushFail::TooLarge => self.too_large(None),
             PushFail::Closed => {
                 PyBrokenPipeError::new_err(format!("queue {:?} was shut down", self.name))
             }
@@ -389,6 +259,21 @@ impl PyQueue {
             )),
             PushFail::Corrupt(d) => CorruptError::new_err(format!("queue {:?}: {d}", self.name)),
         }
+    }
+
+    /// A message longer than a lane: ValueError, naming what to change.
+    fn too_large(&self, msg: Option<&Encoded<'_, '_>>) -> PyErr {
+        let what = msg.map_or_else(
+            || "the message is too long".to_owned(),
+            |m| format!("{} {} bytes", m.what(), m.bytes().len()),
+        );
+        PyValueError::new_err(format!(
+            "{what}, more than this queue's lanes hold ({} bytes: {} frames of {FRAME}); \
+             create the queue with a larger maxsize or itemsize, or send large data \
+             through an Array or a Pipe",
+            self.max_payload(),
+            self.q.cap_per_producer(),
+        ))
     }
 
     /// The error of a failed pop other than `Empty` / `Timeout`.
@@ -415,25 +300,12 @@ impl PyQueue {
         block: bool,
         until: Option<Instant>,
     ) -> PyResult<()> {
-        let (tag, bytes) = (u32::from(msg.tag()), msg.bytes());
-        let cap = self.q.capacity();
-        if bytes.len() > cap {
-            return Err(PyValueError::new_err(format!(
-                "{} {} bytes, more than this queue's items hold ({cap} bytes, \
-                 itemsize={}): create the queue with a larger itemsize (up to {}), \
-                 or send large data through an Array or a Pipe",
-                msg.what(),
-                bytes.len(),
-                self.q.record_size(),
-                ITEM_SIZES[ITEM_SIZES.len() - 1]
-            )));
+        let (tag, bytes) = (msg.tag(), msg.bytes());
+        if bytes.len() > self.max_payload() {
+            return Err(self.too_large(Some(msg)));
         }
         if let Ok(mut p) = self.producer.try_lock() {
-            let h = match p.mine() {
-                Some(h) => h,
-                None => p.set(self.q.producer().map_err(py_err)?),
-            };
-            match h.push(tag, bytes, None) {
+            match self.sender(&mut p)?.push(tag, bytes, None) {
                 Ok(()) => return Ok(()),
                 Err(PushFail::Full) if block => {}
                 Err(PushFail::Full) => return Err(queue_full(py)?),
@@ -448,11 +320,7 @@ impl PyQueue {
             };
             let r = py.detach(|| -> PyResult<Result<(), PushFail>> {
                 let mut p = poisoned(&self.producer);
-                let h = match p.mine() {
-                    Some(h) => h,
-                    None => p.set(self.q.producer().map_err(py_err)?),
-                };
-                Ok(h.push(tag, bytes, wait))
+                Ok(self.sender(&mut p)?.push(tag, bytes, wait))
             })?;
             match r {
                 Ok(()) => return Ok(()),
@@ -468,41 +336,38 @@ impl PyQueue {
     /// Take one message and make it an object, waiting until `until`
     /// (`block`) in slices.
     ///
-    /// The first attempt keeps the GIL and builds the object straight from
-    /// shared memory; only an empty queue releases the GIL, and then the
-    /// message is copied out before the object is made.
+    /// The first attempt keeps the GIL; only an empty queue releases it.
+    /// Either way the message lands in this thread's reused buffer, and the
+    /// object is made from it with the GIL held.
     fn pop(&self, py: Python<'_>, block: bool, until: Option<Instant>) -> PyResult<Py<PyAny>> {
         self.check_open()?;
         let c = self.consumer()?;
-        let mut got = None;
-        match c.pop(None, &mut |tag, d| {
-            got = Some(self.decode(py, tag, d)?);
-            Ok(())
-        }) {
-            Ok(checked) => {
-                checked?;
-                return got.ok_or_else(|| PyRuntimeError::new_err("a pop returned no item"));
-            }
+        let mut buf = SCRATCH.take();
+        let r = self.pop_into(py, &c, &mut buf, block, until);
+        let out = r.and_then(|()| self.decode(py, &buf));
+        buf.clear();
+        SCRATCH.set(buf);
+        out
+    }
+
+    fn pop_into(
+        &self,
+        py: Python<'_>,
+        c: &QueueConsumer<Frame>,
+        buf: &mut Vec<u8>,
+        block: bool,
+        until: Option<Instant>,
+    ) -> PyResult<()> {
+        match c.try_pop_bytes_into(buf) {
+            Ok(()) => return Ok(()),
             Err(PopError::Empty | PopError::Timeout) if block => {}
             Err(PopError::Empty | PopError::Timeout) => return Err(queue_empty(py)?),
             Err(e) => return Err(self.pop_err(e)),
         }
         loop {
-            let wait = Some(slice_until(until).unwrap_or(Duration::ZERO));
-            let mut got: Option<(u32, Vec<u8>)> = None;
-            let r = py.detach(|| {
-                c.pop(wait, &mut |tag, d| {
-                    got = Some((tag, d.to_vec()));
-                    Ok(())
-                })
-            });
-            match r {
-                Ok(checked) => {
-                    checked?;
-                    let (tag, d) =
-                        got.ok_or_else(|| PyRuntimeError::new_err("a pop returned no item"))?;
-                    return self.decode(py, tag, &d);
-                }
+            let wait = slice_until(until).unwrap_or(Duration::ZERO);
+            match py.detach(|| c.pop_bytes_into_timeout(buf, wait)) {
+                Ok(()) => return Ok(()),
                 Err(PopError::Timeout | PopError::Empty) if slice_until(until).is_some() => {
                     py.check_signals()?
                 }
@@ -512,9 +377,15 @@ impl PyQueue {
         }
     }
 
-    fn decode(&self, py: Python<'_>, tag: u32, d: &[u8]) -> PyResult<Py<PyAny>> {
-        // A tag past a byte is garbage: 255 is no kind either.
-        let tag = u8::try_from(tag).unwrap_or(u8::MAX);
+    /// The object a message stands for: its first byte the kind, the rest
+    /// the payload (checked by `codec::decode`).
+    fn decode(&self, py: Python<'_>, msg: &[u8]) -> PyResult<Py<PyAny>> {
+        let Some((&tag, d)) = msg.split_first() else {
+            return Err(CorruptError::new_err(format!(
+                "queue {:?}: an empty message (every item has a kind byte)",
+                self.name
+            )));
+        };
         codec::decode(py, tag, d, &self.loads, &self.name)
     }
 }
@@ -522,7 +393,7 @@ impl PyQueue {
 #[pymethods]
 impl PyQueue {
     #[new]
-    #[pyo3(signature = (maxsize = 0, *, itemsize = 1024, max_producers = DEFAULT_MAX_PRODUCERS, max_consumers = DEFAULT_MAX_CONSUMERS))]
+    #[pyo3(signature = (maxsize = 0, *, itemsize = DEFAULT_ITEMSIZE, max_producers = DEFAULT_MAX_PRODUCERS, max_consumers = DEFAULT_MAX_CONSUMERS))]
     fn py_new(
         py: Python<'_>,
         maxsize: isize,
@@ -530,21 +401,10 @@ impl PyQueue {
         max_producers: usize,
         max_consumers: usize,
     ) -> PyResult<Self> {
-        let record = ITEM_SIZES
-            .iter()
-            .copied()
-            .find(|&s| s >= itemsize)
-            .unwrap_or(usize::MAX);
-        let lane = if maxsize <= 0 {
-            default_lane(record)
-        } else {
-            (maxsize as usize)
-                .checked_next_power_of_two()
-                .ok_or_else(|| PyValueError::new_err(format!("maxsize {maxsize} is too large")))?
-        };
+        let lane = lane_frames(maxsize, itemsize)?;
         let opts = QueueOptions::new(lane, max_producers, max_consumers);
-        let q = create_queue(&fresh_name("queue"), itemsize, opts)?;
-        PyQueue::from_queue(py, q)
+        let q = Queue::<Frame>::create(&fresh_name("queue"), opts).map_err(py_err)?;
+        PyQueue::from_queue(py, q, itemsize)
     }
 
     /// Put `obj` into the queue (an int, float, str, bytes, None or bool
@@ -580,14 +440,16 @@ impl PyQueue {
         self.get(py, false, None)
     }
 
-    /// Items waiting right now (approximate: others change it at once).
+    /// Items waiting right now (approximate: others change it at once),
+    /// counted in frames: exact for items under 56 bytes, more for longer
+    /// ones.
     fn qsize(&self) -> usize {
         self.q.len()
     }
 
     /// Whether the queue looks empty right now (approximate).
     fn empty(&self) -> bool {
-        self.q.len() == 0
+        self.q.is_empty()
     }
 
     /// Whether a `put` from this process would have to wait right now
@@ -595,8 +457,8 @@ impl PyQueue {
     /// anything, the whole queue holds a lane's worth.
     fn full(&self) -> bool {
         let cap = self.q.cap_per_producer() as u64;
-        let lane = poisoned(&self.producer).mine().map(|p| p.lane());
-        match lane.and_then(|l| self.q.lane(l)) {
+        let lane = poisoned(&self.producer).mine().map(|s| s.p.lane());
+        match lane.and_then(|l| self.q.state().lanes.get(l).map(|l| (l.head, l.tail))) {
             Some((head, tail)) => tail.saturating_sub(head) >= cap,
             None => self.q.len() as u64 >= cap,
         }
@@ -630,19 +492,20 @@ impl PyQueue {
         self.q.is_closed()
     }
 
-    /// The record size of each item in bytes.
+    /// The item size `maxsize` counts in (as created; in this process).
     #[getter]
     fn itemsize(&self) -> usize {
-        self.q.record_size()
+        self.itemsize
     }
 
-    /// The longest message (pickle, or bytes object) an item holds.
+    /// The longest message (a bytes object, a str's UTF-8, or a pickle) a
+    /// lane holds.
     #[getter]
     fn max_message_len(&self) -> usize {
-        self.q.capacity()
+        self.max_payload()
     }
 
-    /// Slots of each producer's lane.
+    /// Frames (of 56 data bytes) of each producer's lane.
     #[getter]
     fn lane_capacity(&self) -> usize {
         self.q.cap_per_producer()
@@ -669,7 +532,7 @@ impl PyQueue {
         let me = slf.borrow();
         let joinable = slf.is_instance_of::<PyJoinableQueue>();
         let open = py.import("shmkit._shmkit")?.getattr("_open_queue")?;
-        let args = (me.name.clone(), me.q.record_size(), joinable).into_pyobject(py)?;
+        let args = (me.name.clone(), me.itemsize, joinable).into_pyobject(py)?;
         PyTuple::new(py, [open.into_any(), args.into_any()])
     }
 
@@ -683,7 +546,7 @@ impl PyQueue {
     }
 }
 
-/// `JoinableQueue(maxsize=0, *, itemsize=1024, max_producers=32,
+/// `JoinableQueue(maxsize=0, *, itemsize=55, max_producers=32,
 /// max_consumers=64)`: a `Queue` with `task_done()` and `join()`, as
 /// `multiprocessing.JoinableQueue`.
 ///
@@ -691,15 +554,16 @@ impl PyQueue {
 /// done (ValueError when it took none left unmarked). `join()` returns once
 /// every item put, by any process, was marked done or abandoned: taken by
 /// a consumer process that was killed (or closed its handle) before
-/// marking it. A killed consumer never hangs `join()`; the count of
-/// abandoned items is `last_join_abandoned` afterwards.
+/// marking it. A killed consumer never hangs `join()`; what it abandoned
+/// is `last_join_abandoned` afterwards, in frames (one per item under 56
+/// bytes: a dead consumer's messages cannot be told apart).
 #[pyclass(module = "shmkit", name = "JoinableQueue", extends = PyQueue)]
 pub(crate) struct PyJoinableQueue;
 
 #[pymethods]
 impl PyJoinableQueue {
     #[new]
-    #[pyo3(signature = (maxsize = 0, *, itemsize = 1024, max_producers = DEFAULT_MAX_PRODUCERS, max_consumers = DEFAULT_MAX_CONSUMERS))]
+    #[pyo3(signature = (maxsize = 0, *, itemsize = DEFAULT_ITEMSIZE, max_producers = DEFAULT_MAX_PRODUCERS, max_consumers = DEFAULT_MAX_CONSUMERS))]
     fn py_new(
         py: Python<'_>,
         maxsize: isize,
@@ -763,9 +627,10 @@ impl PyJoinableQueue {
         }
     }
 
-    /// Items the last `join()` through this handle counted as abandoned:
+    /// What the last `join()` through this handle counted as abandoned:
     /// taken by a consumer process that died (or closed its handle)
-    /// before calling `task_done` for them.
+    /// before calling `task_done` for it, in frames (one per item under 56
+    /// bytes).
     #[getter]
     fn last_join_abandoned(slf: PyRef<'_, Self>) -> u64 {
         slf.as_super()
@@ -779,10 +644,11 @@ impl PyJoinableQueue {
 pub(crate) fn _open_queue(
     py: Python<'_>,
     name: &str,
-    record_size: usize,
+    itemsize: usize,
     joinable: bool,
 ) -> PyResult<Py<PyAny>> {
-    let base = PyQueue::from_queue(py, open_queue(name, record_size)?)?;
+    let q = Queue::<Frame>::open(name).map_err(py_err)?;
+    let base = PyQueue::from_queue(py, q, itemsize)?;
     if joinable {
         let init = PyClassInitializer::from(base).add_subclass(PyJoinableQueue);
         Ok(Py::new(py, init)?.into_any())

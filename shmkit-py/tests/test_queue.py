@@ -67,14 +67,20 @@ def test_per_producer_fifo_one_consumer(ctx):
 
 
 def test_bytes_travel_unpickled():
-    q = shmkit.Queue(itemsize=256)
-    assert q.itemsize == 256 and q.max_message_len == 248
-    # Exactly as long as an item holds: a pickle of it would not fit.
-    full = bytes(range(248))
+    # Two items of up to 200 bytes: 4 frames each (a kind byte + 200), so
+    # a lane of 8 frames, the longest message 8 * 56 - 1 bytes.
+    q = shmkit.Queue(2, itemsize=200)
+    assert q.itemsize == 200 and q.lane_capacity == 8
+    assert q.max_message_len == 447
+    # Exactly as long as a lane holds: a pickle of it would not fit.
+    full = bytes(range(256)) + bytes(191)
     q.put(full)
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(b"")
+    assert q.get() == full
     q.put(b"")
     q.put(bytearray(b"ab"))  # not bytes: pickled, and comes back a bytearray
-    assert q.get() == full
     assert q.get() == b""
     got = q.get()
     assert type(got) is bytearray and got == b"ab"
@@ -134,17 +140,25 @@ def test_direct_kinds_round_trip(ctx):
 
 
 def test_too_large_sends_nothing():
-    q = shmkit.Queue(itemsize=300)
-    assert q.itemsize == 1024
+    q = shmkit.Queue(4, itemsize=300)
+    assert q.lane_capacity == 32 and q.max_message_len == 32 * 56 - 1
     with pytest.raises(ValueError, match="itemsize"):
-        q.put(b"x" * 1017)
+        q.put(b"x" * (32 * 56))
     with pytest.raises(ValueError, match="pickles to"):
         q.put(list(range(1000)))
+    with pytest.raises(ValueError, match="the str is"):
+        q.put("\u00e9" * 1000)
     assert q.empty() and q.qsize() == 0
     with pytest.raises(queue.Empty):
         q.get_nowait()
-    with pytest.raises(ValueError, match="65536"):
-        shmkit.Queue(itemsize=70000)
+    with pytest.raises(ValueError, match="largest lane"):
+        shmkit.Queue(2**29, itemsize=1000)
+    # maxsize=0: 4096 frames, or one item of itemsize if more.
+    assert shmkit.Queue().lane_capacity == 4096
+    big = shmkit.Queue(itemsize=1 << 20)
+    assert big.max_message_len >= 1 << 20
+    big.put(b"y" * (1 << 20))
+    assert big.get() == b"y" * (1 << 20)
 
 
 def test_timeouts_and_full():
@@ -312,3 +326,27 @@ def test_blocking_calls_let_signal_handlers_run(call):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_damaged_messages_are_corrupt_errors():
+    # A message's first byte is its kind, the rest its payload; a kind byte
+    # or payload scribbled in shared memory is CorruptError, and the queue
+    # goes on with the next item.
+    q = shmkit.Queue()
+    path = f"/dev/shm/{q.name}"
+    for tag, payload, match in [(4, b"\xff", "not UTF-8"),
+                                (2, None, "holds 7 bytes, not 8"),
+                                (99, None, "unknown kind 99")]:
+        q.put("MARKERx")
+        with open(path, "r+b") as f:
+            data = f.read()
+            at = data.rindex(b"MARKERx")  # the newest
+            assert data[at - 1] == 4  # the kind byte of a str
+            f.seek(at - 1)
+            f.write(bytes([tag]))
+            if payload is not None:
+                f.write(payload)
+        with pytest.raises(shmkit.CorruptError, match=match):
+            q.get_nowait()
+        q.put(7)
+        assert q.get_nowait() == 7
