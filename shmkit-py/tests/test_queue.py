@@ -67,31 +67,98 @@ def test_per_producer_fifo_one_consumer(ctx):
 
 
 def test_bytes_travel_unpickled():
-    q = shmkit.Queue(itemsize=256)
-    assert q.itemsize == 256 and q.max_message_len == 248
-    # Exactly as long as an item holds: a pickle of it would not fit.
-    full = bytes(range(248))
+    # Two items of up to 200 bytes: 4 frames each (a kind byte + 200), so
+    # a lane of 8 frames, the longest message 8 * 56 - 1 bytes.
+    q = shmkit.Queue(2, itemsize=200)
+    assert q.itemsize == 200 and q.lane_capacity == 8
+    assert q.max_message_len == 447
+    # Exactly as long as a lane holds: a pickle of it would not fit.
+    full = bytes(range(256)) + bytes(191)
     q.put(full)
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(b"")
+    assert q.get() == full
     q.put(b"")
     q.put(bytearray(b"ab"))  # not bytes: pickled, and comes back a bytearray
-    assert q.get() == full
     assert q.get() == b""
     got = q.get()
     assert type(got) is bytearray and got == b"ab"
 
 
+class MyInt(int):
+    pass
+
+
+class MyStr(str):
+    pass
+
+
+# Ints, floats, strs, bytes, None and bools travel without pickle; their
+# edges, and the things that must still be pickled (ints past 64 bits,
+# subclasses, containers).
+KINDS = [0, 1, -1, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 10**30,
+         1.5, float("inf"), -0.0, float("nan"),
+         "", "h\u00e9llo \u2603", "x" * 200,
+         b"", b"\x00\xff", None, True, False,
+         MyInt(5), MyStr("s"), (1, "a"), {"k": [1.0]}]
+
+
+def same(a, b):
+    if isinstance(a, float) and a != a:
+        return isinstance(b, float) and b != b
+    if isinstance(a, float):
+        return type(b) is float and a == b and str(a) == str(b)  # -0.0
+    return type(a) is type(b) and a == b
+
+
+def echo_kinds(q, out):
+    out.put([q.get(timeout=30) for _ in KINDS])
+
+
+def test_direct_kinds_round_trip(ctx):
+    q = shmkit.Queue(itemsize=256)
+    for k in KINDS:
+        q.put(k)
+    got = [q.get() for _ in KINDS]
+    for a, b in zip(KINDS, got):
+        assert same(a, b), (a, b)
+    assert got[KINDS.index(None)] is None
+    assert [got[i] for i, k in enumerate(KINDS) if k is True or k is False] == [True, False]
+    assert all(got[i] is k for i, k in enumerate(KINDS) if isinstance(k, bool))
+    # The same through another process (which decodes them itself).
+    out = shmkit.Queue(itemsize=1024)
+    p = ctx.Process(target=echo_kinds, args=(q, out))
+    p.start()
+    for k in KINDS:
+        q.put(k)
+    got = out.get(timeout=30)
+    p.join(30)
+    assert p.exitcode == 0
+    for a, b in zip(KINDS, got):
+        assert same(a, b), (a, b)
+
+
 def test_too_large_sends_nothing():
-    q = shmkit.Queue(itemsize=300)
-    assert q.itemsize == 1024
+    q = shmkit.Queue(4, itemsize=300)
+    assert q.lane_capacity == 32 and q.max_message_len == 32 * 56 - 1
     with pytest.raises(ValueError, match="itemsize"):
-        q.put(b"x" * 1017)
+        q.put(b"x" * (32 * 56))
     with pytest.raises(ValueError, match="pickles to"):
         q.put(list(range(1000)))
+    with pytest.raises(ValueError, match="the str is"):
+        q.put("\u00e9" * 1000)
     assert q.empty() and q.qsize() == 0
     with pytest.raises(queue.Empty):
         q.get_nowait()
-    with pytest.raises(ValueError, match="65536"):
-        shmkit.Queue(itemsize=70000)
+    with pytest.raises(ValueError, match="largest lane"):
+        shmkit.Queue(2**29, itemsize=1000)
+    # maxsize=0: 4096 frames, or one item of itemsize if more.
+    assert shmkit.Queue().lane_capacity == 4096
+    big = shmkit.Queue(itemsize=1 << 20)
+    assert big.max_message_len >= 1 << 20
+    big.put(b"y" * (1 << 20))
+    assert big.get() == b"y" * (1 << 20)
 
 
 def test_timeouts_and_full():
@@ -259,3 +326,27 @@ def test_blocking_calls_let_signal_handlers_run(call):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_damaged_messages_are_corrupt_errors():
+    # A message's first byte is its kind, the rest its payload; a kind byte
+    # or payload scribbled in shared memory is CorruptError, and the queue
+    # goes on with the next item.
+    q = shmkit.Queue()
+    path = f"/dev/shm/{q.name}"
+    for tag, payload, match in [(4, b"\xff", "not UTF-8"),
+                                (2, None, "holds 7 bytes, not 8"),
+                                (99, None, "unknown kind 99")]:
+        q.put("MARKERx")
+        with open(path, "r+b") as f:
+            data = f.read()
+            at = data.rindex(b"MARKERx")  # the newest
+            assert data[at - 1] == 4  # the kind byte of a str
+            f.seek(at - 1)
+            f.write(bytes([tag]))
+            if payload is not None:
+                f.write(payload)
+        with pytest.raises(shmkit.CorruptError, match=match):
+            q.get_nowait()
+        q.put(7)
+        assert q.get_nowait() == 7

@@ -13,9 +13,10 @@ Change one import line::
 so `add`, `fetch_add` and `compare_exchange` need no lock. `Lock` survives
 the death of its holder (the next acquirer gets `OwnerDiedError` instead of
 waiting forever). `Pipe` moves messages through shared memory, not the
-kernel. `Queue` and `JoinableQueue` carry pickled objects (or bytes,
-unpickled) between any number of producer and consumer processes, and a
-consumer killed holding an item does not hang `join()`. Every object is picklable by name, so it can be passed to a
+kernel. `Queue` and `JoinableQueue` carry objects (ints, floats, strs,
+bytes, None and bools as they are, anything else pickled) between any
+number of producer and consumer processes, and a consumer killed holding
+an item does not hang `join()`. Every object is picklable by name, so it can be passed to a
 `Process` (fork or spawn start method) or a pool worker.
 
 `Process`, `current_process`, `cpu_count`, `get_context` and

@@ -77,17 +77,18 @@ class _Blob:
 
 class Queue:
     """`multiprocessing.Queue` on lock-free shared memory: any number of
-    producer and consumer processes; one pickled object (or a `bytes`
-    object, unpickled) per fixed-size item of `itemsize` bytes (256, 1024,
-    4096, 16384 or 65536; the message may fill all but 8 bytes). Each
-    producer process has its own lane of `maxsize` items (rounded up to a
-    power of two; 0: a default of about 512 KiB of items), so with several
-    producers the queue holds up to `max_producers` lanes' worth."""
+    producer and consumer processes. An int (64-bit), float, str, bytes,
+    None or bool travels as it is, anything else pickled, as one message
+    of any length up to `max_message_len` (64-byte frames of 56 data
+    bytes: a small int takes one). Each producer process has its own lane
+    of `maxsize` items of up to `itemsize` bytes (rounded up to a power of
+    two of frames; 0: 4096 frames), so with several producers the queue
+    holds up to `max_producers` lanes' worth. `qsize()` counts frames."""
     def __init__(
         self,
         maxsize: int = 0,
         *,
-        itemsize: int = 1024,
+        itemsize: int = 55,
         max_producers: int = 32,
         max_consumers: int = 64,
     ) -> None: ...
@@ -120,7 +121,8 @@ class Queue:
 class JoinableQueue(Queue):
     """A `Queue` with `task_done()` (per process: marks an item this
     process took) and `join()`, which a consumer killed holding an item
-    cannot hang (`last_join_abandoned` counts such items)."""
+    cannot hang (`last_join_abandoned` counts what it held, in frames: one
+    per item under 56 bytes)."""
     def task_done(self) -> None: ...
     def join(self, timeout: Optional[float] = None) -> None: ...
     @property

@@ -58,16 +58,23 @@ def _echo(conn, go, n, i):
         conn.send_bytes(conn.recv_bytes())
 
 
-def _produce(q, go, n, sentinels, i):
+def _produce(q, go, n, sentinels, i, as_bytes=False):
     _pin(i)
     go.wait()
+    if as_bytes:
+        # 16-byte bytes objects: the item's number, then padding.
+        for x in range(n):
+            q.put(x.to_bytes(8, "little") + b"........")
+        for _ in range(sentinels):
+            q.put(b"")
+        return
     for x in range(n):
         q.put(x)
     for _ in range(sentinels):
         q.put(-1)
 
 
-def _consume(q, go, out, producers, i):
+def _consume(q, go, out, producers, i, as_bytes=False):
     # Each producer ends with one sentinel per consumer; a consumer stops
     # at its `producers`-th, when every producer's items before them are
     # taken (items of one producer arrive in order, in every queue here).
@@ -76,6 +83,8 @@ def _consume(q, go, out, producers, i):
     count = total = ends = 0
     while ends < producers:
         x = q.get()
+        if as_bytes:
+            x = int.from_bytes(x[:8], "little") if x else -1
         if x == -1:
             ends += 1
         else:
@@ -84,14 +93,15 @@ def _consume(q, go, out, producers, i):
     out.put((count, total))
 
 
-def queue_ints(n, make, producers, consumers):
-    """Small ints from `producers` to `consumers` processes; items/s, with
-    the count and sum checked."""
+def queue_ints(n, make, producers, consumers, as_bytes=False):
+    """Small ints (or 16-byte bytes objects numbering them) from
+    `producers` to `consumers` processes; items/s, with the count and sum
+    checked."""
     q = make()
     out = mp.get_context("fork").SimpleQueue()
     per = n // producers
-    argsets = [(q, per, consumers, i) for i in range(producers)]
-    argsets += [(q, out, producers, producers + j) for j in range(consumers)]
+    argsets = [(q, per, consumers, i, as_bytes) for i in range(producers)]
+    argsets += [(q, out, producers, producers + j, as_bytes) for j in range(consumers)]
     targets = [_produce] * producers + [_consume] * consumers
     dt = _timed_each(targets, argsets)
     got = [out.get() for _ in range(consumers)]
@@ -207,6 +217,9 @@ def main(argv):
         for qname, make in queues:
             add(f"{qname} Queue ints {pc}p{pc}c", "items/s",
                 lambda make=make, pc=pc: queue_ints(n // 2, make, pc, pc))
+    for qname, make in queues:
+        add(f"{qname} Queue bytes16 1p1c", "items/s",
+            lambda make=make: queue_ints(n // 2, make, 1, 1, as_bytes=True))
 
     def namespace_ops(n, ns):
         # One process reads and writes fields of a namespace another process
@@ -253,6 +266,8 @@ def main(argv):
     for pc in (1, 2):
         for other in ("multiprocessing", "faster_fifo"):
             ratio(f"shmkit Queue ints {pc}p{pc}c", f"{other} Queue ints {pc}p{pc}c")
+    for other in ("multiprocessing", "faster_fifo"):
+        ratio("shmkit Queue bytes16 1p1c", f"{other} Queue bytes16 1p1c")
     ratio("shmkit Namespace set+get", "multiprocessing Manager Namespace set+get")
     ratio("shmkit Array numpy sum", "multiprocessing Array numpy sum")
 
