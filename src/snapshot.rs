@@ -29,8 +29,8 @@
 //! |---|---|---|
 //! | 0..128 | lock | the writers' [`LockArea`] |
 //! | 128 | `version` | how many stores completed, `0 ..= MAX_VERSION`; the record of version `v` is in buffer `v % N` |
-//! | 136 | `takeovers` | writers (or falling-back readers) that found the lock's holder dead (wrapping) |
-//! | 256.. | `N` buffers | each a `stamp` word, then the record (rounded up to 8 bytes) as atomic words (`slot::write_slot` / `read_slot`), each buffer padded to whole 64-byte lines |
+//! | 192 | `takeovers` | writers (or falling-back readers) that found the lock's holder dead (wrapping) |
+//! | 256.. | `N` buffers | each a `stamp` word, then the record (rounded up to 8 bytes) as atomic words (`slot::write_slot` / `read_slot`), each buffer padded to whole 128-byte pairs of lines |
 //!
 //! A buffer's `stamp` is the version whose record it holds, or `BUSY | n`
 //! while the writer of version `n` fills it. `N` is fixed by the record's
@@ -81,7 +81,8 @@
 //!   version when no writer runs, are [`Error::Corrupt`]; a garbage stamp
 //!   on an unpublished buffer is overwritten by the store that reuses it. A garbage
 //!   record is just a record (every bit pattern of a `Pod` type is one).
-//!   Nothing read from the segment is used as an index or a length.
+//!   Nothing read from the segment is used as a length, and the version
+//!   picks a buffer only reduced modulo `N`.
 //!
 //! Why not a single-buffer seqlock: a writer killed between its two
 //! sequence stores leaves an odd sequence number, and readers would spin
@@ -120,7 +121,9 @@ const MAX_VERSION: u64 = BUSY - 1;
 /// version's.
 const CTRL_WORDS: usize = 16;
 const VERSION: usize = 0;
-const TAKEOVERS: usize = 1;
+/// On the control block's second line: the version's is read on every
+/// load, and shares with nothing.
+const TAKEOVERS: usize = 8;
 
 /// Words of the body before the control line in a segment: the lock.
 const LOCK_WORDS: usize = (LOCK_AREA / 8) as usize;
@@ -140,12 +143,14 @@ pub const fn buffers_for(size: usize) -> usize {
     }
 }
 
-/// Words of one buffer: the stamp and the record, padded to whole 64-byte
-/// lines. `None` past `usize` (a size read from a header).
+/// Words of one buffer: the stamp and the record, padded to whole
+/// 128-byte pairs of lines (x86 prefetchers fetch lines in such pairs, so
+/// a writer filling the next buffer does not disturb a reader of this
+/// one). `None` past `usize` (a size read from a header).
 #[inline]
 const fn stride_for(size: usize) -> Option<usize> {
     match words_for(size).checked_add(1) {
-        Some(w) => w.checked_next_multiple_of(8),
+        Some(w) => w.checked_next_multiple_of(16),
         None => None,
     }
 }

@@ -47,12 +47,12 @@ fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static)
 // Byte offsets in the body.
 const OWNER: u64 = 0; // the lock's owner word
 const VERSION: u64 = 128;
-const TAKEOVERS: u64 = 136;
-// Buffer b of a `[u64; 3]` cell (8 buffers): one line at 256 + 64 b, its
+const TAKEOVERS: u64 = 192;
+// Buffer b of a `[u64; 3]` cell (8 buffers): 128 bytes at 256 + 128 b, its
 // stamp first, then the record. The fixture publishes version 2, in
 // buffer 2; buffer 1 holds version 1.
 const fn stamp(b: u64) -> u64 {
-    256 + 64 * b
+    256 + 128 * b
 }
 const PUB_STAMP: u64 = stamp(2);
 const PUB_BUF: u64 = stamp(2) + 8;

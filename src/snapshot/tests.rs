@@ -29,7 +29,8 @@ fn stores_rotate_buffers_and_publish_versions() {
             d: 4
         }
     );
-    for i in 1..=5u64 {
+    // Past N stores: every buffer reused at least twice.
+    for i in 1..=20u64 {
         let r = Rec {
             a: i,
             b: i as u32,
@@ -49,10 +50,10 @@ fn stores_rotate_buffers_and_publish_versions() {
             r.a
         })
         .unwrap(),
-        15
+        30
     );
-    assert_eq!(c.load().unwrap().a, 15);
-    assert_eq!(c.version().unwrap(), 6);
+    assert_eq!(c.load().unwrap().a, 30);
+    assert_eq!(c.version().unwrap(), 21);
     assert_eq!(c.takeovers(), 0);
 }
 
@@ -105,13 +106,28 @@ fn body_sizes() {
         creator: 0,
         created_unix_ms: 0,
     };
-    // The lock, the control line, 8 buffers of a stamp and a u64 (one
-    // line each).
-    assert_eq!(cell_body(&h), Some(128 + 128 + 8 * 64));
+    // The lock, the control line, 8 buffers of a stamp and a u64 (a
+    // 128-byte pair of lines each).
+    assert_eq!(cell_body(&h), Some(128 + 128 + 8 * 128));
     h.elem = ElemDesc::of::<[u64; 8]>(); // stamp + 64 bytes: two lines
     assert_eq!(cell_body(&h), Some(128 + 128 + 8 * 128));
+    h.elem = ElemDesc::of::<[u8; 4096]>(); // 4 KiB: still 8 buffers
+    assert_eq!(cell_body(&h), Some(128 + 128 + 8 * 4224));
     h.elem = ElemDesc::of::<[u8; 4097]>(); // past 4 KiB: 4 buffers
-    assert_eq!(cell_body(&h), Some(128 + 128 + 4 * 4160));
+    assert_eq!(cell_body(&h), Some(128 + 128 + 4 * 4224));
     h.len = 2;
     assert_eq!(cell_body(&h), None);
+}
+
+#[test]
+fn a_segment_cell_of_a_large_record_has_four_buffers() {
+    // 8 KiB: past 4 KiB, so 4 buffers; a memfd segment, stored past a wrap.
+    let c = SharedCell::<[u64; 1024]>::create_anonymous([7; 1024]).unwrap();
+    assert_eq!(c.buffers(), 4);
+    for i in 1..=9u64 {
+        assert_eq!(c.store(&[i; 1024]).unwrap(), i);
+    }
+    assert_eq!(c.load_versioned().unwrap(), (9, [9; 1024]));
+    let body = c.segment().unwrap().info().total_size - c.segment().unwrap().info().data_offset;
+    assert!(body >= 128 + 128 + 4 * (1024 * 8 + 64));
 }
