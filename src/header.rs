@@ -86,7 +86,7 @@ pub enum Kind {
     /// A [`Queue`](crate::queue::Queue): lanes of slots, one per producer.
     Queue = 7,
     /// A [`SharedCell`](crate::SharedCell): the writers' lock, a version,
-    /// two stamped buffers.
+    /// stamped buffers (8; 4 for records over 4 KiB).
     Cell = 8,
 }
 

@@ -53,6 +53,8 @@ pub struct Consumer<T: Pod> {
     next: AtomicU64,
     /// Claims in a row from the lane `next` names (process-local).
     streak: AtomicU64,
+    /// The last tail read of each lane (process-local; see `claim_lane`).
+    tail_cache: Box<[AtomicU64]>,
     /// Items we took and have not marked done (process-local: the arbiter
     /// of `task_done`; its shared mirror is our entry's `held`). Frames,
     /// for a byte-message consumer.
@@ -86,12 +88,14 @@ enum Lane {
 impl<T: Pod> Consumer<T> {
     pub(super) fn new(mem: Arc<QueueMem>) -> crate::Result<Self> {
         let (entry, me) = mem.register_consumer()?;
+        let lanes = mem.geo().producers;
         Ok(Consumer {
             mem,
             entry,
             me,
             next: AtomicU64::new(0),
             streak: AtomicU64::new(0),
+            tail_cache: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
             local_held: AtomicU64::new(0),
             messages: Mutex::new(VecDeque::new()),
             futex_calls: AtomicU64::new(0),
@@ -130,12 +134,26 @@ impl<T: Pod> Consumer<T> {
             // head here, which had loaded tail >= h; so our tail load below
             // cannot see less than h.
             let h = lane.head.load(Ordering::Acquire);
-            // Acquire: pairs with the producer's Release store of tail
-            // (producer.rs, `publish`): the slot words below it are visible.
-            let t = lane.tail.load(Ordering::Acquire);
-            check_seq("tail", t)
-                .and_then(|_| check_seq("head", h))
-                .map_err(|d| PopError::Corrupt(format!("lane {i}: {d}")))?;
+            // Relaxed: a process-local cache of the lane's tail, as the
+            // ring consumer's `tail_cache`: the slots below it were made
+            // visible by the Acquire load that read it, and tails only
+            // grow, so the shared tail (a line its producer writes on every
+            // push) is read only when the cache says the lane is empty.
+            let cache = &self.tail_cache[i];
+            let mut t = cache.load(Ordering::Relaxed);
+            if h >= t {
+                // Acquire: pairs with the producer's Release store of tail
+                // (producer.rs, `publish`): the slot words below it are
+                // visible.
+                t = lane.tail.load(Ordering::Acquire);
+                check_seq("tail", t)
+                    .and_then(|_| check_seq("head", h))
+                    .map_err(|d| PopError::Corrupt(format!("lane {i}: {d}")))?;
+                // Cached only once it passes the range checks below.
+                if t >= h && t - h <= cap {
+                    cache.store(t, Ordering::Relaxed);
+                }
+            }
             if t == h {
                 return Ok(Lane::Empty);
             }
@@ -210,12 +228,25 @@ impl<T: Pod> Consumer<T> {
         let start = (self.next.load(Ordering::Relaxed) % lanes as u64) as usize;
         for j in 0..lanes {
             let i = (start + j) % lanes;
-            if let Lane::Took(n) = self.claim_lane(i, size, copy)? {
+            let took = match self.claim_lane(i, size, copy) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Relaxed: process-local. The next scan starts past a
+                    // damaged lane, so the others are still served (it is
+                    // reported again only when a scan reaches it).
+                    self.next.store((i + 1) as u64, Ordering::Relaxed);
+                    self.streak.store(0, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            if let Lane::Took(n) = took {
                 // Relaxed, both: process-local. The next scan starts at
                 // this lane again, up to STICK claims in a row, then after
                 // it: a busy lane costs one look a claim, not a pass over
                 // every empty lane (32 by default in Python), and no lane
-                // waits more than STICK claims of another.
+                // waits more than STICK claims of another (exactly so for
+                // one thread; threads sharing a consumer may overwrite each
+                // other's streak, which only moves the turn a little).
                 let streak = if j == 0 {
                     self.streak.load(Ordering::Relaxed) + 1
                 } else {

@@ -255,3 +255,31 @@ fn a_consumer_stays_on_a_busy_lane_for_a_bounded_streak() {
     let (lo, hi): (Vec<u64>, Vec<u64>) = got.iter().partition(|&&x| x < 1000);
     assert!(lo.is_sorted() && hi.is_sorted());
 }
+
+#[test]
+fn a_damaged_lane_does_not_keep_a_consumer_from_the_others() {
+    // Lane 0's tail scribbled past its capacity, lane 1 holding items: a
+    // pop that reaches lane 0 reports it, and the next scans start past it,
+    // so lane 1's items are still delivered.
+    let q = mk(4, 2, 1);
+    let (mut a, mut b) = (q.producer().unwrap(), q.producer().unwrap());
+    a.push(1).unwrap();
+    b.push_slice(&[10, 11]).unwrap();
+    let lane_a = a.lane();
+    q.mem.lane(lane_a).tail.store(1 + 4 + 5, Ordering::Relaxed);
+    let rx = q.consumer().unwrap();
+    let mut got = Vec::new();
+    let mut corrupt = 0;
+    for _ in 0..6 {
+        match rx.try_pop() {
+            Ok(v) => got.push(v),
+            Err(PopError::Corrupt(d)) => {
+                assert!(d.contains(&format!("lane {lane_a}")), "{d}");
+                corrupt += 1;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(got, [10, 11]);
+    assert!(corrupt >= 1);
+}
