@@ -70,6 +70,27 @@ impl Encoded<'_, '_> {
     }
 }
 
+/// A pickle that does not load. A damaged one (EOFError, UnpicklingError)
+/// is CorruptError with the cause chained: EOFError is what `get` raises
+/// for a queue shut down and drained, and a loop ending on it must not end
+/// on damage. Anything else (a class the receiver cannot import) is the
+/// loader's own error.
+fn unpickle_error(py: Python<'_>, e: PyErr, queue: &str) -> PyErr {
+    let damaged = e.is_instance_of::<pyo3::exceptions::PyEOFError>(py)
+        || py
+            .import("pickle")
+            .and_then(|m| m.getattr("UnpicklingError"))
+            .is_ok_and(|t| e.matches(py, t).unwrap_or(false));
+    if !damaged {
+        return e;
+    }
+    let c = CorruptError::new_err(format!(
+        "queue {queue:?}: a pickled item does not load ({e}): damaged data"
+    ));
+    c.set_cause(py, Some(e));
+    c
+}
+
 /// `obj` as a message; `dumps` is `pickle.dumps`, for everything else.
 pub(crate) fn encode<'a, 'py>(
     obj: &'a Bound<'py, PyAny>,
@@ -83,7 +104,11 @@ pub(crate) fn encode<'a, 'py>(
     } else if let Ok(b) = obj.cast_exact::<PyBytes>() {
         return Ok(Encoded::Bytes(TAG_BYTES, b.clone()));
     } else if let Ok(s) = obj.cast_exact::<PyString>() {
-        return Ok(Encoded::Text(s.to_cow()?));
+        // A str with lone surrogates (a file name decoded with
+        // surrogateescape) has no UTF-8: pickled instead.
+        if let Ok(text) = s.to_cow() {
+            return Ok(Encoded::Text(text));
+        }
     } else if let Ok(f) = obj.cast_exact::<PyFloat>() {
         return Ok(Encoded::Word(TAG_FLOAT, f.value().to_le_bytes(), 8));
     } else if obj.is_none() {
@@ -128,10 +153,19 @@ pub(crate) fn decode(
             })?;
             PyString::new(py, s).into_any().unbind()
         }
+        TAG_NONE | TAG_TRUE | TAG_FALSE if !d.is_empty() => {
+            return Err(CorruptError::new_err(format!(
+                "queue {queue:?}: an item of kind {tag} holds {} bytes, not 0",
+                d.len()
+            )));
+        }
         TAG_NONE => py.None(),
         TAG_TRUE => PyBool::new(py, true).to_owned().into_any().unbind(),
         TAG_FALSE => PyBool::new(py, false).to_owned().into_any().unbind(),
-        TAG_PICKLE => loads.bind(py).call1((PyBytes::new(py, d),))?.unbind(),
+        TAG_PICKLE => match loads.bind(py).call1((PyBytes::new(py, d),)) {
+            Ok(v) => v.unbind(),
+            Err(e) => return Err(unpickle_error(py, e, queue)),
+        },
         // The tag comes from shared memory: checked, never trusted.
         other => {
             return Err(CorruptError::new_err(format!(

@@ -56,6 +56,21 @@ impl Sender {
     }
 }
 
+/// This process's producer: its lane (for `full()`, read without the
+/// lock) and the sender, behind a lock held for a whole push (a blocking
+/// one waits in it, in 50 ms slices). One per process: a forked child
+/// makes its own instead of inheriting a lock another thread of the parent
+/// may have held at the fork (and would never release in the child).
+struct ProducerSlot {
+    /// The lane, once attached; `usize::MAX` before.
+    lane: std::sync::atomic::AtomicUsize,
+    sender: Mutex<Option<Sender>>,
+}
+
+/// Messages up to this long are pushed with the GIL held on the first
+/// attempt; a longer one is copied with the GIL released.
+const GIL_HELD_MAX: usize = 64 * 1024;
+
 /// Frames each producer's lane gets for `maxsize` items of up to
 /// `itemsize` bytes each (`maxsize <= 0`: the default lane, or more if one
 /// item of `itemsize` needs it).
@@ -150,11 +165,22 @@ fn pickle_fn(py: Python<'_>, f: &str) -> PyResult<Py<PyAny>> {
 ///
 /// Capacity: each producer process has a lane of its own, of `maxsize`
 /// items of up to `itemsize` bytes (rounded up to a power of two of
-/// frames; smaller items take less room, larger ones more). `maxsize=0`:
-/// 4096 frames a lane. `put` waits only while *its own* lane is full, so
-/// with several producers the queue holds up to `max_producers` times
-/// that. The longest message is a lane (`max_message_len`); a longer one
-/// raises ValueError and nothing is sent. At most `max_producers`
+/// frames; smaller items take less room, larger ones more). `maxsize=0`
+/// is **not** unbounded, unlike Python's (there is no feeder thread to
+/// hold the rest): 4096 frames a lane, and `put` then waits for a
+/// consumer, so a program that puts everything before it starts its
+/// workers needs a `maxsize` that holds it all. `put` waits only while
+/// *its own* lane is full, so with several producers the queue holds up to
+/// `max_producers` times that. The longest message is a lane
+/// (`max_message_len`; `Queue(2)` holds 2 items of up to 55 bytes, and
+/// `Queue(2, itemsize=1000)` 2 of up to 1000); a longer one raises
+/// ValueError and nothing is sent.
+///
+/// A message is taken before it is unpickled: if unpickling fails (a
+/// class the receiver cannot import), `get` raises and the item is gone
+/// (on a `JoinableQueue` it still counts as taken: call `task_done()`).
+/// A pickle that does not load at all is `CorruptError`. As with any
+/// pickle, whoever can write the segment can make `get` run code. At most `max_producers`
 /// processes put and `max_consumers` processes get at the same time (a
 /// dead one's place is reused). Items of one producer arrive in the order
 /// it put them.
@@ -171,7 +197,8 @@ pub(crate) struct PyQueue {
     name: String,
     /// The `itemsize` it was created with (what `maxsize` counts in).
     itemsize: usize,
-    producer: Mutex<PerProcess<Sender>>,
+    /// Held only to find or make this process's slot (a few instructions).
+    producer: Mutex<PerProcess<Arc<ProducerSlot>>>,
     consumer: Mutex<PerProcess<Arc<QueueConsumer<Frame>>>>,
     /// The process that called `close()` on this handle, if one did.
     closed_in: Mutex<Option<u32>>,
@@ -212,17 +239,42 @@ impl PyQueue {
         shmkit::ring::message::max_message_len(self.q.cap_per_producer()).saturating_sub(1)
     }
 
-    /// This process's producer, attached on first use.
-    fn sender<'a>(&self, p: &'a mut PerProcess<Sender>) -> PyResult<&'a mut Sender> {
-        if p.mine().is_none() {
-            let h = self.q.producer().map_err(py_err)?;
-            p.set(Sender {
-                p: h,
-                buf: Vec::new(),
-            });
+    /// This process's producer slot, made on first use.
+    fn slot(&self) -> Arc<ProducerSlot> {
+        let mut p = poisoned(&self.producer);
+        if let Some(s) = p.mine() {
+            return s.clone();
         }
-        p.mine()
-            .ok_or_else(|| PyRuntimeError::new_err("no producer after attaching one"))
+        p.set(Arc::new(ProducerSlot {
+            lane: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            sender: Mutex::new(None),
+        }))
+        .clone()
+    }
+
+    /// Push through `sender` (attaching this process's producer first if
+    /// it has none), waiting up to `wait`.
+    fn push_in(
+        &self,
+        slot: &ProducerSlot,
+        sender: &mut Option<Sender>,
+        tag: u8,
+        bytes: &[u8],
+        wait: Option<Duration>,
+    ) -> Result<Result<(), PushFail>, Error> {
+        let s = match sender {
+            Some(s) => s,
+            None => {
+                let h = self.q.producer()?;
+                slot.lane
+                    .store(h.lane(), std::sync::atomic::Ordering::Relaxed);
+                sender.insert(Sender {
+                    p: h,
+                    buf: Vec::new(),
+                })
+            }
+        };
+        Ok(s.push(tag, bytes, wait))
     }
 
     fn check_open(&self) -> PyResult<()> {
@@ -304,8 +356,15 @@ impl PyQueue {
         if bytes.len() > self.max_payload() {
             return Err(self.too_large(Some(msg)));
         }
-        if let Ok(mut p) = self.producer.try_lock() {
-            match self.sender(&mut p)?.push(tag, bytes, None) {
+        let slot = self.slot();
+        // Every result is taken out of the lock before an error is built:
+        // building one runs Python code, which may switch threads.
+        if bytes.len() <= GIL_HELD_MAX
+            && let Ok(mut sender) = slot.sender.try_lock()
+        {
+            let r = self.push_in(&slot, &mut sender, tag, bytes, None);
+            drop(sender);
+            match r.map_err(py_err)? {
                 Ok(()) => return Ok(()),
                 Err(PushFail::Full) if block => {}
                 Err(PushFail::Full) => return Err(queue_full(py)?),
@@ -318,11 +377,11 @@ impl PyQueue {
             } else {
                 None
             };
-            let r = py.detach(|| -> PyResult<Result<(), PushFail>> {
-                let mut p = poisoned(&self.producer);
-                Ok(self.sender(&mut p)?.push(tag, bytes, wait))
-            })?;
-            match r {
+            let r = py.detach(|| {
+                let mut sender = poisoned(&slot.sender);
+                self.push_in(&slot, &mut sender, tag, bytes, wait)
+            });
+            match r.map_err(py_err)? {
                 Ok(()) => return Ok(()),
                 Err(PushFail::Full) if block && slice_until(until).is_some() => {
                     py.check_signals()?
@@ -457,8 +516,8 @@ impl PyQueue {
     /// anything, the whole queue holds a lane's worth.
     fn full(&self) -> bool {
         let cap = self.q.cap_per_producer() as u64;
-        let lane = poisoned(&self.producer).mine().map(|s| s.p.lane());
-        match lane.and_then(|l| self.q.state().lanes.get(l).map(|l| (l.head, l.tail))) {
+        let lane = self.slot().lane.load(std::sync::atomic::Ordering::Relaxed);
+        match self.q.state().lanes.get(lane).map(|l| (l.head, l.tail)) {
             Some((head, tail)) => tail.saturating_sub(head) >= cap,
             None => self.q.len() as u64 >= cap,
         }
@@ -467,9 +526,12 @@ impl PyQueue {
     /// This process is done with this queue: its producer and consumer
     /// detach (items it put stay for the others), and later calls on this
     /// handle in this process raise ValueError. Other processes go on.
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
         *poisoned(&self.closed_in) = Some(this_pid());
-        drop(poisoned(&self.producer).take());
+        let slot = self.slot();
+        // Without the GIL: another thread may be in a blocking put, holding
+        // the sender for up to one wait slice.
+        py.detach(|| drop(poisoned(&slot.sender).take()));
         drop(poisoned(&self.consumer).take());
     }
 

@@ -99,7 +99,7 @@ class MyStr(str):
 # subclasses, containers).
 KINDS = [0, 1, -1, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 10**30,
          1.5, float("inf"), -0.0, float("nan"),
-         "", "h\u00e9llo \u2603", "x" * 200,
+         "", "h\u00e9llo \u2603", "x" * 200, "lone \udcff surrogate",
          b"", b"\x00\xff", None, True, False,
          MyInt(5), MyStr("s"), (1, "a"), {"k": [1.0]}]
 
@@ -336,6 +336,10 @@ def test_damaged_messages_are_corrupt_errors():
     path = f"/dev/shm/{q.name}"
     for tag, payload, match in [(4, b"\xff", "not UTF-8"),
                                 (2, None, "holds 7 bytes, not 8"),
+                                (5, None, "holds 7 bytes, not 0"),
+                                # A pickle cut short: protocol 4, then a
+                                # frame whose 8-byte length is not there.
+                                (0, b"\x80\x04\x95", "does not load"),
                                 (99, None, "unknown kind 99")]:
         q.put("MARKERx")
         with open(path, "r+b") as f:
@@ -350,3 +354,33 @@ def test_damaged_messages_are_corrupt_errors():
             q.get_nowait()
         q.put(7)
         assert q.get_nowait() == 7
+
+
+def put_one(q, x):
+    q.put(x, timeout=20)
+
+
+def test_fork_while_a_thread_is_blocked_in_put():
+    # A thread of the parent waits in put() on its full lane, holding this
+    # process's producer; a child forked meanwhile must not inherit that
+    # hold (it would wait forever): it attaches a producer of its own.
+    import multiprocessing
+    import threading
+    q = shmkit.Queue(1)
+    q.put(0)
+    entered = threading.Event()
+
+    def blocked():
+        entered.set()
+        q.put(1, timeout=30)
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    entered.wait(10)
+    child = multiprocessing.get_context("fork").Process(target=put_one, args=(q, 2))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert sorted(q.get(timeout=10) for _ in range(3)) == [0, 1, 2]
+    t.join(10)
+    assert not t.is_alive()

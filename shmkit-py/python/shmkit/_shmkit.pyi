@@ -83,7 +83,10 @@ class Queue:
     bytes: a small int takes one). Each producer process has its own lane
     of `maxsize` items of up to `itemsize` bytes (rounded up to a power of
     two of frames; 0: 4096 frames), so with several producers the queue
-    holds up to `max_producers` lanes' worth. `qsize()` counts frames."""
+    holds up to `max_producers` lanes' worth. `qsize()` counts frames.
+    Unlike Python's, `maxsize=0` is not unbounded (no feeder thread): a
+    producer's `put` waits once its 4096 frames are full. A popped item
+    whose pickle does not load is lost (CorruptError if damaged)."""
     def __init__(
         self,
         maxsize: int = 0,
