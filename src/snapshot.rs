@@ -97,14 +97,20 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::header::{ElemDesc, HeaderInfo, Kind, align_body};
+use crate::header::{ElemDesc, HeaderInfo, Kind};
 use crate::identity::ShmType;
-use crate::lock::{LOCK_AREA, LockArea, LockError, LockGuard};
+use crate::lock::{LockArea, LockError, LockGuard};
 use crate::object::{SegmentObject, object_api};
 use crate::segment::Segment;
 use crate::slot::{read_slot, words_for, write_slot};
 use crate::sync::{AtomicU64, Ordering, fence, spin_loop};
 use crate::words::Words;
+
+pub use error::CellError;
+use error::untimed;
+pub(crate) use layout::cell_body;
+use layout::{CTRL_WORDS, LOCK_WORDS, TAKEOVERS, VERSION, body_words, cell_words, stride_for};
+pub use layout::{buffers_for, state_of};
 
 /// Torn copies in a row after which a reader takes the writers' lock for
 /// one copy (see the [module docs](self)).
@@ -115,99 +121,6 @@ const BUSY: u64 = 1 << 63;
 /// The largest version: stores past it are [`Error::Corrupt`] (2^63 stores
 /// do not happen; a version that large is garbage).
 const MAX_VERSION: u64 = BUSY - 1;
-
-/// Words of the control line: version, takeovers, padding to 128 bytes so
-/// the buffers start on their own line and nothing else shares the
-/// version's.
-const CTRL_WORDS: usize = 16;
-const VERSION: usize = 0;
-/// On the control block's second line: the version's is read on every
-/// load, and shares with nothing.
-const TAKEOVERS: usize = 8;
-
-/// Words of the body before the control line in a segment: the lock.
-const LOCK_WORDS: usize = (LOCK_AREA / 8) as usize;
-
-/// Buffers of a cell whose record is `size` bytes: 8 up to 4 KiB, 4 above
-/// (a large record's copy and store take about as long as each other, so
-/// fewer suffice); 2 under the model checkers (see the [module
-/// docs](self)). Derived from the header's element size, never stored.
-#[inline]
-pub const fn buffers_for(size: usize) -> usize {
-    if crate::sync::MODELLED {
-        2
-    } else if size <= 4096 {
-        8
-    } else {
-        4
-    }
-}
-
-/// Words of one buffer: the stamp and the record, padded to whole
-/// 128-byte pairs of lines (x86 prefetchers fetch lines in such pairs, so
-/// a writer filling the next buffer does not disturb a reader of this
-/// one). `None` past `usize` (a size read from a header).
-#[inline]
-const fn stride_for(size: usize) -> Option<usize> {
-    match words_for(size).checked_add(1) {
-        Some(w) => w.checked_next_multiple_of(16),
-        None => None,
-    }
-}
-
-/// Words after the lock: the control line and every buffer.
-fn cell_words(size: usize) -> Option<usize> {
-    stride_for(size)?
-        .checked_mul(buffers_for(size))?
-        .checked_add(CTRL_WORDS)
-}
-
-/// Bytes of a cell body holding a record of `elem_size` bytes: the lock,
-/// the control line, the buffers.
-pub(crate) fn cell_body(h: &HeaderInfo) -> Option<u64> {
-    if h.len != 1 || h.elem.size == 0 {
-        return None;
-    }
-    let words = cell_words(usize::try_from(h.elem.size).ok()?)? as u64;
-    align_body(LOCK_AREA.checked_add(words.checked_mul(8)?)?)
-}
-
-/// Why a `_timeout` call of a [`SharedCell`] returned without its result.
-#[derive(Debug)]
-pub enum CellError {
-    /// The writers' lock was not acquired in time (a store, an update, or a
-    /// reader that fell back to the lock, see the [module docs](self)).
-    Timeout,
-    /// Anything else: a corrupt segment.
-    Failed(Error),
-}
-
-impl From<Error> for CellError {
-    fn from(e: Error) -> Self {
-        CellError::Failed(e)
-    }
-}
-
-impl std::fmt::Display for CellError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CellError::Timeout => f.write_str(
-                "timed out waiting for the shared cell's writers' lock: other writers \
-                 are storing without pause, or hold the lock for long",
-            ),
-            CellError::Failed(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for CellError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CellError::Timeout => None,
-            CellError::Failed(e) => Some(e),
-        }
-    }
-}
 
 /// What owns the lock: inside the segment's body, or on the heap (threads
 /// of one process, loom models, whose atomics cannot live in a mapping).
@@ -631,22 +544,6 @@ impl<T: ShmType> SharedCell<T> {
     }
 }
 
-/// The body of a validated (or freshly sized) cell segment as words: the
-/// lock's, the control line's and the buffers'.
-fn body_words(seg: &Segment) -> &[AtomicU64] {
-    let len = ((seg.info().total_size - seg.info().data_offset) / 8) as usize;
-    // SAFETY: the body is `len * 8` bytes of the live mapping `seg` owns,
-    // 128-aligned, and only ever accessed through atomics.
-    unsafe { std::slice::from_raw_parts(seg.body_ptr() as *const AtomicU64, len) }
-}
-
-fn untimed(e: CellError) -> Error {
-    match e {
-        CellError::Failed(e) => e,
-        CellError::Timeout => unreachable!("no deadline"),
-    }
-}
-
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
@@ -657,16 +554,8 @@ fn deadline_in(timeout: Duration) -> Instant {
         .unwrap_or_else(far_future)
 }
 
-/// The state of a validated cell segment, for tools: `(version, takeovers)`
-/// as stored (unchecked).
-pub fn state_of(seg: &Segment) -> (u64, u64) {
-    let ctrl = &body_words(seg)[LOCK_WORDS..LOCK_WORDS + CTRL_WORDS];
-    // Relaxed: a racy snapshot for display.
-    (
-        ctrl[VERSION].load(Ordering::Relaxed),
-        ctrl[TAKEOVERS].load(Ordering::Relaxed),
-    )
-}
+mod error;
+mod layout;
 
 #[cfg(test)]
 mod tests;
