@@ -18,7 +18,7 @@ use common::{drain, for_every_kill_step};
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 use shmkit::queue::message::Frame;
-use shmkit::queue::{Queue, QueueOptions};
+use shmkit::queue::{Consumer, Producer, Queue, QueueOptions};
 use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
 
 /// An item whose two words must agree: a torn copy shows.
@@ -148,6 +148,29 @@ fn one_producer_two_consumers_wraparound() {
     });
 }
 
+/// Two lanes, one consumer, a survivor producer and a victim producer. Both
+/// producers attach before either runs (else the consumer may rightly see
+/// every producer gone before the victim arrives): the victim's lane is
+/// claimed here, as process 2.
+fn queue_with_a_victim<T: bytemuck::Pod>() -> (Consumer<T>, Producer<T>, Producer<T>) {
+    let q = Queue::<T>::new_in_process(opts(2, 2, 1)).unwrap();
+    let rx = q.consumer().unwrap();
+    let other = q.producer().unwrap();
+    become_process(2);
+    let victim = q.producer().unwrap();
+    become_process(1);
+    (rx, other, victim)
+}
+
+/// Run `push` as process 2, killed after its `k`-th step (if it gets that
+/// far); the handle says whether it was killed.
+fn victim_killed_after(k: usize, push: impl FnOnce() + Send + 'static) -> thread::JoinHandle<bool> {
+    thread::spawn(move || {
+        become_process(2);
+        run_killed_after(2, Some(k), push).is_none()
+    })
+}
+
 /// A producer is killed at every step of pushing 1, 2 into its lane while
 /// another pushes 10 and leaves; the consumer gets the survivor's 10, a
 /// prefix of 1, 2 in order (never a half-written slot, nothing published
@@ -156,23 +179,11 @@ fn one_producer_two_consumers_wraparound() {
 fn a_producer_killed_at_every_step_of_a_push() {
     for_every_kill_step(64, |k| {
         timeouts_expire(true);
-        let q = Queue::<Item>::new_in_process(opts(2, 2, 1)).unwrap();
-        let rx = q.consumer().unwrap();
-        let mut other = q.producer().unwrap();
-        // Both producers attach before either runs (else the consumer may
-        // rightly see every producer gone before the victim arrives): the
-        // victim's lane is claimed here, as process 2.
-        become_process(2);
-        let mut tx = q.producer().unwrap();
-        become_process(1);
-        let victim = thread::spawn(move || {
-            become_process(2);
-            run_killed_after(2, Some(k), move || {
-                tx.push(item(1)).unwrap();
-                tx.push(item(2)).unwrap();
-                drop(tx); // leaves: its lane is free
-            })
-            .is_none()
+        let (rx, mut other, mut tx) = queue_with_a_victim::<Item>();
+        let victim = victim_killed_after(k, move || {
+            tx.push(item(1)).unwrap();
+            tx.push(item(2)).unwrap();
+            drop(tx); // leaves: its lane is free
         });
         let survivor = thread::spawn(move || {
             other.push(item(10)).unwrap();
@@ -395,24 +406,13 @@ fn bytes_one_producer_two_consumers_whole_messages() {
 fn a_producer_killed_at_every_step_of_a_bytes_push() {
     for_every_kill_step(96, |k| {
         timeouts_expire(true);
-        // As in the items' model: both producers attach before either runs,
-        // the victim's lane as process 2.
-        let q = Queue::<Frame>::new_in_process(opts(2, 2, 1)).unwrap();
-        let rx = q.consumer().unwrap();
-        let mut other = q.producer().unwrap();
-        become_process(2);
-        let mut tx = q.producer().unwrap();
-        become_process(1);
+        let (rx, mut other, mut tx) = queue_with_a_victim::<Frame>();
         // The victim's lane at 1, so that its message wraps.
         tx.push_bytes(b"x").unwrap();
         assert_eq!(rx.try_pop_bytes().unwrap(), b"x");
-        let victim = thread::spawn(move || {
-            become_process(2);
-            run_killed_after(2, Some(k), move || {
-                tx.push_bytes(&two_frames(1)).unwrap();
-                drop(tx);
-            })
-            .is_none()
+        let victim = victim_killed_after(k, move || {
+            tx.push_bytes(&two_frames(1)).unwrap();
+            drop(tx);
         });
         let survivor = thread::spawn(move || other.push_bytes(&[9]).unwrap());
         let got = drain(|| rx.pop_bytes());

@@ -266,6 +266,7 @@ impl PyQueue {
             Some(s) => s,
             None => {
                 let h = self.q.producer()?;
+                // Relaxed: read by `full()` as a hint, paired with nothing.
                 slot.lane
                     .store(h.lane(), std::sync::atomic::Ordering::Relaxed);
                 sender.insert(Sender {
@@ -516,6 +517,8 @@ impl PyQueue {
     /// anything, the whole queue holds a lane's worth.
     fn full(&self) -> bool {
         let cap = self.q.cap_per_producer() as u64;
+        // Relaxed: a hint from this process's own store in `push_in`; a stale
+        // one only makes the answer approximate, as documented.
         let lane = self.slot().lane.load(std::sync::atomic::Ordering::Relaxed);
         match self.q.state().lanes.get(lane).map(|l| (l.head, l.tail)) {
             Some((head, tail)) => tail.saturating_sub(head) >= cap,
@@ -667,6 +670,7 @@ impl PyJoinableQueue {
             let wait = slice_until(until).unwrap_or(Duration::ZERO);
             match py.detach(|| shared.join_timeout(wait)) {
                 Ok(r) => {
+                    // Relaxed: a statistic for `last_join_abandoned`, paired with nothing.
                     q.last_abandoned
                         .store(r.abandoned, std::sync::atomic::Ordering::Relaxed);
                     return Ok(());
@@ -695,6 +699,7 @@ impl PyJoinableQueue {
     /// bytes).
     #[getter]
     fn last_join_abandoned(slf: PyRef<'_, Self>) -> u64 {
+        // Relaxed: a statistic this process stored, paired with nothing.
         slf.as_super()
             .last_abandoned
             .load(std::sync::atomic::Ordering::Relaxed)
