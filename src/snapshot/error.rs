@@ -3,11 +3,11 @@
 
 use crate::error::Error;
 
-/// Why a `_timeout` call of a [`SharedCell`] returned without its result.
+/// Why a `_timeout` call of a [`SharedCell`](super::SharedCell) returned without its result.
 #[derive(Debug)]
 pub enum CellError {
     /// The writers' lock was not acquired in time (a store, an update, or a
-    /// reader that fell back to the lock, see the [module docs](self)).
+    /// reader that fell back to the lock, see the [module docs](super)).
     Timeout,
     /// Anything else: a corrupt segment.
     Failed(Error),

@@ -24,7 +24,7 @@ pub(super) const LOCK_WORDS: usize = (LOCK_AREA / 8) as usize;
 /// Buffers of a cell whose record is `size` bytes: 8 up to 4 KiB, 4 above
 /// (a large record's copy and store take about as long as each other, so
 /// fewer suffice); 2 under the model checkers (see the [module
-/// docs](self)). Derived from the header's element size, never stored.
+/// docs](super)). Derived from the header's element size, never stored.
 #[inline]
 pub const fn buffers_for(size: usize) -> usize {
     if crate::sync::MODELLED {

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub struct WorkerId {
     /// The role it was spawned in.
     pub role: String,
-    /// Its index among the workers of its [`Spawn`].
+    /// Its index among the workers of its [`Spawn`](super::Spawn).
     pub index: usize,
     /// Its process id (0: it never started).
     pub pid: u32,
