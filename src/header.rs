@@ -51,7 +51,10 @@ pub(crate) const READY: u32 = 0x5245_4459;
 /// reports them instead of waiting for them); kinds 7 (queue) and 8 (cell).
 /// 5: a cell has 8 buffers (4 for records over 4 KiB), each with its stamp
 /// in its first word, instead of 2 buffers stamped in the control line.
-pub const LAYOUT_VERSION: u32 = 5;
+/// 6: a queue's count of sleeping consumers has a cache line of its own
+/// after `done`, out of the rarely written block that producers read on
+/// every push.
+pub const LAYOUT_VERSION: u32 = 6;
 /// Size of the header; bodies start at or after it.
 pub(crate) const HEADER_SIZE: u64 = 256;
 /// Alignment of every body (fits `CachePadded`, which is 128 on x86-64).

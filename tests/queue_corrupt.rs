@@ -34,15 +34,15 @@ fn within(what: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Byte offsets in the body (src/queue/mem.rs): a 512-byte control block
-/// (`done` at 256), then 384 bytes per lane (tail, head, owner on lines of
+/// Byte offsets in the body (src/queue/mem.rs): a 640-byte control block
+/// (`done` at 256, the sleeping consumers' count at 384), then 384 bytes per lane (tail, head, owner on lines of
 /// their own), then 128 bytes per consumer entry (token, held).
 const DONE: u64 = 256;
 fn lane(i: u64) -> u64 {
-    512 + 384 * i
+    640 + 384 * i
 }
 fn entry(producers: u64, j: u64) -> u64 {
-    512 + 384 * producers + 128 * j
+    640 + 384 * producers + 128 * j
 }
 
 /// Writes words into a queue segment's file.

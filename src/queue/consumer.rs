@@ -363,7 +363,7 @@ impl<T: Pod> Consumer<T> {
                 continue;
             }
             let ctrl = self.mem.ctrl();
-            ctrl.cold.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
+            ctrl.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
             let key = waiting.prepare(&ctrl.not_empty);
             // A sleeper wakes at least every liveness slice: a producer that
             // died notifies nobody, and `attempt` re-checks who is gone.
@@ -379,7 +379,7 @@ impl<T: Pod> Consumer<T> {
                 },
                 other => Some(other),
             };
-            ctrl.cold.consumers_sleeping.fetch_sub(1, Ordering::Relaxed);
+            ctrl.consumers_sleeping.fetch_sub(1, Ordering::Relaxed);
             if let Some(r) = outcome {
                 return r;
             }

@@ -221,7 +221,14 @@ impl<T: Pod> Producer<T> {
                 Err(PushError::Full(_)) => {}
                 other => return other,
             }
-            if waiting.keep_spinning() {
+            // Resume only once a quarter of the lane is free (see
+            // `spin_for_slack`); retry only when the spin found room, so
+            // that a stop reaches the checks below (consumers gone, the
+            // deadline).
+            let (cap, tail, lane) = (self.mem.geo().cap, self.tail, self.mem.lane(self.lane));
+            // Acquire: as in `room`.
+            let head = || lane.head.load(Ordering::Acquire);
+            if waiting.spin_for_slack(cap, || tail.saturating_sub(head())) {
                 continue;
             }
             let mem = self.mem.clone();

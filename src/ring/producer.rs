@@ -274,31 +274,17 @@ impl<T: Pod> Producer<T> {
                 Err(PushError::Full(_)) => {}
                 other => return other,
             }
-            // Resume only once a quarter of the ring is free: resuming as
-            // soon as one slot frees keeps producer and consumer writing the
-            // same cache lines, one item apart. (A delay only, spent within
-            // the spin budget; loom builds, with no budget, skip it.)
-            let slack = (self.mem.cap() / 4).max(1);
-            let mut room = false;
-            while waiting.keep_spinning() {
-                // Acquire: as in `room`.
-                let head = self.mem.ctrl().head.load(Ordering::Acquire);
-                if self
-                    .mem
-                    .cap()
-                    .saturating_sub(self.tail.saturating_sub(head))
-                    >= slack
-                {
-                    room = true;
-                    break;
-                }
-            }
-            // Retry only when the spin found room: a `keep_spinning` that
-            // said stop must reach the checks below (consumers gone, the
-            // deadline). `Spin` and `SpinYield` spin again at once after
-            // each stop, so "we spun, retry" skipped the checks forever:
-            // such a producer on a full ring hung, timeout or not.
-            if room {
+            // Resume only once a quarter of the ring is free (see
+            // `spin_for_slack`). Retry only when the spin found room: a
+            // `keep_spinning` that said stop must reach the checks below
+            // (consumers gone, the deadline). `Spin` and `SpinYield` spin
+            // again at once after each stop, so "we spun, retry" skipped the
+            // checks forever: such a producer on a full ring hung, timeout
+            // or not.
+            let (cap, tail) = (self.mem.cap(), self.tail);
+            // Acquire: as in `room`.
+            let head = || self.mem.ctrl().head.load(Ordering::Acquire);
+            if waiting.spin_for_slack(cap, || tail.saturating_sub(head())) {
                 continue;
             }
             let mem = self.mem.clone();

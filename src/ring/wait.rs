@@ -154,6 +154,25 @@ impl Waiting {
         true
     }
 
+    /// A full single-producer lane (the ring, or a queue lane): spin until a
+    /// quarter of its `cap` slots is free, as `used()` (an Acquire load of
+    /// the consumers' head, minus our tail) says; `true` if it came free
+    /// within the spin budget, `false` when the caller should go to its
+    /// sleep path. Resuming as soon as one slot frees keeps producer and
+    /// consumers writing the same cache lines one item apart, every item a
+    /// miss on both sides (the queue ran at 0.4-0.5x the ring without
+    /// this). A delay only, spent within the spin budget; loom builds, with
+    /// no budget, skip it.
+    pub(crate) fn spin_for_slack(&mut self, cap: u64, mut used: impl FnMut() -> u64) -> bool {
+        let slack = (cap / 4).max(1);
+        while self.keep_spinning() {
+            if cap.saturating_sub(used()) >= slack {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Register on `event` before the last look ([`EventCount::prepare`]),
     /// if the strategy sleeps at all. A handle that never sleeps only
     /// looks again and checks its peers and deadline: registering would
