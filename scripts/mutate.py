@@ -42,6 +42,7 @@ LEDGER = ROOT / "loom_tests" / "MUTATIONS.md"
 # .ci/run.
 # The spmc model takes about 100 s: `--quick` leaves out runs marked slow.
 RING = [("loom_ring", ["--skip", "spmc"], 3), ("loom_ring_death", [], 3),
+        ("loom_ring_sole", [], 3),
         ("loom_ring", ["spmc"], 2, "slow")]
 MAP_LIST = [("loom_manager", [], 3)]
 LOCK = [("loom_lock", [], 3)]

@@ -174,6 +174,22 @@ pub enum Error {
         /// when another handle of this process holds it).
         pid: u32,
     },
+    /// A ring has a live sole consumer ([`crate::ring::SoleConsumer`]): no
+    /// other consumer may register while it lives.
+    SoleConsumer {
+        /// The ring's name.
+        name: String,
+        /// The process holding the sole consumer.
+        pid: u32,
+    },
+    /// A sole consumer was asked for on a ring that already has another
+    /// live consumer.
+    ConsumerExists {
+        /// The ring's name.
+        name: String,
+        /// A process holding another consumer.
+        pid: u32,
+    },
     /// A ring or queue already has the most live consumers it can record.
     TooManyConsumers {
         /// The ring's or queue's name.
@@ -234,6 +250,8 @@ impl Error {
             Error::NotReady { .. } => "NotReady",
             Error::InvalidArgument { .. } => "InvalidArgument",
             Error::ProducerExists { .. } => "ProducerExists",
+            Error::SoleConsumer { .. } => "SoleConsumer",
+            Error::ConsumerExists { .. } => "ConsumerExists",
             Error::TooManyConsumers { .. } => "TooManyConsumers",
             Error::TooManyProducers { .. } => "TooManyProducers",
             Error::Closed { .. } => "Closed",
@@ -378,6 +396,18 @@ impl fmt::Display for Error {
                 f,
                 "ring {name:?} already has a producer, process {pid} (alive): a ring has \
                  one producer; stop that one first, or use another ring"
+            ),
+            Error::SoleConsumer { name, pid } => write!(
+                f,
+                "ring {name:?} has a sole consumer, process {pid} (alive): no other \
+                 consumer may attach while it lives; drop that SoleConsumer first, or \
+                 use Ring::consumer everywhere"
+            ),
+            Error::ConsumerExists { name, pid } => write!(
+                f,
+                "ring {name:?} already has a consumer, process {pid} (alive): a sole \
+                 consumer must be the ring's only one; drop the others first, or use \
+                 Ring::consumer"
             ),
             Error::TooManyConsumers { name, max } => write!(
                 f,

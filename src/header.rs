@@ -53,7 +53,8 @@ pub(crate) const READY: u32 = 0x5245_4459;
 /// in its first word, instead of 2 buffers stamped in the control line.
 /// 6: a queue's count of sleeping consumers has a cache line of its own
 /// after `done`, out of the rarely written block that producers read on
-/// every push.
+/// every push; a ring's rarely written block holds a sole consumer's token
+/// (`sole`, before the registry).
 pub const LAYOUT_VERSION: u32 = 6;
 /// Size of the header; bodies start at or after it.
 pub(crate) const HEADER_SIZE: u64 = 256;

@@ -76,7 +76,7 @@ pub use cell::{Atomic, Element};
 pub use error::{Error, Result};
 pub use identity::ShmType;
 pub use queue::{Queue, QueueOptions};
-pub use ring::{Consumer, PopError, Producer, PushError, Ring, WaitStrategy};
+pub use ring::{Consumer, PopError, Producer, PushError, Ring, SoleConsumer, WaitStrategy};
 pub use sync::Ordering;
 
 pub use array::{ArrayGuard, SharedAccumulator, SharedArray, SharedValue};

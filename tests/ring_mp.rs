@@ -67,6 +67,13 @@ fn child_entry() {
                 std::thread::park(); // until killed
             }
         }
+        "sole_one_then_park" => {
+            let mut rx = ring.sole_consumer().unwrap();
+            rx.pop().unwrap();
+            loop {
+                std::thread::park(); // until killed
+            }
+        }
         "consume_one_then_park" => {
             let rx = ring.consumer().unwrap();
             rx.pop().unwrap();
@@ -391,4 +398,42 @@ fn join_reports_the_item_of_a_consumer_killed_holding_it() {
     drop(victim);
     let _again = ring.consumer().unwrap();
     assert_eq!(tx.join().unwrap().abandoned, 1);
+}
+
+/// A sole consumer in another process shuts every other consumer out while
+/// it lives; killed -9 holding an item, it is taken over: the next consumer
+/// (sole or not) gets every other item once, in order, and `join` reports
+/// the one it held.
+#[test]
+fn a_killed_sole_consumer_is_taken_over() {
+    let r = Cleanup::new("ringsolekill");
+    let ring = Ring::<u64>::create(r.name(), 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    for v in 0..5 {
+        tx.push(v).unwrap();
+    }
+    let mut victim = spawn("sole_one_then_park", r.name(), "");
+    let pid = victim.0.as_ref().unwrap().id();
+    wait_until("the sole consumer to take one", CHILD_LIMIT, || {
+        ring.len() == 4
+    });
+    match ring.consumer() {
+        Err(Error::SoleConsumer { pid: p, .. }) => assert_eq!(p, pid),
+        other => panic!("a consumer beside a live sole one: {other:?}"),
+    }
+    assert!(matches!(
+        ring.sole_consumer(),
+        Err(Error::SoleConsumer { .. })
+    ));
+    victim.0.as_mut().unwrap().kill().unwrap();
+    // Reaped: a killed process stays alive to a liveness check (a zombie
+    // with its start time) until its parent waits for it.
+    victim.0.as_mut().unwrap().wait().unwrap();
+    let mut rx = ring.sole_consumer().unwrap();
+    for want in 1..5 {
+        assert_eq!(rx.pop_timeout(CHILD_LIMIT), Ok(want));
+        rx.task_done().unwrap();
+    }
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    assert_eq!(tx.join_timeout(CHILD_LIMIT).unwrap().abandoned, 1);
 }

@@ -447,6 +447,10 @@ fn producer_consumers(
 
 /// shmkit ring, 1 producer and `c` consumers, batch size `batch`.
 /// Returns (items/s, futex calls per item).
+/// The `batch` of [`ring_throughput`] that pops one item at a time through
+/// a `SoleConsumer` (plain stores, no read-modify-write; one consumer).
+const SOLE: usize = 0;
+
 fn ring_throughput(n: u64, c: usize, batch: usize) -> Res<(f64, f64)> {
     let ring = Ring::<u64>::create_anonymous(RING_CAP).map_err(e)?;
     let args = [n.to_string(), batch.to_string()];
@@ -572,10 +576,12 @@ pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
     let mut out = Vec::new();
     let (mut f1, mut fb, mut f2, mut f2b) = (vec![], vec![], vec![], vec![]);
     let mut fq = vec![];
-    let [r1, q1, rb, aq, rt, mv, pr, pp] = alternate(
+    let mut fs = vec![];
+    let [r1, rs, q1, rb, aq, rt, mv, pr, pp] = alternate(
         reps(o),
         [
             &mut || ring_keeping_futex(n, 1, 1, &mut f1),
+            &mut || ring_keeping_futex(n, 1, SOLE, &mut fs),
             &mut || mpmc::shmkit_queue(n, 1, 1, mpmc::QueueMode::One, &mut fq),
             &mut || ring_keeping_futex(n, 1, 64, &mut fb),
             &mut || arrayqueue_threads(n),
@@ -599,6 +605,11 @@ pub(super) fn queue(o: &Options) -> Res<Vec<Record>> {
     let one = mpmc::QueueMode::One;
     let rows: Vec<(&str, Vec<f64>, String)> = vec![
         ("shmkit-ring/1p1c", r1, format!("{p2}; {}", fx(f1))),
+        (
+            "shmkit-ring-sole/1p1c",
+            rs,
+            format!("{p2}; a SoleConsumer, one item a pop; {}", fx(fs)),
+        ),
         (
             "shmkit-queue-1/1p1c",
             q1,
@@ -1253,6 +1264,28 @@ fn worker_inner(args: &[String]) -> Res<()> {
             }
             ctl.finish(idx);
             ctl.slot(idx, 3).store(tx.futex_calls(), Ordering::Release);
+        }
+        "ring-cons" if arg(args, 3)? as usize == SOLE => {
+            let ring = Ring::<u64>::open_inherited("B_RING").map_err(e)?;
+            let mut rx = ring.sole_consumer().map_err(e)?;
+            let (mut got, mut last) = (0u64, None::<u64>);
+            ctl.start(idx);
+            loop {
+                match rx.pop() {
+                    Ok(v) => {
+                        if last.is_some_and(|l| l >= v) {
+                            return Err(format!("out of order: {last:?} then {v}"));
+                        }
+                        last = Some(v);
+                        got += 1;
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(x) => return Err(e(x)),
+                }
+            }
+            ctl.finish(idx);
+            ctl.slot(idx, 2).store(got, Ordering::Release);
+            ctl.slot(idx, 3).store(rx.futex_calls(), Ordering::Release);
         }
         "ring-cons" => {
             let batch = arg(args, 3)? as usize;

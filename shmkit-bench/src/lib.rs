@@ -343,6 +343,17 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("float-add", "shmkit-striped/2p", "shmkit-cas-f64/2p"),
     ("queue-throughput", "shmkit-ring/1p1c", "arrayqueue/1t1t"),
     ("queue-throughput", "shmkit-ring/1p1c", "rtrb/1t1t"),
+    (
+        "queue-throughput",
+        "shmkit-ring-sole/1p1c",
+        "arrayqueue/1t1t",
+    ),
+    ("queue-throughput", "shmkit-ring-sole/1p1c", "rtrb/1t1t"),
+    (
+        "queue-throughput",
+        "shmkit-ring-sole/1p1c",
+        "shmkit-ring/1p1c",
+    ),
     ("queue-throughput", "shmkit-ring-batch64/1p1c", "rtrb/1t1t"),
     (
         "queue-throughput",

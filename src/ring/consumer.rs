@@ -22,6 +22,15 @@ use super::control::{RingMem, check_seq};
 use super::error::{PopError, TaskDoneError};
 use super::wait::{WaitStrategy, Waiting, keep_polling, sleep_slice};
 
+/// How a claim commits: see [`Consumer::claim_as`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// One CAS of head: any number of consumers.
+    Shared,
+    /// Plain stores: the ring's sole consumer, through `&mut`.
+    Sole,
+}
+
 /// A consumer of a ring. Any number may exist; each item goes to exactly one.
 /// Methods take `&self`, so one consumer may be shared by threads.
 ///
@@ -94,6 +103,17 @@ impl<T: Pod> Consumer<T> {
         }
     }
 
+    /// Claim the ring's sole-consumer role for this registered consumer
+    /// (see `SoleConsumer`).
+    pub(super) fn claim_sole(&self) -> crate::Result<()> {
+        self.mem.claim_sole(self.slot, self.me)
+    }
+
+    /// Give the sole-consumer role back (from `SoleConsumer::drop`).
+    pub(super) fn release_sole(&self) {
+        self.mem.release_sole(self.me);
+    }
+
     /// The ring's capacity in slots (for framing: no message is longer).
     pub(super) fn capacity(&self) -> usize {
         self.mem.cap() as usize
@@ -111,6 +131,21 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub(super) fn claim(
         &self,
+        size: impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
+        copy: impl FnMut(usize, &[AtomicU64]),
+    ) -> Result<usize, PopError> {
+        self.claim_as(Claim::Shared, size, copy)
+    }
+
+    /// [`claim`](Self::claim), by one CAS of `head` (`Claim::Shared`) or,
+    /// for the ring's sole consumer called through `&mut` (`Claim::Sole`:
+    /// no other consumer exists and no other thread is in this handle), by
+    /// plain stores: the same order of announcement and commit, with no
+    /// read-modify-write on the way.
+    #[inline]
+    pub(super) fn claim_as(
+        &self,
+        how: Claim,
         mut size: impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         mut copy: impl FnMut(usize, &[AtomicU64]),
     ) -> Result<usize, PopError> {
@@ -189,6 +224,23 @@ impl<T: Pod> Consumer<T> {
             // then takes (a joiner may return that much early); announced
             // after, a kill in between would leave them counted nowhere and
             // every joiner waiting forever.
+            if how == Claim::Sole {
+                // The sole consumer: nobody else writes our entry while we
+                // live (a fold happens only once we are dead or gone), and
+                // nobody else moves head, so a load and a store do what the
+                // read-modify-writes below do. Release, both: as below.
+                // Wrapping, as fetch_add: the entry may hold garbage.
+                let announced = held.load(Ordering::Relaxed).wrapping_add(n as u64);
+                held.store(announced, Ordering::Release);
+                ctrl.head.store(h + n as u64, Ordering::Release);
+                // Relaxed: process-local bookkeeping, see `local_held`.
+                let mine = self.local_held.load(Ordering::Relaxed);
+                self.local_held.store(mine + n as u64, Ordering::Relaxed);
+                if mem.wake_producer() {
+                    self.count_futex_call();
+                }
+                return Ok(n);
+            }
             // Release: pairs with the Acquire load in
             // `RingMem::abandoned_count` (registry.rs).
             held.fetch_add(n as u64, Ordering::Release);
@@ -219,19 +271,33 @@ impl<T: Pod> Consumer<T> {
     /// Take one item if there is one, without waiting.
     #[must_use = "an item taken and dropped is lost to every consumer"]
     pub fn try_pop(&self) -> Result<T, PopError> {
+        self.try_pop_as(Claim::Shared)
+    }
+
+    #[inline]
+    pub(super) fn try_pop_as(&self, how: Claim) -> Result<T, PopError> {
         let mut out = T::zeroed();
-        self.claim(|_, _| Ok(1), |_, slot| out = read_slot(slot))?;
+        self.claim_as(how, |_, _| Ok(1), |_, slot| out = read_slot(slot))?;
         Ok(out)
     }
 
     /// Take up to `buf.len()` items with one claim; returns how many.
     #[must_use = "only the first n items of `buf` were filled"]
     pub fn try_pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
+        self.try_pop_into_as(Claim::Shared, buf)
+    }
+
+    #[inline]
+    pub(super) fn try_pop_into_as(&self, how: Claim, buf: &mut [T]) -> Result<usize, PopError> {
         if buf.is_empty() {
             return Ok(0);
         }
         let max = buf.len();
-        self.claim(|_, n| Ok(n.min(max)), |i, slot| buf[i] = read_slot(slot))
+        self.claim_as(
+            how,
+            |_, n| Ok(n.min(max)),
+            |i, slot| buf[i] = read_slot(slot),
+        )
     }
 
     /// Take one item, waiting while the ring is empty. `Disconnected` once

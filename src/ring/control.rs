@@ -87,6 +87,10 @@ pub(super) struct Cold {
     /// Items taken by consumers that died before marking them done, folded
     /// here from their `held` entries when the entry is reused (monotonic).
     pub(super) abandoned: AtomicU64,
+    /// The `ProcToken` of a sole consumer ([`SoleConsumer`](super::SoleConsumer)),
+    /// 0 when none: while it lives no other consumer registers, so its
+    /// claims move `head` with plain stores. A dead one's is taken over.
+    pub(super) sole: AtomicU64,
     /// Live consumers' tokens; 0 = free. A dead process's slot is reusable.
     pub(super) consumers: [AtomicU64; MAX_CONSUMERS],
 }
@@ -110,6 +114,7 @@ impl Default for RingControl {
                 producer: AtomicU64::new(0),
                 consumers_seen: AtomicU64::new(0),
                 abandoned: AtomicU64::new(0),
+                sole: AtomicU64::new(0),
                 consumers: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
             held: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),

@@ -95,6 +95,7 @@ mod producer;
 mod registry;
 #[cfg(feature = "serde")]
 pub mod serde_msg;
+mod sole;
 pub(crate) mod wait;
 
 pub use consumer::Consumer;
@@ -102,6 +103,7 @@ pub use control::{MAX_CONSUMERS, RingState};
 pub use error::{JoinError, JoinReport, PopError, PushError, SendError, TaskDoneError};
 pub use iter::{Iter, TryIter};
 pub use producer::Producer;
+pub use sole::SoleConsumer;
 pub use wait::{LIVENESS_SLICE, WaitStrategy};
 
 use control::{Backing, RingControl, RingMem};
@@ -198,6 +200,19 @@ impl<T: Pod> Ring<T> {
     pub fn consumer(&self) -> Result<Consumer<T>> {
         let (slot, me) = self.mem.register_consumer()?;
         Ok(Consumer::new(self.mem.clone(), slot, me))
+    }
+
+    /// Register the ring's only consumer: [`SoleConsumer`], whose pops
+    /// take no read-modify-write (the one-producer, one-consumer fast
+    /// path). `SoleConsumer` while another sole consumer lives,
+    /// `ConsumerExists` while any other consumer is registered; and while it
+    /// lives, [`consumer`](Self::consumer) fails with `SoleConsumer`.
+    pub fn sole_consumer(&self) -> Result<SoleConsumer<T>> {
+        let (slot, me) = self.mem.register_consumer()?;
+        let inner = Consumer::new(self.mem.clone(), slot, me);
+        // On error `inner` drops and unregisters.
+        inner.claim_sole()?;
+        Ok(SoleConsumer::new(inner))
     }
 
     /// The capacity (a power of two).

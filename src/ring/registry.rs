@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::process::ProcToken;
-use crate::sync::Ordering;
+use crate::sync::{Ordering, fence};
 
 use super::control::{MAX_CONSUMERS, RingMem, check_seq};
 
@@ -130,6 +130,21 @@ impl RingMem {
                 // Release: publishes our registry slot (claimed above) to
                 // `consumers_gone`, which must never count us as gone.
                 cold.consumers_seen.fetch_add(1, Ordering::Release);
+                // SeqCst: pairs with the fence in `claim_sole`. Each side
+                // stores its claim (our entry; its `sole` word), fences, then
+                // loads the other's: the two fences forbid both loads missing
+                // the other's store, so a sole consumer and another consumer
+                // never both get in (both may be refused: each gets an error).
+                fence(Ordering::SeqCst);
+                // Relaxed: ordered by the fence above.
+                let sole = ProcToken::from_raw(cold.sole.load(Ordering::Relaxed));
+                if let Some(holder) = sole.filter(|t| t.is_alive()) {
+                    self.unregister_consumer(i, me);
+                    return Err(Error::SoleConsumer {
+                        name: self.label().to_owned(),
+                        pid: holder.pid(),
+                    });
+                }
                 return Ok((i, me));
             }
         }
@@ -137,6 +152,61 @@ impl RingMem {
             name: self.label().to_owned(),
             max: MAX_CONSUMERS,
         })
+    }
+
+    /// Make the consumer registered in entry `entry` the ring's sole one:
+    /// `SoleConsumer` (another live sole consumer, in any process) or
+    /// `ConsumerExists` (another live consumer in the registry). A dead
+    /// sole consumer's claim is taken over. The caller unregisters on
+    /// error.
+    pub(super) fn claim_sole(&self, entry: usize, me: ProcToken) -> Result<()> {
+        let cold = &self.ctrl().cold;
+        loop {
+            // Relaxed: the claim orders nothing of the previous holder's
+            // (its head stores are Release, read by our Acquire head loads).
+            let cur = cold.sole.load(Ordering::Relaxed);
+            if let Some(holder) = ProcToken::from_raw(cur).filter(|t| t.is_alive()) {
+                return Err(Error::SoleConsumer {
+                    name: self.label().to_owned(),
+                    pid: holder.pid(),
+                });
+            }
+            // Relaxed: the fence below orders it before the registry loads.
+            if cold
+                .sole
+                .compare_exchange(cur, me.raw(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        // SeqCst: pairs with the fence in `register_consumer` (see there).
+        fence(Ordering::SeqCst);
+        for (j, c) in cold.consumers.iter().enumerate() {
+            // Relaxed: ordered by the fence above.
+            let other = ProcToken::from_raw(c.load(Ordering::Relaxed));
+            if let Some(t) = other.filter(|t| j != entry && t.is_alive()) {
+                self.release_sole(me);
+                return Err(Error::ConsumerExists {
+                    name: self.label().to_owned(),
+                    pid: t.pid(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Give the sole-consumer claim back, only if it is still `me`'s.
+    pub(super) fn release_sole(&self, me: ProcToken) {
+        // Relaxed: publishes nothing. The next consumer's pops are ordered
+        // after ours by their Acquire loads of head (our claims' Release
+        // stores), and our `held` entry is folded by our own unregister.
+        let _ = self.ctrl().cold.sole.compare_exchange(
+            me.raw(),
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Move what a dead consumer held in entry `i` (now ours) to

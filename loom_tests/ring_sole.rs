@@ -1,0 +1,131 @@
+//! loom models of the ring's sole consumer (`SoleConsumer`, claims by plain
+//! stores): the exclusion that makes the stores safe, exactly-once delivery
+//! across wraparound, and a sole consumer killed at every step of its pops
+//! and taken over.
+#![cfg(shmkit_loom)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::Mutex;
+
+use common::{drain, for_every_kill_step};
+use loom::thread;
+use shmkit::ring::{PopError, Ring};
+use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
+
+/// A sole consumer and a plain consumer, in two processes, attach at once:
+/// never both (each one's fence-ordered look at the other's claim sees
+/// it, or the other's sees its own). Both may be refused.
+#[test]
+fn a_sole_consumer_and_another_never_both_attach() {
+    loom::model(|| {
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let r = ring.clone();
+        // Each handle is kept until both have tried: one dropped before
+        // the other attached would be a success of both, and no overlap.
+        let sole = thread::spawn(move || {
+            become_process(2);
+            r.sole_consumer().ok()
+        });
+        become_process(3);
+        let plain = ring.consumer();
+        let sole = sole.join().unwrap();
+        assert!(
+            !(sole.is_some() && plain.is_ok()),
+            "a sole consumer and another consumer both attached"
+        );
+    });
+}
+
+/// A producer pushes 1..=4 through a ring of 2 slots (two wraps) and
+/// closes; the sole consumer gets exactly 1, 2, 3, 4. Its head stores hand
+/// slots back to the producer: weakened, the producer overwrites a slot the
+/// consumer has not read yet.
+#[test]
+fn a_sole_consumer_gets_everything_once_across_wraps() {
+    loom::model(|| {
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.sole_consumer().unwrap();
+        let producer = thread::spawn(move || {
+            for v in 1..=4 {
+                tx.push(v).unwrap();
+            }
+            drop(tx); // closes
+        });
+        let got = drain(|| rx.pop());
+        producer.join().unwrap();
+        assert_eq!(got, [1, 2, 3, 4]);
+    });
+}
+
+/// The sole consumer of a ring holding 1, 2 (closed) is killed at every
+/// step of its single and batch pops; a new sole consumer then attaches
+/// (the dead one's claim is taken over) and drains. No item twice, nothing
+/// torn, nothing lost but what the dead one had claimed.
+fn sole_killed(batch: bool) {
+    for_every_kill_step(96, move |k| {
+        timeouts_expire(true);
+        let ring = Ring::<u64>::new_in_process(2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        drop(tx);
+        let victim_got = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let vg = victim_got.clone();
+        let r = ring.clone();
+        let victim = thread::spawn(move || {
+            become_process(2);
+            let mut rx = r.sole_consumer().unwrap();
+            run_killed_after(2, Some(k), move || {
+                let mut buf = [0u64; 2];
+                loop {
+                    let r = if batch {
+                        rx.pop_into(&mut buf).map(|n| buf[..n].to_vec())
+                    } else {
+                        rx.pop().map(|v| vec![v])
+                    };
+                    match r {
+                        Ok(vs) => vg.lock().unwrap().extend(vs),
+                        Err(PopError::Disconnected) => return,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+            .is_none()
+        });
+        let killed = victim.join().unwrap();
+        let mut survivor = ring
+            .sole_consumer()
+            .expect("a dead or dropped sole consumer's claim is free again");
+        let mut all = drain(|| survivor.pop());
+        all.extend(victim_got.lock().unwrap().iter().copied());
+        all.sort();
+        let before = all.len();
+        all.dedup();
+        assert_eq!(before, all.len(), "an item was delivered twice: {all:?}");
+        assert!(
+            all.iter().all(|v| (1..=2).contains(v)),
+            "torn item: {all:?}"
+        );
+        let lost = 2 - all.len();
+        let may_lose = match (killed, batch) {
+            (false, _) => 0,
+            (true, true) => 2,
+            (true, false) => 1,
+        };
+        assert!(lost <= may_lose, "lost {lost} (killed: {killed}): {all:?}");
+        killed
+    });
+}
+
+#[test]
+fn a_sole_consumer_killed_at_every_step_of_a_pop() {
+    sole_killed(false);
+}
+
+#[test]
+fn a_sole_consumer_killed_at_every_step_of_a_batch_pop() {
+    sole_killed(true);
+}
