@@ -673,7 +673,7 @@ fn os_pipe() -> Res<(OwnedFd, OwnedFd)> {
 pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
     let spin_n: u64 = if o.full { 200_000 } else { 20_000 };
     let block_n: u64 = if o.full { 20_000 } else { 2_000 };
-    let mut pct: [Vec<[f64; 3]>; 7] = Default::default();
+    let mut pct: [Vec<[f64; 3]>; 8] = Default::default();
     for _ in 0..reps(o) {
         let cl = shmkit::SharedArray::<u64>::create_anonymous(16).map_err(e)?;
         pct[0].push(pingpong("lat-cl", spin_n, &|c, _| {
@@ -685,10 +685,16 @@ pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
             (4, "async", block_n),
             (5, "yield", spin_n),
             (6, "sleep", block_n),
+            (7, "sole", spin_n),
         ] {
             let a = Ring::<u64>::create_anonymous(64).map_err(e)?;
             let b = Ring::<u64>::create_anonymous(64).map_err(e)?;
-            pct[k].push(pingpong(&format!("lat-ring-{mode}"), n, &|c, _| {
+            let case = if mode == "sole" {
+                "lat-sole".to_string()
+            } else {
+                format!("lat-ring-{mode}")
+            };
+            pct[k].push(pingpong(&case, n, &|c, _| {
                 a.share_with(c, "B_RING");
                 b.share_with(c, "B_RING2");
             })?);
@@ -734,6 +740,10 @@ pub(super) fn latency(o: &Options) -> Res<Vec<Record>> {
         (
             "shmkit-ring-block",
             "two rings, pop with WaitStrategy::Block (sleeps at once: every hand-off a wake-up)",
+        ),
+        (
+            "shmkit-ring-sole-spin",
+            "two rings, a SoleConsumer on each, pop with WaitStrategy::Spin",
         ),
     ];
     let mut out = Vec::new();
@@ -1399,28 +1409,33 @@ fn worker_inner(args: &[String]) -> Res<()> {
                 (b.producer().map_err(e)?, a.consumer().map_err(e)?)
             };
             rx.set_wait(wait);
-            let recv = |rx: &shmkit::ring::Consumer<u64>| -> Res<u64> {
+            let recv = || -> Res<u64> {
                 if asynchronous {
                     rt.block_on(rx.pop_async()).map_err(e)
                 } else {
                     rx.pop().map_err(e)
                 }
             };
-            let mut xs = Vec::with_capacity(n as usize);
-            ctl.start(idx);
-            for i in 0..n {
-                if ping {
-                    let t0 = now_ns();
-                    tx.push(i).map_err(e)?;
-                    recv(&rx)?;
-                    xs.push((now_ns() - t0) as f64 / 2.0);
-                } else {
-                    let v = recv(&rx)?;
-                    tx.push(v).map_err(e)?;
-                }
-            }
-            ctl.finish(idx);
-            report(&ctl, idx, &mut xs);
+            ping_pong_loop(&ctl, idx, n, ping, |v| tx.push(v).map_err(e), recv)?;
+        }
+        "lat-sole-ping" | "lat-sole-pong" => {
+            let ping = case.ends_with("ping");
+            let a = Ring::<u64>::open_inherited("B_RING").map_err(e)?;
+            let b = Ring::<u64>::open_inherited("B_RING2").map_err(e)?;
+            let (mut tx, mut rx) = if ping {
+                (a.producer().map_err(e)?, b.sole_consumer().map_err(e)?)
+            } else {
+                (b.producer().map_err(e)?, a.sole_consumer().map_err(e)?)
+            };
+            rx.set_wait(WaitStrategy::Spin);
+            ping_pong_loop(
+                &ctl,
+                idx,
+                n,
+                ping,
+                |v| tx.push(v).map_err(e),
+                || rx.pop().map_err(e),
+            )?;
         }
         "lat-pipe-ping" | "lat-pipe-pong" => {
             let ping = case.ends_with("ping");
@@ -1563,6 +1578,33 @@ fn worker_inner(args: &[String]) -> Res<()> {
                 .unwrap_or_else(|| Err(format!("unknown case {other}")));
         }
     }
+    Ok(())
+}
+
+/// One side of a ping-pong: ping sends `i` and times until the answer is
+/// back (one-way = half), pong echoes what it receives; `n` rounds.
+fn ping_pong_loop(
+    ctl: &Ctl,
+    idx: usize,
+    n: u64,
+    ping: bool,
+    mut send: impl FnMut(u64) -> Res<()>,
+    mut recv: impl FnMut() -> Res<u64>,
+) -> Res<()> {
+    let mut xs = Vec::with_capacity(n as usize);
+    ctl.start(idx);
+    for i in 0..n {
+        if ping {
+            let t0 = now_ns();
+            send(i)?;
+            recv()?;
+            xs.push((now_ns() - t0) as f64 / 2.0);
+        } else {
+            send(recv()?)?;
+        }
+    }
+    ctl.finish(idx);
+    report(ctl, idx, &mut xs);
     Ok(())
 }
 

@@ -385,6 +385,7 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "pthread-ring/4p4c",
     ),
     ("latency", "shmkit-ring-spin", "cacheline-pingpong"),
+    ("latency", "shmkit-ring-sole-spin", "cacheline-pingpong"),
     ("latency", "shmkit-ring-spin", "pipe"),
     ("latency", "shmkit-ring-blocking", "pipe"),
     ("latency", "shmkit-ring-async", "pipe"),
