@@ -131,7 +131,10 @@ impl Connection {
     fn new(out: &Ring<Frame>, inp: &Ring<Frame>) -> Result<Self> {
         Ok(Connection {
             tx: out.producer()?,
-            rx: inp.consumer()?,
+            // Our end's only reader (the producer role above already makes
+            // the end ours alone), popping by plain stores: see
+            // `ring::SoleConsumer`.
+            rx: inp.consumer_holding_sole()?.into_sole_mode(),
             buf: Vec::new(),
             out: Vec::new(),
         })

@@ -76,6 +76,14 @@ pub struct Consumer<T: Pod> {
     /// both mark the same item). Its shared mirror is our `held` registry
     /// entry, which outlives us if we are killed.
     local_held: AtomicU64,
+    /// Whether this handle holds the ring's sole-consumer claim (given back
+    /// on drop).
+    sole: bool,
+    /// How [`claim`](Self::claim) commits: `Shared` for every public
+    /// `Consumer` (a `SoleConsumer`'s fast pops pass `Sole` themselves);
+    /// `Sole` only for a crate-internal handle that pops through `&mut`
+    /// alone (a pipe's receiving end).
+    mode: Claim,
     /// Neither `Send` nor `Sync` by itself: the impls below say when.
     _elem: PhantomData<*const T>,
 }
@@ -99,19 +107,30 @@ impl<T: Pod> Consumer<T> {
             tail_cache: AtomicU64::new(0),
             wait: WaitStrategy::default(),
             local_held: AtomicU64::new(0),
+            sole: false,
+            mode: Claim::Shared,
             _elem: PhantomData,
         }
     }
 
     /// Claim the ring's sole-consumer role for this registered consumer
-    /// (see `SoleConsumer`).
-    pub(super) fn claim_sole(&self) -> crate::Result<()> {
-        self.mem.claim_sole(self.slot, self.me)
+    /// (see `SoleConsumer`); given back when the handle drops.
+    pub(super) fn claim_sole(&mut self) -> crate::Result<()> {
+        self.mem.claim_sole(self.slot, self.me)?;
+        self.sole = true;
+        Ok(())
     }
 
-    /// Give the sole-consumer role back (from `SoleConsumer::drop`).
-    pub(super) fn release_sole(&self) {
-        self.mem.release_sole(self.me);
+    /// A handle holding the sole claim whose every pop commits by plain
+    /// stores. Only for owners that pop through `&mut` alone and never lend
+    /// the handle out (`pipe::Connection`): a `&Consumer` in this mode
+    /// shared by two threads would deliver items twice.
+    pub(crate) fn into_sole_mode(mut self) -> Self {
+        debug_assert!(self.sole, "only a handle holding the sole claim");
+        if self.sole {
+            self.mode = Claim::Sole;
+        }
+        self
     }
 
     /// The ring's capacity in slots (for framing: no message is longer).
@@ -134,7 +153,7 @@ impl<T: Pod> Consumer<T> {
         size: impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         copy: impl FnMut(usize, &[AtomicU64]),
     ) -> Result<usize, PopError> {
-        self.claim_as(Claim::Shared, size, copy)
+        self.claim_as(self.mode, size, copy)
     }
 
     /// [`claim`](Self::claim), by one CAS of `head` (`Claim::Shared`) or,
@@ -272,7 +291,7 @@ impl<T: Pod> Consumer<T> {
     /// Take one item if there is one, without waiting.
     #[must_use = "an item taken and dropped is lost to every consumer"]
     pub fn try_pop(&self) -> Result<T, PopError> {
-        self.try_pop_as(Claim::Shared)
+        self.try_pop_as(self.mode)
     }
 
     #[inline]
@@ -285,7 +304,7 @@ impl<T: Pod> Consumer<T> {
     /// Take up to `buf.len()` items with one claim; returns how many.
     #[must_use = "only the first n items of `buf` were filled"]
     pub fn try_pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
-        self.try_pop_into_as(Claim::Shared, buf)
+        self.try_pop_into_as(self.mode, buf)
     }
 
     #[inline]
@@ -596,6 +615,9 @@ impl<T: Pod> Drop for Consumer<T> {
         // gets here); its registry slot stays until a liveness check frees it.
         if crate::sync::liveness::current_is_dead() {
             return;
+        }
+        if self.sole {
+            self.mem.release_sole(self.me);
         }
         self.mem.unregister_consumer(self.slot, self.me);
     }

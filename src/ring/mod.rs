@@ -208,11 +208,17 @@ impl<T: Pod> Ring<T> {
     /// `ConsumerExists` while any other consumer is registered; and while it
     /// lives, [`consumer`](Self::consumer) fails with `SoleConsumer`.
     pub fn sole_consumer(&self) -> Result<SoleConsumer<T>> {
+        Ok(SoleConsumer::new(self.consumer_holding_sole()?))
+    }
+
+    /// A registered consumer holding the sole claim (its pops still by
+    /// CAS until `into_sole_mode`).
+    pub(crate) fn consumer_holding_sole(&self) -> Result<Consumer<T>> {
         let (slot, me) = self.mem.register_consumer()?;
-        let inner = Consumer::new(self.mem.clone(), slot, me);
+        let mut inner = Consumer::new(self.mem.clone(), slot, me);
         // On error `inner` drops and unregisters.
         inner.claim_sole()?;
-        Ok(SoleConsumer::new(inner))
+        Ok(inner)
     }
 
     /// The capacity (a power of two).

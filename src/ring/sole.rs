@@ -126,18 +126,6 @@ impl<T: Pod> Deref for SoleConsumer<T> {
     }
 }
 
-impl<T: Pod> Drop for SoleConsumer<T> {
-    fn drop(&mut self) {
-        // A killed process gives nothing back (only a model's dying thread
-        // gets here): the claim is taken over once it is found dead.
-        if crate::sync::liveness::current_is_dead() {
-            return;
-        }
-        // Then `inner` drops and unregisters.
-        self.inner.release_sole();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::Ring;
