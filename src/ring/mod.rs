@@ -33,6 +33,13 @@
 //!   CAS (Release), so a consumer that lost the race may read a slot being
 //!   overwritten — a stale copy it then discards, never undefined behaviour,
 //!   because every slot word is an atomic.
+//! * **Sole consumer**: a [`SoleConsumer`] is the only consumer while it
+//!   lives (a `sole` word in the control block and the registry, each side
+//!   storing its claim, fencing SeqCst and then loading the other's, so a
+//!   sole consumer and another consumer never both attach). Nobody races
+//!   it for `head`, and its pops take `&mut self`, so it announces and
+//!   commits with plain stores in the same order as the CAS path: the
+//!   one-producer, one-consumer fast path. A pipe's receiving end is one.
 //! * **Fast path**: a consumer keeps the last `tail` it loaded; while `head`
 //!   is below it, a pop touches neither the producer's cache line nor any
 //!   other the producer writes. The producer keeps the last `head` it loaded
@@ -66,8 +73,9 @@
 //! how a validated segment becomes ring memory; create, open and share are
 //! the trait's, written once for every kind). The rest, one concern a file:
 //! `control` (the shared control block and the memory it lives in),
-//! `producer`, `consumer`, `registry` (who holds the producer role, which
-//! consumers are registered, who is dead), `wait` (spin, then sleep in
+//! `producer`, `consumer`, `sole` (the sole consumer's handle), `registry`
+//! (who holds the producer role and the sole claim, which consumers are
+//! registered, who is dead), `wait` (spin, then sleep in
 //! liveness slices), `error`, and [`message`] (byte messages framed on a
 //! ring of [`message::Frame`]s, built on the producer's and consumer's own
 //! methods).
