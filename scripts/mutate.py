@@ -49,7 +49,8 @@ LOCK = [("loom_lock", [], 3)]
 RING_DEATH = [("loom_ring_death", [], 3)]
 CELL = [("loom_cell", [], 3)]
 HEADER = [("loom_header", [], 3)]
-QUEUE = [("loom_queue", ["--skip", "one_producer_two"], 2),
+QUEUE = [("loom_queue_sole", [], 2),
+         ("loom_queue", ["--skip", "one_producer_two"], 2),
          ("loom_queue", ["one_producer_two"], 2, "slow")]
 SNAPSHOT = [("loom_snapshot", [], 3)]
 COVER = [
@@ -63,6 +64,7 @@ COVER = [
     ("src/snapshot.rs", SNAPSHOT),
     ("src/slot.rs", RING + MAP_LIST),
     ("src/event.rs", RING),
+    ("src/sole.rs", RING + QUEUE),
     ("src/sync.rs", CELL + HEADER + RING + MAP_LIST + LOCK + QUEUE),
 ]
 

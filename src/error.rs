@@ -174,18 +174,19 @@ pub enum Error {
         /// when another handle of this process holds it).
         pid: u32,
     },
-    /// A ring has a live sole consumer ([`crate::ring::SoleConsumer`]): no
-    /// other consumer may register while it lives.
+    /// A ring or queue has a live sole consumer ([`crate::ring::SoleConsumer`],
+    /// [`crate::queue::SoleConsumer`]): no other consumer may register while
+    /// it lives.
     SoleConsumer {
-        /// The ring's name.
+        /// The ring's or queue's name.
         name: String,
         /// The process holding the sole consumer.
         pid: u32,
     },
-    /// A sole consumer was asked for on a ring that already has another
-    /// live consumer.
+    /// A sole consumer was asked for on a ring or queue that already has
+    /// another live consumer.
     ConsumerExists {
-        /// The ring's name.
+        /// The ring's or queue's name.
         name: String,
         /// A process holding another consumer.
         pid: u32,
@@ -399,15 +400,15 @@ impl fmt::Display for Error {
             ),
             Error::SoleConsumer { name, pid } => write!(
                 f,
-                "ring {name:?} has a sole consumer, process {pid} (alive): no other \
+                "{name:?} has a sole consumer, process {pid} (alive): no other \
                  consumer may attach while it lives; drop that SoleConsumer first, or \
-                 use Ring::consumer everywhere"
+                 use consumer() everywhere"
             ),
             Error::ConsumerExists { name, pid } => write!(
                 f,
-                "ring {name:?} already has a consumer, process {pid} (alive): a sole \
-                 consumer must be the ring's only one; drop the others first, or use \
-                 Ring::consumer"
+                "{name:?} already has a consumer, process {pid} (alive): a sole \
+                 consumer must be the only one; drop the others first, or use \
+                 consumer()"
             ),
             Error::TooManyConsumers { name, max } => write!(
                 f,

@@ -22,6 +22,7 @@ pub mod process;
 pub mod queue;
 pub mod ring;
 mod slot;
+mod sole;
 mod waiter;
 mod words;
 

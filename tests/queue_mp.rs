@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{CHILD_LIMIT, Cleanup, Reaper, child_command, child_role};
 use shmkit::queue::message::Frame;
 use shmkit::queue::{JoinError, PopError, Queue, QueueOptions};
-use shmkit::{Ordering, SharedArray, ShmType};
+use shmkit::{Error, Ordering, SharedArray, ShmType};
 
 const ENTRY: &str = "child_entry";
 
@@ -78,6 +78,14 @@ fn child_entry() {
         }
         "consume_one_then_park" => {
             let rx = q.consumer().unwrap();
+            rx.pop().unwrap();
+            ctl[PARKED].fetch_add(1, Ordering::Relaxed);
+            loop {
+                std::thread::park(); // until killed
+            }
+        }
+        "sole_one_then_park" => {
+            let mut rx = q.sole_consumer().unwrap();
             rx.pop().unwrap();
             ctl[PARKED].fetch_add(1, Ordering::Relaxed);
             loop {
@@ -238,6 +246,48 @@ fn three_producers_three_consumers_exactly_once_in_order_and_an_observer_joins()
         assert_eq!(s.ctl[OBSERVED].load(Ordering::Relaxed), 1, "abandoned 0");
         assert_eq!(s.q.join().unwrap().abandoned, 0);
     });
+}
+
+/// A sole consumer (the one collector of two producers) in another process
+/// shuts other consumers out; killed -9 holding an item, it is taken over:
+/// the next sole consumer gets every other item once, each producer's in
+/// order, and `join` reports the one it held.
+#[test]
+fn a_killed_sole_consumer_is_taken_over() {
+    let s = Setup::<Item>::new("qsolekill", QueueOptions::new(8, 2, 2), 1);
+    let (mut a, mut b) = (s.q.producer().unwrap(), s.q.producer().unwrap());
+    for i in 0..3 {
+        a.push(item(0, i)).unwrap();
+        b.push(item(1, i)).unwrap();
+    }
+    let mut victim = s.spawn("sole_one_then_park", 0, 0);
+    wait_until("the sole consumer to take one", CHILD_LIMIT, || {
+        s.ctl[PARKED].load(Ordering::Relaxed) == 1
+    });
+    let pid = victim.0.as_ref().unwrap().id();
+    match s.q.consumer() {
+        Err(Error::SoleConsumer { pid: p, .. }) => assert_eq!(p, pid),
+        other => panic!("a consumer beside a live sole one: {other:?}"),
+    }
+    victim.0.as_mut().unwrap().kill().unwrap();
+    // Reaped, so that the claim is free at once (a killed child is alive to
+    // a liveness check until the signal is delivered).
+    victim.0.as_mut().unwrap().wait().unwrap();
+    let mut rx = s.q.sole_consumer().unwrap();
+    let mut got = Vec::new();
+    while let Ok(it) = rx.try_pop() {
+        rx.task_done().unwrap();
+        got.push(it);
+    }
+    assert_eq!(got.len(), 5, "all but the one the victim held");
+    for k in 0..2 {
+        let mine: Vec<_> = got.iter().filter(|it| it[0] == k).collect();
+        assert!(
+            mine.windows(2).all(|w| w[0][1] < w[1][1]),
+            "producer {k} out of order"
+        );
+    }
+    assert_eq!(a.join_timeout(CHILD_LIMIT).unwrap().abandoned, 1);
 }
 
 #[test]

@@ -378,6 +378,16 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "shmkit-ring/1p1c",
     ),
     ("queue-mpmc", "shmkit-queue-1/2p2c", "pthread-ring/2p2c"),
+    (
+        "queue-mpmc",
+        "shmkit-queue-1-sole/2p1c",
+        "pthread-ring/2p1c",
+    ),
+    (
+        "queue-mpmc",
+        "shmkit-queue-1-sole/2p1c",
+        "shmkit-queue-1/2p1c",
+    ),
     ("queue-mpmc", "shmkit-queue-1/2p2c", "arrayqueue/2t2t"),
     (
         "queue-mpmc",

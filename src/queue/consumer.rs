@@ -19,6 +19,7 @@ use crate::ring::message::Frame;
 use crate::ring::wait::{WaitStrategy, Waiting, sleep_slice};
 use crate::ring::{JoinError, JoinReport, PopError, TaskDoneError};
 use crate::slot::read_slot;
+use crate::sole::Claim;
 use crate::sync::{AtomicU64, Ordering, spin_loop};
 
 use super::mem::QueueMem;
@@ -64,6 +65,9 @@ pub struct Consumer<T: Pod> {
     /// pops fill it): `task_done` marks one whole message.
     messages: Mutex<VecDeque<u32>>,
     futex_calls: AtomicU64,
+    /// Whether this handle holds the queue's sole-consumer claim (given
+    /// back on drop).
+    sole: bool,
     /// How this handle waits while the queue is empty.
     pub(super) wait: WaitStrategy,
     _elem: PhantomData<*const T>,
@@ -99,9 +103,18 @@ impl<T: Pod> Consumer<T> {
             local_held: AtomicU64::new(0),
             messages: Mutex::new(VecDeque::new()),
             futex_calls: AtomicU64::new(0),
+            sole: false,
             wait: WaitStrategy::default(),
             _elem: PhantomData,
         })
+    }
+
+    /// Claim the queue's sole-consumer role for this registered consumer
+    /// (see `SoleConsumer`); given back when the handle drops.
+    pub(super) fn claim_sole(&mut self) -> crate::Result<()> {
+        self.mem.claim_sole(self.entry, self.me)?;
+        self.sole = true;
+        Ok(())
     }
 
     /// How this consumer waits while the queue is empty (see
@@ -121,6 +134,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     fn claim_lane(
         &self,
+        how: Claim,
         i: usize,
         size: &mut impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         copy: &mut impl FnMut(usize, &[AtomicU64]),
@@ -190,6 +204,20 @@ impl<T: Pod> Consumer<T> {
             for k in 0..n {
                 copy(k, mem.slot(i, h + k as u64));
             }
+            if how == Claim::Sole {
+                // The sole consumer (see `SoleConsumer`): nobody else writes
+                // our entry while we live, nobody else moves this lane's
+                // head, so a load and a store do what the read-modify-writes
+                // below do, in the same order. Release, both: as below.
+                // Wrapping, as fetch_add: the entry may hold garbage.
+                let announced = held.load(Ordering::Relaxed).wrapping_add(n as u64);
+                held.store(announced, Ordering::Release);
+                lane.head.store(h + n as u64, Ordering::Release);
+                if mem.ctrl().not_full.notify() {
+                    self.futex_calls.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(Lane::Took(n));
+            }
             // Announce before the claim: killed in between, we count n
             // items abandoned that another consumer takes (a join returns
             // early by that much); announced after, a kill in between would
@@ -220,6 +248,7 @@ impl<T: Pod> Consumer<T> {
     /// One pass over the lanes from the rotating start.
     fn scan(
         &self,
+        how: Claim,
         size: &mut impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         copy: &mut impl FnMut(usize, &[AtomicU64]),
     ) -> Result<Option<usize>, PopError> {
@@ -228,7 +257,7 @@ impl<T: Pod> Consumer<T> {
         let start = (self.next.load(Ordering::Relaxed) % lanes as u64) as usize;
         for j in 0..lanes {
             let i = (start + j) % lanes;
-            let took = match self.claim_lane(i, size, copy) {
+            let took = match self.claim_lane(how, i, size, copy) {
                 Ok(t) => t,
                 Err(e) => {
                     // Relaxed: process-local. The next scan starts past a
@@ -268,10 +297,21 @@ impl<T: Pod> Consumer<T> {
     /// Claim up to `max` items from one lane, counted held by this
     /// consumer (see [`claim_sized`](Self::claim_sized)).
     #[inline]
-    fn claim(&self, max: usize, copy: impl FnMut(usize, &[AtomicU64])) -> Result<usize, PopError> {
-        let n = self.claim_sized(|_, available| Ok(available.min(max)), copy)?;
-        // Relaxed: process-local bookkeeping.
-        self.local_held.fetch_add(n as u64, Ordering::Relaxed);
+    fn claim(
+        &self,
+        how: Claim,
+        max: usize,
+        copy: impl FnMut(usize, &[AtomicU64]),
+    ) -> Result<usize, PopError> {
+        let n = self.claim_sized(how, |_, available| Ok(available.min(max)), copy)?;
+        // Relaxed: process-local bookkeeping. The sole consumer is alone in
+        // the handle (`&mut`): a load and a store.
+        if how == Claim::Sole {
+            let mine = self.local_held.load(Ordering::Relaxed);
+            self.local_held.store(mine + n as u64, Ordering::Relaxed);
+        } else {
+            self.local_held.fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(n)
     }
 
@@ -283,10 +323,11 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub(super) fn claim_sized(
         &self,
+        how: Claim,
         mut size: impl FnMut(&[AtomicU64], usize) -> Result<usize, String>,
         mut copy: impl FnMut(usize, &[AtomicU64]),
     ) -> Result<usize, PopError> {
-        if let Some(n) = self.scan(&mut size, &mut copy)? {
+        if let Some(n) = self.scan(how, &mut size, &mut copy)? {
             return Ok(n);
         }
         let mem = &*self.mem;
@@ -296,7 +337,7 @@ impl<T: Pod> Consumer<T> {
         if !ended {
             return Err(PopError::Empty);
         }
-        match self.scan(&mut size, &mut copy)? {
+        match self.scan(how, &mut size, &mut copy)? {
             Some(n) => Ok(n),
             None => Err(PopError::Disconnected),
         }
@@ -305,18 +346,28 @@ impl<T: Pod> Consumer<T> {
     /// Take one item if there is one, without waiting.
     #[must_use = "an item taken and dropped is lost to every consumer"]
     pub fn try_pop(&self) -> Result<T, PopError> {
+        self.try_pop_as(Claim::Shared)
+    }
+
+    #[inline]
+    pub(super) fn try_pop_as(&self, how: Claim) -> Result<T, PopError> {
         let mut out = T::zeroed();
-        self.claim(1, |_, slot| out = read_slot(slot))?;
+        self.claim(how, 1, |_, slot| out = read_slot(slot))?;
         Ok(out)
     }
 
     /// Take up to `buf.len()` items from one lane with one claim; how many.
     #[must_use = "only the first n items of `buf` were filled"]
     pub fn try_pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
+        self.try_pop_into_as(Claim::Shared, buf)
+    }
+
+    #[inline]
+    pub(super) fn try_pop_into_as(&self, how: Claim, buf: &mut [T]) -> Result<usize, PopError> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.claim(buf.len(), |k, slot| buf[k] = read_slot(slot))
+        self.claim(how, buf.len(), |k, slot| buf[k] = read_slot(slot))
     }
 
     /// Take one item, waiting while the queue is empty. `Disconnected` once
@@ -502,6 +553,9 @@ impl<T: Pod> Drop for Consumer<T> {
         // gets here): its entry stays, and what it held counts as abandoned.
         if crate::sync::liveness::current_is_dead() {
             return;
+        }
+        if self.sole {
+            self.mem.release_sole(self.me);
         }
         self.mem.unregister_consumer(self.entry, self.me);
     }

@@ -59,6 +59,9 @@ pub(super) struct Cold {
     /// Items taken by consumers that died or left before marking them done,
     /// folded here from their registry entries (monotonic).
     pub(super) abandoned: AtomicU64,
+    /// The `ProcToken` of a sole consumer (`queue::SoleConsumer`), 0 when
+    /// none: while it lives no other consumer registers (`crate::sole`).
+    pub(super) sole: AtomicU64,
 }
 
 /// One producer's lane: a single-producer, multi-consumer ring of
@@ -99,6 +102,7 @@ impl Default for QueueControl {
                 producers_seen: AtomicU64::new(0),
                 consumers_seen: AtomicU64::new(0),
                 abandoned: AtomicU64::new(0),
+                sole: AtomicU64::new(0),
             }),
         }
     }
@@ -446,6 +450,11 @@ impl QueueMem {
                     .cold
                     .consumers_seen
                     .fetch_add(1, Ordering::Release);
+                // A live sole consumer shuts everyone else out.
+                if let Err(refused) = crate::sole::check_registration(&self.ctrl().cold.sole) {
+                    self.unregister_consumer(i, me);
+                    return Err(self.refused(refused));
+                }
                 return Ok((i, me));
             }
         }
@@ -453,6 +462,30 @@ impl QueueMem {
             name: self.label.clone(),
             max: self.geo.consumers,
         })
+    }
+
+    /// Make the consumer registered in `entry` the queue's sole one
+    /// (`crate::sole`); the caller unregisters on error.
+    pub(super) fn claim_sole(&self, entry: usize, me: ProcToken) -> Result<()> {
+        let others = (0..self.geo.consumers).filter(move |j| *j != entry);
+        // Relaxed: ordered by the fence in `sole::claim`, which iterates this
+        // after it.
+        let others = others.map(|j| self.entry(j).token.load(Ordering::Relaxed));
+        crate::sole::claim(&self.ctrl().cold.sole, me, others).map_err(|r| self.refused(r))
+    }
+
+    /// Give the sole-consumer claim back, only if it is still `me`'s.
+    pub(super) fn release_sole(&self, me: ProcToken) {
+        crate::sole::release(&self.ctrl().cold.sole, me);
+    }
+
+    /// The error for a refused registration or sole claim.
+    fn refused(&self, r: crate::sole::Refused) -> Error {
+        let name = self.label.clone();
+        match r {
+            crate::sole::Refused::Sole(pid) => Error::SoleConsumer { name, pid },
+            crate::sole::Refused::Other(pid) => Error::ConsumerExists { name, pid },
+        }
     }
 
     /// Leave entry `i`: what we hold is abandoned; then free it.

@@ -124,7 +124,7 @@ impl Consumer<Frame> {
     pub fn try_pop_bytes_into(&self, out: &mut Vec<u8>) -> Result<(), PopError> {
         let cap = self.mem.geo().cap as usize;
         read_message(cap, out, |size, copy| {
-            let k = self.claim_sized(size, copy)?;
+            let k = self.claim_sized(crate::sole::Claim::Shared, size, copy)?;
             // Held as soon as claimed: also a message then found damaged
             // (`Corrupt`), which `task_done` marks like any other.
             self.hold_message(k);

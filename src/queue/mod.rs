@@ -23,7 +23,9 @@
 //!
 //! One producer: the [`Ring`](crate::Ring) — one lane, no scan, the fastest
 //! path. Several producers, or producers that come and go, or `join` from
-//! any process: `Queue`.
+//! any process: `Queue`. One consumer (a collector of many workers'
+//! results): [`Queue::sole_consumer`], whose pops take no
+//! read-modify-write ([`SoleConsumer`]).
 //!
 //! # Design: a lane per producer
 //!
@@ -136,10 +138,12 @@ mod consumer;
 mod mem;
 pub mod message;
 mod producer;
+mod sole;
 
 pub use crate::ring::{JoinError, JoinReport, PopError, PushError, TaskDoneError};
 pub use consumer::Consumer;
 pub use producer::Producer;
+pub use sole::SoleConsumer;
 
 use mem::{DISCONNECT_WHEN_PRODUCERS_GONE, Geometry, QueueMem};
 
@@ -313,6 +317,18 @@ impl<T: Pod> Queue<T> {
     /// Attach a consumer. `TooManyConsumers` past the limit.
     pub fn consumer(&self) -> Result<Consumer<T>> {
         Consumer::new(self.mem.clone())
+    }
+
+    /// Register the queue's only consumer: [`SoleConsumer`] (many
+    /// producers, one collector), whose pops take no read-modify-write.
+    /// `SoleConsumer` while another sole consumer lives, `ConsumerExists`
+    /// while any other consumer is registered; and while it lives,
+    /// [`consumer`](Self::consumer) fails with `SoleConsumer`.
+    pub fn sole_consumer(&self) -> Result<SoleConsumer<T>> {
+        let mut inner = Consumer::new(self.mem.clone())?;
+        // On error `inner` drops and unregisters.
+        inner.claim_sole()?;
+        Ok(SoleConsumer::new(inner))
     }
 
     /// Close the queue for everyone: pushes fail with `Closed`; pops take

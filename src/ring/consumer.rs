@@ -15,21 +15,13 @@ use bytemuck::Pod;
 
 use crate::process::ProcToken;
 use crate::slot::read_slot;
+pub(super) use crate::sole::Claim;
 use crate::sync::{AtomicU64, Ordering, spin_loop};
 use crate::waiter::Parking;
 
 use super::control::{RingMem, check_seq};
 use super::error::{PopError, TaskDoneError};
 use super::wait::{WaitStrategy, Waiting, keep_polling, sleep_slice};
-
-/// How a claim commits: see [`Consumer::claim_as`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Claim {
-    /// One CAS of head: any number of consumers.
-    Shared,
-    /// Plain stores: the ring's sole consumer, through `&mut`.
-    Sole,
-}
 
 /// A consumer of a ring. Any number may exist; each item goes to exactly one.
 /// Methods take `&self`, so one consumer may be shared by threads.

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::process::ProcToken;
-use crate::sync::{Ordering, fence};
+use crate::sync::Ordering;
 
 use super::control::{MAX_CONSUMERS, RingMem, check_seq};
 
@@ -130,20 +130,11 @@ impl RingMem {
                 // Release: publishes our registry slot (claimed above) to
                 // `consumers_gone`, which must never count us as gone.
                 cold.consumers_seen.fetch_add(1, Ordering::Release);
-                // SeqCst: pairs with the fence in `claim_sole`. Each side
-                // stores its claim (our entry; its `sole` word), fences, then
-                // loads the other's: the two fences forbid both loads missing
-                // the other's store, so a sole consumer and another consumer
-                // never both get in (both may be refused: each gets an error).
-                fence(Ordering::SeqCst);
-                // Relaxed: ordered by the fence above.
-                let sole = ProcToken::from_raw(cold.sole.load(Ordering::Relaxed));
-                if let Some(holder) = sole.filter(|t| t.is_alive()) {
+                // A live sole consumer shuts everyone else out (see
+                // `crate::sole`).
+                if let Err(refused) = crate::sole::check_registration(&cold.sole) {
                     self.unregister_consumer(i, me);
-                    return Err(Error::SoleConsumer {
-                        name: self.label().to_owned(),
-                        pid: holder.pid(),
-                    });
+                    return Err(self.refused(refused));
                 }
                 return Ok((i, me));
             }
@@ -161,52 +152,29 @@ impl RingMem {
     /// error.
     pub(super) fn claim_sole(&self, entry: usize, me: ProcToken) -> Result<()> {
         let cold = &self.ctrl().cold;
-        loop {
-            // Relaxed: the claim orders nothing of the previous holder's
-            // (its head stores are Release, read by our Acquire head loads).
-            let cur = cold.sole.load(Ordering::Relaxed);
-            if let Some(holder) = ProcToken::from_raw(cur).filter(|t| t.is_alive()) {
-                return Err(Error::SoleConsumer {
-                    name: self.label().to_owned(),
-                    pid: holder.pid(),
-                });
-            }
-            // Relaxed: the fence below orders it before the registry loads.
-            if cold
-                .sole
-                .compare_exchange(cur, me.raw(), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-            {
-                break;
-            }
-        }
-        // SeqCst: pairs with the fence in `register_consumer` (see there).
-        fence(Ordering::SeqCst);
-        for (j, c) in cold.consumers.iter().enumerate() {
-            // Relaxed: ordered by the fence above.
-            let other = ProcToken::from_raw(c.load(Ordering::Relaxed));
-            if let Some(t) = other.filter(|t| j != entry && t.is_alive()) {
-                self.release_sole(me);
-                return Err(Error::ConsumerExists {
-                    name: self.label().to_owned(),
-                    pid: t.pid(),
-                });
-            }
-        }
-        Ok(())
+        let others = cold
+            .consumers
+            .iter()
+            .enumerate()
+            .filter(move |(j, _)| *j != entry);
+        // Relaxed: ordered by the fence in `sole::claim`, which iterates this
+        // after it.
+        let others = others.map(|(_, c)| c.load(Ordering::Relaxed));
+        crate::sole::claim(&cold.sole, me, others).map_err(|r| self.refused(r))
     }
 
     /// Give the sole-consumer claim back, only if it is still `me`'s.
     pub(super) fn release_sole(&self, me: ProcToken) {
-        // Relaxed: publishes nothing. The next consumer's pops are ordered
-        // after ours by their Acquire loads of head (our claims' Release
-        // stores), and our `held` entry is folded by our own unregister.
-        let _ = self.ctrl().cold.sole.compare_exchange(
-            me.raw(),
-            0,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        crate::sole::release(&self.ctrl().cold.sole, me);
+    }
+
+    /// The error for a refused registration or sole claim.
+    fn refused(&self, r: crate::sole::Refused) -> Error {
+        let name = self.label().to_owned();
+        match r {
+            crate::sole::Refused::Sole(pid) => Error::SoleConsumer { name, pid },
+            crate::sole::Refused::Other(pid) => Error::ConsumerExists { name, pid },
+        }
     }
 
     /// Move what a dead consumer held in entry `i` (now ours) to

@@ -38,13 +38,10 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::consumer::{Claim, Consumer};
-use super::error::PopError;
-use super::wait::WaitStrategy;
+use super::consumer::Consumer;
 
 /// A ring's only consumer (from [`Ring::sole_consumer`](super::Ring::sole_consumer)):
 /// single-item and batch pops by plain stores, for a one-producer,
@@ -74,45 +71,7 @@ impl<T: Pod> SoleConsumer<T> {
         }
     }
 
-    /// Take one item if there is one, without waiting.
-    #[must_use = "an item taken and dropped is lost to every consumer"]
-    #[inline]
-    pub fn try_pop(&mut self) -> Result<T, PopError> {
-        self.inner.try_pop_as(Claim::Sole)
-    }
-
-    /// Take up to `buf.len()` items with one claim; how many.
-    #[must_use = "only the first n items of `buf` were filled"]
-    pub fn try_pop_into(&mut self, buf: &mut [T]) -> Result<usize, PopError> {
-        self.inner.try_pop_into_as(Claim::Sole, buf)
-    }
-
-    /// Take one item, waiting while the ring is empty (as
-    /// [`Consumer::pop`]).
-    pub fn pop(&mut self) -> Result<T, PopError> {
-        let c = &self.inner;
-        c.wait_for(None, || c.try_pop_as(Claim::Sole))
-    }
-
-    /// [`pop`](Self::pop), waiting at most `timeout`.
-    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
-        let c = &self.inner;
-        c.wait_for(Some(Instant::now() + timeout), || c.try_pop_as(Claim::Sole))
-    }
-
-    /// Take at least one and up to `buf.len()` items, waiting while empty.
-    pub fn pop_into(&mut self, buf: &mut [T]) -> Result<usize, PopError> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let c = &self.inner;
-        c.wait_for(None, || c.try_pop_into_as(Claim::Sole, buf))
-    }
-
-    /// How this consumer waits while the ring is empty.
-    pub fn set_wait(&mut self, strategy: WaitStrategy) {
-        self.inner.set_wait(strategy);
-    }
+    crate::sole::sole_pops!("ring");
 }
 
 impl<T: Pod> Deref for SoleConsumer<T> {
@@ -141,9 +100,8 @@ mod tests {
             Err(e @ Error::ConsumerExists { .. }) => assert_eq!(
                 e.to_string(),
                 format!(
-                    "ring \"<in-process>\" already has a consumer, process {pid} (alive): a sole \
-                     consumer must be the ring's only one; drop the others first, or use \
-                     Ring::consumer"
+                    "\"<in-process>\" already has a consumer, process {pid} (alive): a sole \
+                     consumer must be the only one; drop the others first, or use consumer()"
                 )
             ),
             r => panic!("{r:?}"),

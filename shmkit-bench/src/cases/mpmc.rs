@@ -108,6 +108,9 @@ pub(in crate::cases) enum QueueMode {
     /// One item a call, every handle set to `WaitStrategy::Block` (sleep
     /// at once): the mode for more processes than cores.
     OneBlock,
+    /// One item a call, the one consumer a `SoleConsumer` (plain stores):
+    /// many producers, one collector.
+    OneSole,
 }
 
 impl QueueMode {
@@ -115,7 +118,7 @@ impl QueueMode {
     fn batch(self) -> usize {
         match self {
             QueueMode::Batch256 => 256,
-            QueueMode::One | QueueMode::OneBlock => 1,
+            QueueMode::One | QueueMode::OneBlock | QueueMode::OneSole => 1,
         }
     }
 
@@ -125,6 +128,7 @@ impl QueueMode {
             QueueMode::Batch256 => "shmkit-queue-batch256",
             QueueMode::One => "shmkit-queue-1",
             QueueMode::OneBlock => "shmkit-queue-1-block",
+            QueueMode::OneSole => "shmkit-queue-1-sole",
         }
     }
 
@@ -134,6 +138,7 @@ impl QueueMode {
             QueueMode::Batch256 => "batches of 256 (push_slice / pop_into)",
             QueueMode::One => "one item a push / pop, default wait (spin 60 us, then sleep)",
             QueueMode::OneBlock => "one item a push / pop, WaitStrategy::Block on every handle",
+            QueueMode::OneSole => "one item a push / pop, the consumer a SoleConsumer",
         }
     }
 }
@@ -153,7 +158,8 @@ pub(in crate::cases) fn shmkit_queue(
     let q = shmkit::Queue::<u64>::create_anonymous(shmkit::QueueOptions::new(lane_cap(p), p, c))
         .map_err(e)?;
     let block = u64::from(mode == QueueMode::OneBlock);
-    let args = [per, p as u64, mode.batch() as u64, block].map(|a| a.to_string());
+    let sole = u64::from(mode == QueueMode::OneSole);
+    let args = [per, p as u64, mode.batch() as u64, block, sole].map(|a| a.to_string());
     let ctl = producers_consumers(mode.name(), "shmq", per, (p, c), &args, &|cmd| {
         q.share_with(cmd, "B_QUEUE")
     })?;
@@ -227,23 +233,37 @@ pub(crate) fn mpmc(o: &Options) -> Res<Vec<Record>> {
     for (p, c) in CONFIGS {
         let per = n / p as u64;
         let block = (p, c) == BLOCK_CONFIG;
-        let mut futex = [vec![], vec![], vec![]];
-        let [fbatch, fone, fblock] = &mut futex;
+        let mut futex = [vec![], vec![], vec![], vec![]];
+        let [fbatch, fone, fblock, fsole] = &mut futex;
         let mut batch = || shmkit_queue(per, p, c, QueueMode::Batch256, fbatch);
         let mut one = || shmkit_queue(per, p, c, QueueMode::One, fone);
         let mut blocking = || shmkit_queue(per, p, c, QueueMode::OneBlock, fblock);
+        let mut sole = || shmkit_queue(per, p, c, QueueMode::OneSole, fsole);
         let mut ring = || pthread_ring(per, p, c);
         let mut aq = || arrayqueue(per, p, c);
         let mut impls: Vec<&mut dyn FnMut() -> Res<f64>> =
             vec![&mut ring, &mut aq, &mut batch, &mut one];
-        if block {
-            impls.push(&mut blocking);
-        }
+        // The blocking mode where it is oversubscribed; the sole consumer
+        // where there is one consumer. A mode not run has no samples.
+        let (mut skip_block, mut skip_sole) = (|| Ok(f64::NAN), || Ok(f64::NAN));
+        impls.push(if block {
+            &mut blocking
+        } else {
+            &mut skip_block
+        });
+        impls.push(if c == 1 { &mut sole } else { &mut skip_sole });
         let mut xs = alternate_all(reps(o), &mut impls)?;
-        xs.resize(5, Vec::new()); // no samples: no blocking case here
-        let [pr, aq, sq @ ..]: [Vec<f64>; 5] = xs.try_into().expect("resized to 5");
+        for x in &mut xs {
+            x.retain(|v| !v.is_nan());
+        }
+        let [pr, aq, sq @ ..]: [Vec<f64>; 6] = xs.try_into().map_err(|_| "six cases")?;
         let place = placement(p + c, "producers, consumers");
-        let modes = [QueueMode::Batch256, QueueMode::One, QueueMode::OneBlock];
+        let modes = [
+            QueueMode::Batch256,
+            QueueMode::One,
+            QueueMode::OneBlock,
+            QueueMode::OneSole,
+        ];
         for ((mode, xs), f) in modes.into_iter().zip(sq).zip(futex) {
             if xs.is_empty() {
                 continue;
@@ -334,6 +354,7 @@ pub(in crate::cases) fn worker(
         let per = arg(args, 2)?;
         let producers = arg(args, 3)?;
         let batch = arg(args, 4)? as usize;
+        let sole = arg(args, 6)? == 1;
         let wait = if arg(args, 5)? == 1 {
             WaitStrategy::Block
         } else {
@@ -362,6 +383,25 @@ pub(in crate::cases) fn worker(
             }
             ctl.finish(idx);
             tx.futex_calls()
+        } else if sole {
+            let mut rx = q.sole_consumer().map_err(e)?;
+            rx.set_wait(wait);
+            let (mut got, mut sum) = (0u64, 0u64);
+            ctl.start(idx);
+            loop {
+                match rx.pop() {
+                    Ok(v) => {
+                        got += 1;
+                        sum += v;
+                    }
+                    Err(shmkit::PopError::Disconnected) => break,
+                    Err(err) => return Err(e(err)),
+                }
+            }
+            ctl.finish(idx);
+            ctl.slot(idx, 2).store(got, Ordering::Release);
+            ctl.slot(idx, 3).store(sum, Ordering::Release);
+            rx.futex_calls()
         } else {
             let mut rx = q.consumer().map_err(e)?;
             rx.set_wait(wait);
