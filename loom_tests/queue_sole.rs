@@ -10,9 +10,11 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{drain, for_every_kill_step};
+use common::{
+    assert_once_and_lost_at_most, drain, for_every_kill_step, pop_into_until_disconnected,
+};
 use loom::thread;
-use shmkit::queue::{PopError, Queue, QueueOptions};
+use shmkit::queue::{Queue, QueueOptions};
 use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
 
 fn opts(cap: usize, p: usize, c: usize) -> QueueOptions {
@@ -88,19 +90,16 @@ fn sole_killed(batch: bool) {
             become_process(2);
             let mut rx = q2.sole_consumer().unwrap();
             run_killed_after(2, Some(k), move || {
-                let mut buf = [0u64; 2];
-                loop {
-                    let r = if batch {
-                        rx.pop_into(&mut buf).map(|n| buf[..n].to_vec())
+                pop_into_until_disconnected(&vg, |buf| {
+                    if batch {
+                        rx.pop_into(buf)
                     } else {
-                        rx.pop().map(|v| vec![v])
-                    };
-                    match r {
-                        Ok(vs) => vg.lock().unwrap().extend(vs),
-                        Err(PopError::Disconnected) => return,
-                        Err(e) => panic!("{e}"),
+                        rx.pop().map(|v| {
+                            buf[0] = v;
+                            1
+                        })
                     }
-                }
+                })
             })
             .is_none()
         });
@@ -110,21 +109,8 @@ fn sole_killed(batch: bool) {
             .expect("a dead or dropped sole consumer's claim is free again");
         let mut all = drain(|| survivor.pop());
         all.extend(victim_got.lock().unwrap().iter().copied());
-        all.sort();
-        let before = all.len();
-        all.dedup();
-        assert_eq!(before, all.len(), "an item was delivered twice: {all:?}");
-        assert!(
-            all.iter().all(|v| (1..=2).contains(v)),
-            "torn item: {all:?}"
-        );
-        let lost = 2 - all.len();
-        let may_lose = match (killed, batch) {
-            (false, _) => 0,
-            (true, true) => 2,
-            (true, false) => 1,
-        };
-        assert!(lost <= may_lose, "lost {lost} (killed: {killed}): {all:?}");
+        let may_lose = if batch { 2 } else { 1 };
+        assert_once_and_lost_at_most(all, 2, killed, may_lose);
         killed
     });
 }

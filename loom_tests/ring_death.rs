@@ -15,7 +15,9 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{drain, for_every_kill_step};
+use common::{
+    assert_once_and_lost_at_most, drain, for_every_kill_step, pop_into_until_disconnected,
+};
 use loom::thread;
 use shmkit::ring::{PopError, PushError, Ring};
 use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
@@ -124,19 +126,16 @@ fn consumer_killed(batch: bool) {
             become_process(2);
             let victim_rx = r.consumer().unwrap();
             run_killed_after(2, Some(k), move || {
-                let mut buf = [0u64; 2];
-                loop {
-                    let r = if batch {
-                        victim_rx.pop_into(&mut buf).map(|n| buf[..n].to_vec())
+                pop_into_until_disconnected(&vg, |buf| {
+                    if batch {
+                        victim_rx.pop_into(buf)
                     } else {
-                        victim_rx.pop().map(|v| vec![v])
-                    };
-                    match r {
-                        Ok(vs) => vg.lock().unwrap().extend(vs),
-                        Err(PopError::Disconnected) => return,
-                        Err(e) => panic!("{e}"),
+                        victim_rx.pop().map(|v| {
+                            buf[0] = v;
+                            1
+                        })
                     }
-                }
+                })
             })
             .is_none()
         });
@@ -144,23 +143,8 @@ fn consumer_killed(batch: bool) {
         let mut all = drain(|| survivor_rx.pop());
         let killed = victim.join().unwrap();
         all.extend(victim_got.lock().unwrap().iter().copied());
-        all.sort();
-        let before = all.len();
-        all.dedup();
-        assert_eq!(before, all.len(), "an item was delivered twice: {all:?}");
-        assert!(
-            all.iter().all(|v| (1..=2).contains(v)),
-            "torn item: {all:?}"
-        );
-        let lost = 2 - all.len();
-        let may_lose = if !killed {
-            0
-        } else if batch {
-            2
-        } else {
-            1
-        };
-        assert!(lost <= may_lose, "lost {lost} (killed: {killed}): {all:?}");
+        let may_lose = if batch { 2 } else { 1 };
+        assert_once_and_lost_at_most(all, 2, killed, may_lose);
         killed
     });
 }

@@ -89,6 +89,48 @@ pub(crate) fn release(word: &AtomicU64, me: ProcToken) {
     let _ = word.compare_exchange(me.raw(), 0, Ordering::Relaxed, Ordering::Relaxed);
 }
 
+/// A sole consumer's type (`ring::SoleConsumer`, `queue::SoleConsumer`),
+/// with the docs given: a `Consumer` (the module's own, in scope) that
+/// holds the sole claim, not `Sync`, its pops ([`sole_pops!`]) by plain
+/// stores and the rest of the consumer's API through `Deref`.
+macro_rules! sole_consumer {
+    ($(#[$doc:meta])* $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        #[must_use = "dropping the consumer unregisters it"]
+        pub struct SoleConsumer<T: bytemuck::Pod> {
+            inner: Consumer<T>,
+            /// Not `Sync`: the plain stores of a claim assume one thread.
+            _one_thread: std::marker::PhantomData<std::cell::Cell<()>>,
+        }
+
+        impl<T: bytemuck::Pod> SoleConsumer<T> {
+            /// Wrap a consumer whose sole claim succeeded.
+            pub(super) fn new(inner: Consumer<T>) -> Self {
+                SoleConsumer {
+                    inner,
+                    _one_thread: std::marker::PhantomData,
+                }
+            }
+
+            $crate::sole::sole_pops!($what);
+        }
+
+        impl<T: bytemuck::Pod> std::ops::Deref for SoleConsumer<T> {
+            type Target = Consumer<T>;
+
+            /// The consumer underneath, for the rest of its API. A
+            /// `&Consumer` borrowed from here pops by CAS, and while it is
+            /// borrowed the sole pops (`&mut self`) cannot run: the two
+            /// never overlap.
+            fn deref(&self) -> &Consumer<T> {
+                &self.inner
+            }
+        }
+    };
+}
+pub(crate) use sole_consumer;
+
 /// The pops of a sole consumer (`ring::SoleConsumer`, `queue::SoleConsumer`):
 /// each passes [`Claim::Sole`] to the wrapped consumer's claim, through
 /// `&mut self`. `$what` names the kind in the docs. The wrapped consumer

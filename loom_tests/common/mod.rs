@@ -45,3 +45,38 @@ pub fn drain<T>(mut pop: impl FnMut() -> Result<T, PopError>) -> Vec<T> {
         }
     }
 }
+
+/// A consumer's pop loop until Disconnected, each pop `pop(buf)` (how many
+/// it put in `buf`), appending what it got to `got` as it goes (so a
+/// consumer killed mid-loop leaves what it had received).
+pub fn pop_into_until_disconnected(
+    got: &std::sync::Mutex<Vec<u64>>,
+    mut pop: impl FnMut(&mut [u64; 2]) -> Result<usize, PopError>,
+) {
+    let mut buf = [0u64; 2];
+    loop {
+        match pop(&mut buf) {
+            Ok(n) => got.lock().unwrap().extend_from_slice(&buf[..n]),
+            Err(PopError::Disconnected) => return,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// After a consumer was (perhaps) killed while items `1..=n` were taken:
+/// `all` (everything every consumer received) holds no item twice and no
+/// item outside `1..=n`, and lost at most `may_lose` items when the victim
+/// was killed (none when it was not).
+pub fn assert_once_and_lost_at_most(mut all: Vec<u64>, n: u64, killed: bool, may_lose: usize) {
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "an item was delivered twice: {all:?}");
+    assert!(
+        all.iter().all(|v| (1..=n).contains(v)),
+        "torn item: {all:?}"
+    );
+    let lost = n as usize - all.len();
+    let may_lose = if killed { may_lose } else { 0 };
+    assert!(lost <= may_lose, "lost {lost} (killed: {killed}): {all:?}");
+}

@@ -29,53 +29,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::Cell;
-use std::marker::PhantomData;
-use std::ops::Deref;
-
-use bytemuck::Pod;
-
 use super::consumer::Consumer;
 
-/// A queue's only consumer (from [`Queue::sole_consumer`](super::Queue::sole_consumer)):
-/// single-item and batch pops by plain stores. While it lives,
-/// [`Queue::consumer`](super::Queue::consumer) fails with
-/// [`Error::SoleConsumer`](crate::Error::SoleConsumer); it is refused with
-/// [`Error::ConsumerExists`](crate::Error::ConsumerExists) while another
-/// consumer is registered. `Send`, not `Sync`.
-///
-/// Everything else a [`Consumer`] does (byte messages, `task_done`,
-/// `join`, iterators, async pops) is reached through `Deref`, at a
-/// consumer's speed.
-#[derive(Debug)]
-#[must_use = "dropping the consumer unregisters it"]
-pub struct SoleConsumer<T: Pod> {
-    inner: Consumer<T>,
-    /// Not `Sync`: the plain stores of a claim assume one thread.
-    _one_thread: PhantomData<Cell<()>>,
-}
-
-impl<T: Pod> SoleConsumer<T> {
-    /// Wrap a consumer whose sole claim succeeded.
-    pub(super) fn new(inner: Consumer<T>) -> Self {
-        SoleConsumer {
-            inner,
-            _one_thread: PhantomData,
-        }
-    }
-
-    crate::sole::sole_pops!("queue");
-}
-
-impl<T: Pod> Deref for SoleConsumer<T> {
-    type Target = Consumer<T>;
-
-    /// The consumer underneath, for the rest of its API. A `&Consumer`
-    /// borrowed from here pops by CAS, and while it is borrowed the sole
-    /// pops (`&mut self`) cannot run: the two never overlap.
-    fn deref(&self) -> &Consumer<T> {
-        &self.inner
-    }
+crate::sole::sole_consumer! {
+    /// A queue's only consumer (from [`Queue::sole_consumer`](super::Queue::sole_consumer)):
+    /// single-item and batch pops by plain stores. While it lives,
+    /// [`Queue::consumer`](super::Queue::consumer) fails with
+    /// [`Error::SoleConsumer`](crate::Error::SoleConsumer); it is refused with
+    /// [`Error::ConsumerExists`](crate::Error::ConsumerExists) while another
+    /// consumer is registered. `Send`, not `Sync`.
+    ///
+    /// Everything else a [`Consumer`] does (byte messages, `task_done`,
+    /// `join`, iterators, async pops) is reached through `Deref`, at a
+    /// consumer's speed.
+    "queue"
 }
 
 #[cfg(test)]

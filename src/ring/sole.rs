@@ -35,54 +35,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::Cell;
-use std::marker::PhantomData;
-use std::ops::Deref;
-
-use bytemuck::Pod;
-
 use super::consumer::Consumer;
 
-/// A ring's only consumer (from [`Ring::sole_consumer`](super::Ring::sole_consumer)):
-/// single-item and batch pops by plain stores, for a one-producer,
-/// one-consumer pipeline. While it lives, [`Ring::consumer`](super::Ring::consumer)
-/// fails with [`Error::SoleConsumer`](crate::Error::SoleConsumer); it is refused
-/// with [`Error::ConsumerExists`](crate::Error::ConsumerExists) while another
-/// consumer is registered. It is `Send` but not `Sync`: move it to the
-/// thread that pops.
-///
-/// Everything else a [`Consumer`] does (byte messages, `task_done`,
-/// `join`, iterators, async pops) is reached through `Deref` and works as
-/// for any consumer, at a consumer's speed.
-#[derive(Debug)]
-#[must_use = "dropping the consumer unregisters it"]
-pub struct SoleConsumer<T: Pod> {
-    inner: Consumer<T>,
-    /// Not `Sync`: the plain stores of a claim assume one thread.
-    _one_thread: PhantomData<Cell<()>>,
-}
-
-impl<T: Pod> SoleConsumer<T> {
-    /// Wrap a consumer whose sole claim succeeded.
-    pub(super) fn new(inner: Consumer<T>) -> Self {
-        SoleConsumer {
-            inner,
-            _one_thread: PhantomData,
-        }
-    }
-
-    crate::sole::sole_pops!("ring");
-}
-
-impl<T: Pod> Deref for SoleConsumer<T> {
-    type Target = Consumer<T>;
-
-    /// The consumer underneath, for the rest of its API. A `&Consumer`
-    /// borrowed from here pops by CAS, and while it is borrowed the sole
-    /// pops (`&mut self`) cannot run: the two never overlap.
-    fn deref(&self) -> &Consumer<T> {
-        &self.inner
-    }
+crate::sole::sole_consumer! {
+    /// A ring's only consumer (from [`Ring::sole_consumer`](super::Ring::sole_consumer)):
+    /// single-item and batch pops by plain stores, for a one-producer,
+    /// one-consumer pipeline. While it lives, [`Ring::consumer`](super::Ring::consumer)
+    /// fails with [`Error::SoleConsumer`](crate::Error::SoleConsumer); it is refused
+    /// with [`Error::ConsumerExists`](crate::Error::ConsumerExists) while another
+    /// consumer is registered. It is `Send` but not `Sync`: move it to the
+    /// thread that pops.
+    ///
+    /// Everything else a [`Consumer`] does (byte messages, `task_done`,
+    /// `join`, iterators, async pops) is reached through `Deref` and works as
+    /// for any consumer, at a consumer's speed.
+    "ring"
 }
 
 #[cfg(test)]

@@ -319,6 +319,34 @@ pub(crate) fn mpmc(o: &Options) -> Res<Vec<Record>> {
     Ok(out)
 }
 
+/// A `Queue` consumer worker's loop: `pop` fills a buffer of `batch` (at
+/// least 1) and says how many, until Disconnected; the count and the sum go
+/// to the worker's result words 2 and 3.
+fn consume_counting(
+    ctl: &Ctl,
+    idx: usize,
+    batch: usize,
+    mut pop: impl FnMut(&mut [u64]) -> Result<usize, shmkit::PopError>,
+) -> Res<()> {
+    let (mut got, mut sum) = (0u64, 0u64);
+    let mut buf = vec![0u64; batch.max(1)];
+    ctl.start(idx);
+    loop {
+        match pop(&mut buf) {
+            Ok(n) => {
+                got += n as u64;
+                sum += buf[..n].iter().sum::<u64>();
+            }
+            Err(shmkit::PopError::Disconnected) => break,
+            Err(err) => return Err(e(err)),
+        }
+    }
+    ctl.finish(idx);
+    ctl.slot(idx, 2).store(got, Ordering::Release);
+    ctl.slot(idx, 3).store(sum, Ordering::Release);
+    Ok(())
+}
+
 /// The workers of this group, or `None` for a case that is not one of them.
 pub(in crate::cases) fn worker(
     case: &str,
@@ -386,41 +414,19 @@ pub(in crate::cases) fn worker(
         } else if sole {
             let mut rx = q.sole_consumer().map_err(e)?;
             rx.set_wait(wait);
-            let (mut got, mut sum) = (0u64, 0u64);
-            ctl.start(idx);
-            loop {
-                match rx.pop() {
-                    Ok(v) => {
-                        got += 1;
-                        sum += v;
-                    }
-                    Err(shmkit::PopError::Disconnected) => break,
-                    Err(err) => return Err(e(err)),
-                }
-            }
-            ctl.finish(idx);
-            ctl.slot(idx, 2).store(got, Ordering::Release);
-            ctl.slot(idx, 3).store(sum, Ordering::Release);
+            consume_counting(ctl, idx, 1, |buf| {
+                rx.pop().map(|v| {
+                    buf[0] = v;
+                    1
+                })
+            })?;
             rx.futex_calls()
         } else {
             let mut rx = q.consumer().map_err(e)?;
             rx.set_wait(wait);
-            let (mut got, mut sum) = (0u64, 0u64);
-            let mut buf = vec![0u64; batch.max(1)];
-            ctl.start(idx);
-            loop {
-                match pop_one_or_batch(&mut buf, || rx.pop(), |b| rx.pop_into(b)) {
-                    Ok(n) => {
-                        got += n as u64;
-                        sum += buf[..n].iter().sum::<u64>();
-                    }
-                    Err(shmkit::PopError::Disconnected) => break,
-                    Err(err) => return Err(e(err)),
-                }
-            }
-            ctl.finish(idx);
-            ctl.slot(idx, 2).store(got, Ordering::Release);
-            ctl.slot(idx, 3).store(sum, Ordering::Release);
+            consume_counting(ctl, idx, batch, |buf| {
+                pop_one_or_batch(buf, || rx.pop(), |b| rx.pop_into(b))
+            })?;
             rx.futex_calls()
         };
         // Release: pairs with the parent's Acquire load in `shmkit_queue`
