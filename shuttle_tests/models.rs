@@ -6,7 +6,9 @@
 //! What this adds to loom: configurations loom cannot explore exhaustively
 //! (1 producer and 3 consumers on a ring of 4 pushing 12 items with single
 //! and batch pops, `task_done` and `join`; 3 processes taking a lock 3 times
-//! each; a consumer killed at a random step among three). What it does not:
+//! each; a consumer killed at a random step among three; 3 producers into
+//! a queue's sole consumer, with a plain consumer trying to attach
+//! meanwhile). What it does not:
 //! shuttle's atomics are sequentially consistent, so a weakened memory
 //! ordering is loom's to find (`loom_tests/`, `scripts/mutate.py`), not
 //! shuttle's; shuttle finds interleavings.
@@ -347,5 +349,72 @@ fn lock_owner_killed_at_every_step() {
         let st = lock.state();
         assert_eq!(st.holder, None);
         assert!(!st.owner_died, "repaired, yet dirty");
+    });
+}
+
+/// 3 producer processes, one sole consumer (`queue::SoleConsumer`), lanes
+/// of 2, 4 items each (every lane wraps, producers block on full); the
+/// consumer alternates single and batch pops and marks every item done.
+/// Every item arrives exactly once, each producer's in order, and `join`
+/// returns with nothing abandoned. Meanwhile a fourth process keeps trying
+/// to attach a plain consumer: it is always refused while the sole one
+/// lives.
+///
+/// Planted bug that fails it (tried): `claim_lane` moving the lane's head
+/// by its sole store *before* copying the slot (the producer overwrites it
+/// first: an item of a later lap, or one twice).
+#[test]
+fn queue_three_producers_one_sole_consumer() {
+    const PER: u64 = 4;
+    check("queue 3x1 sole, cap 2", 5000, || {
+        let q =
+            shmkit::queue::Queue::<u64>::new_in_process(shmkit::queue::QueueOptions::new(2, 3, 2))
+                .unwrap();
+        let mut rx = q.sole_consumer().unwrap();
+        let producers: Vec<_> = (0..3u64)
+            .map(|p| {
+                let mut tx = q.producer().unwrap();
+                thread::spawn(move || {
+                    become_process(2 + p as u32);
+                    for i in 0..PER {
+                        tx.push(p * 100 + i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let q2 = q.clone();
+        let intruder = thread::spawn(move || {
+            become_process(9);
+            q2.consumer().is_err()
+        });
+        let (mut got, mut buf) = (Vec::new(), [0u64; 2]);
+        while got.len() < (3 * PER) as usize {
+            let n = if got.len() % 2 == 0 {
+                rx.pop_into(&mut buf).unwrap()
+            } else {
+                buf[0] = rx.pop().unwrap();
+                1
+            };
+            got.extend_from_slice(&buf[..n]);
+            for _ in 0..n {
+                rx.task_done().unwrap();
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert!(
+            intruder.join().unwrap(),
+            "a consumer attached beside the sole one"
+        );
+        for p in 0..3 {
+            let mine: Vec<u64> = got.iter().copied().filter(|v| v / 100 == p).collect();
+            assert_eq!(
+                mine,
+                (0..PER).map(|i| p * 100 + i).collect::<Vec<_>>(),
+                "{got:?}"
+            );
+        }
+        assert_eq!(q.join().unwrap().abandoned, 0);
     });
 }
