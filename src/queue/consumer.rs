@@ -113,8 +113,9 @@ impl<T: Pod> Consumer<T> {
     /// Claim from lane `i` with one CAS of its head as many items as
     /// `size(first_slot, available)` says (in `1..=available`; the typed
     /// pops take `min(available, max)`, a byte message the frames its first
-    /// frame names); `copy(k, slot)` copies the k-th, and counts only if the
-    /// CAS wins. An `Err` from `size`, or a count out of range, is
+    /// frame names); `copy(k, run)` copies a run of whole slots contiguous
+    /// in memory whose first is the k-th (at most two runs, split where the
+    /// lane wraps), and counts only if the CAS wins. An `Err` from `size`, or a count out of range, is
     /// `Corrupt` unless head moved meanwhile (then the slot was being
     /// reused under us, and we retry). Adds nothing to `local_held`: the
     /// caller does (`claim`, or a bytes pop with its message's size).
@@ -187,8 +188,10 @@ impl<T: Pod> Consumer<T> {
                     continue;
                 }
             };
-            for k in 0..n {
-                copy(k, mem.slot(i, h + k as u64));
+            let [a, b] = mem.run(i, h, n);
+            copy(0, a);
+            if !b.is_empty() {
+                copy(a.len() / mem.geo().words, b);
             }
             // Announce before the claim: killed in between, we count n
             // items abandoned that another consumer takes (a join returns
@@ -306,7 +309,7 @@ impl<T: Pod> Consumer<T> {
     #[must_use = "an item taken and dropped is lost to every consumer"]
     pub fn try_pop(&self) -> Result<T, PopError> {
         let mut out = T::zeroed();
-        self.claim(1, |_, slot| out = read_slot(slot))?;
+        self.claim(1, |_, run| out = read_slot(run))?;
         Ok(out)
     }
 
@@ -316,7 +319,12 @@ impl<T: Pod> Consumer<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.claim(buf.len(), |k, slot| buf[k] = read_slot(slot))
+        let words = self.mem.geo().words;
+        self.claim(buf.len(), |k, run| {
+            for (b, slot) in buf[k..].iter_mut().zip(run.chunks_exact(words)) {
+                *b = read_slot(slot);
+            }
+        })
     }
 
     /// Take one item, waiting while the queue is empty. `Disconnected` once

@@ -88,7 +88,7 @@ impl Producer<Frame> {
             Ok(r) if r < k => return Err(PushError::Full(())),
             Ok(_) => {}
         }
-        let k = write_frames(msg, |i, f| self.write_ahead(i as u64, f));
+        let k = write_frames(msg, self.ahead_run(k as usize));
         // One Release store of the lane's tail (`Producer::publish`)
         // publishes every frame of the message.
         self.publish_ahead(k as u64);

@@ -99,9 +99,12 @@ impl<T: Pod> Consumer<T> {
         self.mem.cap() as usize
     }
 
-    /// Claim up to `max` items (at least one) by one CAS of head. `copy` is
-    /// called for each slot before the CAS; its copies count only if the CAS
-    /// succeeds (on failure `copy` is called again for the new slots).
+    /// Claim up to `max` items (at least one) by one CAS of head. Before
+    /// the CAS, `copy(i, run)` is called for the claimed slots as at most
+    /// two runs of whole slots contiguous in memory (split where the ring
+    /// wraps), `i` the index in the claim of the run's first slot; its
+    /// copies count only if the CAS succeeds (on failure `copy` is called
+    /// again for the new slots).
     ///
     /// `size(first, available)` says how many of the `available` published
     /// slots to claim, looking at the first one (a message's length lives
@@ -181,8 +184,10 @@ impl<T: Pod> Consumer<T> {
                     continue;
                 }
             };
-            for i in 0..n {
-                copy(i, mem.slot(h + i as u64));
+            let [a, b] = mem.run(h, n);
+            copy(0, a);
+            if !b.is_empty() {
+                copy(a.len() / mem.words(), b);
             }
             // Announce the items as ours before the claim: killed between
             // the two, we count n items as abandoned that another consumer
@@ -220,7 +225,7 @@ impl<T: Pod> Consumer<T> {
     #[must_use = "an item taken and dropped is lost to every consumer"]
     pub fn try_pop(&self) -> Result<T, PopError> {
         let mut out = T::zeroed();
-        self.claim(|_, _| Ok(1), |_, slot| out = read_slot(slot))?;
+        self.claim(|_, _| Ok(1), |_, run| out = read_slot(run))?;
         Ok(out)
     }
 
@@ -231,7 +236,15 @@ impl<T: Pod> Consumer<T> {
             return Ok(0);
         }
         let max = buf.len();
-        self.claim(|_, n| Ok(n.min(max)), |i, slot| buf[i] = read_slot(slot))
+        let words = self.mem.words();
+        self.claim(
+            |_, n| Ok(n.min(max)),
+            |i, run| {
+                for (b, slot) in buf[i..].iter_mut().zip(run.chunks_exact(words)) {
+                    *b = read_slot(slot);
+                }
+            },
+        )
     }
 
     /// Take one item, waiting while the ring is empty. `Disconnected` once

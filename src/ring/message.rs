@@ -73,8 +73,8 @@ use bytemuck::{Pod, Zeroable};
 use crate::waiter::Parking;
 
 use crate::identity::ShmType;
-use crate::slot::read_slot;
-use crate::sync::AtomicU64;
+use crate::slot::{load_bytes, store_bytes};
+use crate::sync::{AtomicU64, Ordering};
 
 use super::consumer::Consumer;
 use super::error::{PopError, SendError};
@@ -123,23 +123,41 @@ pub(crate) fn check_len(msg: &[u8], max: usize) -> Result<(), SendError> {
     Ok(())
 }
 
-/// Cut `msg` (at most `u32::MAX` bytes: see [`check_len`]) into its
-/// [`frames_for`] frames, handing each to `write(index, frame)` in order;
-/// how many. The ring's and the queue's producers write them into reserved
-/// slots and publish them with one store.
-pub(crate) fn write_frames(msg: &[u8], mut write: impl FnMut(usize, &Frame)) -> usize {
+/// Words of a frame: its header word, then [`FRAME_DATA`] bytes.
+const FRAME_WORDS: usize = size_of::<Frame>() / 8;
+
+/// The header word of frame `index` of a `len`-byte message, as a [`Frame`]
+/// lays it out (`len`, then `index`, native order).
+#[inline]
+fn header_word(len: u32, index: u32) -> u64 {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&len.to_ne_bytes());
+    b[4..].copy_from_slice(&index.to_ne_bytes());
+    u64::from_ne_bytes(b)
+}
+
+/// The (`len`, `index`) a header word holds.
+#[inline]
+fn split_header(w: u64) -> (u32, u32) {
+    let b = w.to_ne_bytes();
+    let half = |r: std::ops::Range<usize>| u32::from_ne_bytes(b[r].try_into().expect("4 bytes"));
+    (half(0..4), half(4..8))
+}
+
+/// Write `msg` (at most `u32::MAX` bytes: see [`check_len`]) as its
+/// [`frames_for`] frames into `runs`, the reserved slots (whole frames,
+/// in order, possibly split in two where the ring wraps); how many frames.
+/// The ring's and the queue's producers publish them with one store.
+pub(crate) fn write_frames(msg: &[u8], runs: [&[AtomicU64]; 2]) -> usize {
     let k = frames_for(msg.len());
+    let len = msg.len() as u32;
     let mut chunks = msg.chunks(FRAME_DATA);
-    for i in 0..k {
-        let mut f = Frame {
-            len: msg.len() as u32,
-            index: i as u32,
-            data: [0; FRAME_DATA],
-        };
-        if let Some(c) = chunks.next() {
-            f.data[..c.len()].copy_from_slice(c);
-        }
-        write(i, &f);
+    let frames = runs.into_iter().flat_map(|r| r.chunks_exact(FRAME_WORDS));
+    for (i, frame) in frames.take(k).enumerate() {
+        // Relaxed, as the data words: the Release store of tail that
+        // publishes the message orders them all.
+        frame[0].store(header_word(len, i as u32), Ordering::Relaxed);
+        store_bytes(&frame[1..], chunks.next().unwrap_or(&[]));
     }
     k
 }
@@ -147,9 +165,10 @@ pub(crate) fn write_frames(msg: &[u8], mut write: impl FnMut(usize, &Frame)) -> 
 /// What a claim asks of one message: `size(first_slot, available)`, how
 /// many slots to take, decided from the first.
 type ClaimSized<'a> = &'a mut dyn FnMut(&[AtomicU64], usize) -> Result<usize, String>;
-/// What a claim does with each slot it takes: `copy(i, slot)`, called before
-/// the claim's CAS (and again for every slot on a retry).
-type CopySlot<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
+/// What a claim does with the slots it takes: `copy(i, run)`, a run of
+/// whole slots contiguous in memory starting at the claim's `i`-th (at
+/// most two runs), called before the claim's CAS (and again on a retry).
+type CopyRun<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
 
 /// Take one whole message into `out` (cleared first) through `claim` (the
 /// ring's or a queue lane's claim = commit, which must take exactly the
@@ -157,24 +176,32 @@ type CopySlot<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
 /// `Corrupt`). The first frame says how many frames the message has,
 /// checked against `cap` (frames a lane holds) and what was published; the
 /// others must agree with it. Returns the frames taken.
+///
+/// The data goes straight from the slots into `out`'s spare capacity
+/// ([`load_bytes`]: one Relaxed load and one store per 8 bytes), and `out`'s
+/// length is set only once every byte of the claimed message was written.
 pub(crate) fn read_message(
     cap: usize,
     out: &mut Vec<u8>,
-    claim: impl FnOnce(ClaimSized<'_>, CopySlot<'_>) -> Result<usize, PopError>,
+    claim: impl FnOnce(ClaimSized<'_>, CopyRun<'_>) -> Result<usize, PopError>,
 ) -> Result<usize, PopError> {
     let total = Cell::new(0usize);
-    let bad = Cell::new(None::<String>);
+    let mut bad = None::<String>;
+    // Bytes of `out`'s spare capacity the copies have written, from 0.
+    let mut filled = 0usize;
+    out.clear();
     let k = claim(
         &mut |first, available| {
-            let f: Frame = read_slot(first);
+            // Relaxed: ordered by the claim's Acquire load of tail, as the
+            // data words.
+            let (len, index) = split_header(first[0].load(Ordering::Relaxed));
             // A u32: frames_for cannot overflow, nor can `i * FRAME_DATA`
             // below (i < k <= cap).
-            let len = f.len as usize;
+            let len = len as usize;
             let k = frames_for(len);
-            if f.index != 0 {
+            if index != 0 {
                 return Err(format!(
-                    "a message starts with frame {} of a {len}-byte message",
-                    f.index
+                    "a message starts with frame {index} of a {len}-byte message"
                 ));
             }
             if k > cap {
@@ -192,27 +219,50 @@ pub(crate) fn read_message(
             }
             Ok(k)
         },
-        &mut |i, slot| {
-            if i == 0 {
-                out.clear();
-                bad.set(None);
-            }
-            let f: Frame = read_slot(slot);
+        &mut |i0, run| {
             let len = total.get();
-            let start = i * FRAME_DATA;
-            let take = len.saturating_sub(start).min(FRAME_DATA);
-            if f.index as usize != i || f.len as usize != len {
-                bad.set(Some(format!(
-                    "frame {i} of a {len}-byte message says it is frame {} of {} bytes",
-                    f.index, f.len
-                )));
+            if i0 == 0 {
+                // A new attempt: what an earlier one found is void.
+                bad = None;
+                filled = 0;
+                out.reserve(len);
             }
-            out.extend_from_slice(&f.data[..take]);
+            let spare = &mut out.spare_capacity_mut()[..len];
+            let expect = len as u32;
+            for (j, frame) in run.chunks_exact(FRAME_WORDS).enumerate() {
+                let i = i0 + j;
+                // Relaxed: as the first frame's header word.
+                let h = frame[0].load(Ordering::Relaxed);
+                if h != header_word(expect, i as u32) && bad.is_none() {
+                    let (flen, findex) = split_header(h);
+                    bad = Some(format!(
+                        "frame {i} of a {len}-byte message says it is frame {findex} of {flen} bytes"
+                    ));
+                }
+                // i < k = frames_for(len) <= cap: no overflow, and start
+                // < len unless len is 0.
+                let start = (i * FRAME_DATA).min(len);
+                let end = (start + FRAME_DATA).min(len);
+                load_bytes(&frame[1..], &mut spare[start..end]);
+                filled = filled.max(end);
+            }
         },
     )?;
+    let len = total.get();
+    if filled != len {
+        // Unreachable: a claim of k = frames_for(len) frames copies each.
+        return Err(PopError::Corrupt(format!(
+            "copied {filled} bytes of a {len}-byte message"
+        )));
+    }
+    // SAFETY: the copies above wrote bytes 0..len of the spare capacity
+    // (every frame of the claimed message, in the claim's last attempt,
+    // which started at frame 0 and reserved len bytes), so they are
+    // initialised; len <= capacity.
+    unsafe { out.set_len(len) };
     // The claim succeeded, so these frames were not being overwritten: an
     // inconsistency is real damage.
-    match bad.take() {
+    match bad {
         Some(d) => Err(PopError::Corrupt(d)),
         None => Ok(k),
     }
@@ -318,7 +368,7 @@ impl Producer<Frame> {
             return Err(super::PushError::Closed(()));
         }
         self.reserve(frames_for(msg.len()) as u64)?;
-        let k = write_frames(msg, |i, f| self.write_reserved(i as u64, f));
+        let k = write_frames(msg, self.reserved_run(frames_for(msg.len())));
         // One Release store of tail (in `Producer::publish`) publishes every
         // frame of the message.
         self.publish_reserved(k as u64);

@@ -15,7 +15,7 @@ use bytemuck::Pod;
 
 use crate::process::ProcToken;
 use crate::slot::write_slot;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use crate::waiter::Parking;
 
 use super::control::{RingMem, check_seq};
@@ -94,10 +94,12 @@ impl<T: Pod> Producer<T> {
         }
     }
 
-    /// Write `item` into reserved slot `i` (the slot for `tail + i`): not
-    /// visible to consumers until [`publish_reserved`](Self::publish_reserved).
-    pub(super) fn write_reserved(&mut self, i: u64, item: &T) {
-        write_slot(self.mem.slot(self.tail + i), item);
+    /// The words of the first `n` reserved slots (`n` at most what
+    /// [`reserve`](Self::reserve) granted), as the runs contiguous in
+    /// memory (see `RingMem::run`): not visible to consumers until
+    /// [`publish_reserved`](Self::publish_reserved).
+    pub(super) fn reserved_run(&self, n: usize) -> [&[AtomicU64]; 2] {
+        self.mem.run(self.tail, n)
     }
 
     /// Publish the first `n` reserved slots with one store of `tail`, and
