@@ -5,8 +5,6 @@
 //! that use these copies (ring, map, list) decide by their own protocol
 //! whether a copy is kept or discarded. Here: only the copies.
 
-use std::mem::MaybeUninit;
-
 use bytemuck::Pod;
 
 use crate::sync::{AtomicU64, Ordering};
@@ -45,58 +43,13 @@ pub(crate) fn read_slot<T: Pod>(slot: &[AtomicU64]) -> T {
     out
 }
 
-/// Copy the first `dst.len()` bytes held by `src` into `dst`, one Relaxed
-/// load per word, in memory order (byte `j` is byte `j % 8` of word
-/// `j / 8` in native order, as [`write_slot`] lays a value out). The bulk
-/// path of byte messages: no intermediate buffer, eight words (a cache
-/// line) a step, each word stored with one unaligned 8-byte write.
-///
-/// Why atomics and not `ptr::copy_nonoverlapping` (which would vectorise):
-/// another process may be storing into these words while we read (a stale
-/// consumer copies a slot its producer is reusing; the claim's CAS then
-/// discards the copy), and a non-atomic read racing a write is undefined
-/// behaviour in Rust's memory model even when the value is thrown away. A
-/// Relaxed load of an aligned `AtomicU64` is a plain 8-byte `mov` on x86-64
-/// and `ldr` on AArch64: the copy costs one load and one store per 8 bytes,
-/// which keeps up with the memory system for copies that miss the cache.
-///
-/// Orderings: Relaxed, ordered by the caller (an Acquire load of `tail`
-/// before, pairing with the producer's Release store after [`store_bytes`];
-/// the consumer's Release CAS of head after).
-///
-/// Panics if `src` holds fewer than `dst.len()` bytes (a caller's bug: the
-/// message code checks every length it read back before it copies).
-#[inline]
-pub(crate) fn load_bytes(src: &[AtomicU64], dst: &mut [MaybeUninit<u8>]) {
-    let n = dst.len();
-    let full = n / 8;
-    assert!(n.div_ceil(8) <= src.len(), "{n} bytes from {} words", src.len());
-    let (lines, rest) = dst.split_at_mut(full / 8 * 64);
-    for (s, d) in src.chunks_exact(8).zip(lines.chunks_exact_mut(64)) {
-        let d = d.as_mut_ptr().cast::<u64>();
-        for (k, w) in s.iter().enumerate() {
-            // SAFETY: `d` is a chunk of exactly 64 bytes and k < 8, so the
-            // 8 bytes at `d + k` are in it; unaligned write, MaybeUninit
-            // bytes may be overwritten with anything.
-            unsafe { d.add(k).write_unaligned(w.load(Ordering::Relaxed)) };
-        }
-    }
-    let done = full / 8 * 8;
-    let (words, tail) = rest.split_at_mut((full - done) * 8);
-    for (w, d) in src[done..full].iter().zip(words.chunks_exact_mut(8)) {
-        // SAFETY: `d` is a chunk of exactly 8 bytes.
-        unsafe { d.as_mut_ptr().cast::<u64>().write_unaligned(w.load(Ordering::Relaxed)) };
-    }
-    if !tail.is_empty() {
-        let w = src[full].load(Ordering::Relaxed).to_ne_bytes();
-        for (d, b) in tail.iter_mut().zip(w) {
-            d.write(b);
-        }
-    }
-}
-
 /// Copy `src` into the words of `dst` (the last word padded with zeros),
-/// one Relaxed store per word, in the order [`load_bytes`] reads them. The
+/// one Relaxed store per word, in memory order (byte `j` is byte `j % 8`
+/// of word `j / 8` in native order, as [`write_slot`] lays a value out;
+/// the byte messages' loop over whole frames is `ring::frame_copy`'s, this
+/// writes a last, partial frame). Atomics, not `ptr::copy_nonoverlapping`:
+/// a stale consumer may be reading these words (and discards what it
+/// read), and a non-atomic write racing a read is undefined behaviour. The
 /// caller publishes the words with a Release store after this (the
 /// producer's store of `tail`), and only writes words no consumer may still
 /// be copying as its own (the producer's Acquire load of `head` before).
@@ -105,26 +58,22 @@ pub(crate) fn load_bytes(src: &[AtomicU64], dst: &mut [MaybeUninit<u8>]) {
 #[inline]
 pub(crate) fn store_bytes(dst: &[AtomicU64], src: &[u8]) {
     let n = src.len();
-    let full = n / 8;
-    assert!(n.div_ceil(8) <= dst.len(), "{n} bytes into {} words", dst.len());
-    let (lines, rest) = src.split_at(full / 8 * 64);
-    for (d, s) in dst.chunks_exact(8).zip(lines.chunks_exact(64)) {
-        for (w, b) in d.iter().zip(s.chunks_exact(8)) {
-            // One 8-byte load: the chunk is exactly 8 bytes.
-            let v = u64::from_ne_bytes(b.try_into().expect("an 8-byte chunk"));
-            w.store(v, Ordering::Relaxed);
-        }
-    }
-    let done = full / 8 * 8;
-    let (words, tail) = rest.split_at((full - done) * 8);
-    for (w, b) in dst[done..full].iter().zip(words.chunks_exact(8)) {
+    assert!(
+        n.div_ceil(8) <= dst.len(),
+        "{n} bytes into {} words",
+        dst.len()
+    );
+    let mut words = src.chunks_exact(8);
+    for (w, b) in dst.iter().zip(&mut words) {
+        // One 8-byte load: the chunk is exactly 8 bytes.
         let v = u64::from_ne_bytes(b.try_into().expect("an 8-byte chunk"));
         w.store(v, Ordering::Relaxed);
     }
+    let tail = words.remainder();
     if !tail.is_empty() {
         let mut last = [0u8; 8];
         last[..tail.len()].copy_from_slice(tail);
-        dst[full].store(u64::from_ne_bytes(last), Ordering::Relaxed);
+        dst[n / 8].store(u64::from_ne_bytes(last), Ordering::Relaxed);
     }
 }
 
@@ -132,23 +81,24 @@ pub(crate) fn store_bytes(dst: &[AtomicU64], src: &[u8]) {
 mod tests {
     use super::*;
 
-    /// Every length across line and word boundaries, from every offset of
-    /// a word run: what `store_bytes` wrote, `load_bytes` reads back, and
-    /// no word past the message is touched.
+    /// Every length across word boundaries: the bytes land in memory
+    /// order, the last word padded with zeros, and no word past the
+    /// message is touched.
     #[test]
-    fn bulk_copies_round_trip_at_every_length() {
-        for len in 0..200usize {
+    fn store_bytes_writes_in_memory_order_at_every_length() {
+        for len in 0..100usize {
             let msg: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
-            let words: Vec<AtomicU64> = (0..30).map(|_| AtomicU64::new(u64::MAX)).collect();
+            let words: Vec<AtomicU64> = (0..16).map(|_| AtomicU64::new(u64::MAX)).collect();
             store_bytes(&words[1..], &msg);
-            assert_eq!(words[0].load(Ordering::Relaxed), u64::MAX);
-            let used = len.div_ceil(8);
-            assert!(words[1 + used..].iter().all(|w| w.load(Ordering::Relaxed) == u64::MAX));
-            let mut out = Vec::<u8>::with_capacity(len);
-            load_bytes(&words[1..], &mut out.spare_capacity_mut()[..len]);
-            // SAFETY: load_bytes wrote the first len bytes.
-            unsafe { out.set_len(len) };
-            assert_eq!(out, msg, "{len} bytes");
+            let bytes: Vec<u8> = words
+                .iter()
+                .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+                .collect();
+            let used = len.div_ceil(8) * 8;
+            assert_eq!(&bytes[..8], &[0xff; 8]);
+            assert_eq!(&bytes[8..8 + len], &msg[..], "{len} bytes");
+            assert!(bytes[8 + len..8 + used].iter().all(|&b| b == 0));
+            assert!(bytes[8 + used..].iter().all(|&b| b == 0xff));
         }
     }
 }

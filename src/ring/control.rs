@@ -229,7 +229,11 @@ impl RingMem {
     /// of the slot array, then from its start. The bulk copies of byte
     /// messages (`message.rs`) and batches take each run in one loop.
     pub(super) fn run(&self, seq: u64, n: usize) -> [&[AtomicU64]; 2] {
-        assert!(n as u64 <= self.cap, "a run of {n} slots, capacity {}", self.cap);
+        assert!(
+            n as u64 <= self.cap,
+            "a run of {n} slots, capacity {}",
+            self.cap
+        );
         let index = (seq & (self.cap - 1)) as usize;
         let first = n.min(self.cap as usize - index);
         // SAFETY: the slot array holds cap * words atomics (validated at

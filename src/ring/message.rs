@@ -73,11 +73,11 @@ use bytemuck::{Pod, Zeroable};
 use crate::waiter::Parking;
 
 use crate::identity::ShmType;
-use crate::slot::{load_bytes, store_bytes};
 use crate::sync::{AtomicU64, Ordering};
 
 use super::consumer::Consumer;
 use super::error::{PopError, SendError};
+use super::frame_copy::{FRAME_WORDS, load_frames, split_header, store_frames};
 use super::producer::Producer;
 
 /// Data bytes per frame.
@@ -123,41 +123,17 @@ pub(crate) fn check_len(msg: &[u8], max: usize) -> Result<(), SendError> {
     Ok(())
 }
 
-/// Words of a frame: its header word, then [`FRAME_DATA`] bytes.
-const FRAME_WORDS: usize = size_of::<Frame>() / 8;
-
-/// The header word of frame `index` of a `len`-byte message, as a [`Frame`]
-/// lays it out (`len`, then `index`, native order).
-#[inline]
-fn header_word(len: u32, index: u32) -> u64 {
-    let mut b = [0u8; 8];
-    b[..4].copy_from_slice(&len.to_ne_bytes());
-    b[4..].copy_from_slice(&index.to_ne_bytes());
-    u64::from_ne_bytes(b)
-}
-
-/// The (`len`, `index`) a header word holds.
-#[inline]
-fn split_header(w: u64) -> (u32, u32) {
-    let b = w.to_ne_bytes();
-    let half = |r: std::ops::Range<usize>| u32::from_ne_bytes(b[r].try_into().expect("4 bytes"));
-    (half(0..4), half(4..8))
-}
-
 /// Write `msg` (at most `u32::MAX` bytes: see [`check_len`]) as its
 /// [`frames_for`] frames into `runs`, the reserved slots (whole frames,
 /// in order, possibly split in two where the ring wraps); how many frames.
 /// The ring's and the queue's producers publish them with one store.
 pub(crate) fn write_frames(msg: &[u8], runs: [&[AtomicU64]; 2]) -> usize {
     let k = frames_for(msg.len());
-    let len = msg.len() as u32;
-    let mut chunks = msg.chunks(FRAME_DATA);
-    let frames = runs.into_iter().flat_map(|r| r.chunks_exact(FRAME_WORDS));
-    for (i, frame) in frames.take(k).enumerate() {
-        // Relaxed, as the data words: the Release store of tail that
-        // publishes the message orders them all.
-        frame[0].store(header_word(len, i as u32), Ordering::Relaxed);
-        store_bytes(&frame[1..], chunks.next().unwrap_or(&[]));
+    let [a, b] = runs;
+    let in_a = (a.len() / FRAME_WORDS).min(k);
+    store_frames(&a[..in_a * FRAME_WORDS], 0, msg);
+    if k > in_a {
+        store_frames(&b[..(k - in_a) * FRAME_WORDS], in_a, msg);
     }
     k
 }
@@ -187,8 +163,8 @@ pub(crate) fn read_message(
 ) -> Result<usize, PopError> {
     let total = Cell::new(0usize);
     let mut bad = None::<String>;
-    // Bytes of `out`'s spare capacity the copies have written, from 0.
-    let mut filled = 0usize;
+    // Frames the copies have written into `out`'s spare capacity, from 0.
+    let mut copied = 0usize;
     out.clear();
     let k = claim(
         &mut |first, available| {
@@ -224,41 +200,30 @@ pub(crate) fn read_message(
             if i0 == 0 {
                 // A new attempt: what an earlier one found is void.
                 bad = None;
-                filled = 0;
-                out.reserve(len);
+                copied = 0;
+                // Whole frames: the last one's bytes past `len` too.
+                out.reserve(frames_for(len) * FRAME_DATA);
             }
-            let spare = &mut out.spare_capacity_mut()[..len];
-            let expect = len as u32;
-            for (j, frame) in run.chunks_exact(FRAME_WORDS).enumerate() {
-                let i = i0 + j;
-                // Relaxed: as the first frame's header word.
-                let h = frame[0].load(Ordering::Relaxed);
-                if h != header_word(expect, i as u32) && bad.is_none() {
-                    let (flen, findex) = split_header(h);
-                    bad = Some(format!(
-                        "frame {i} of a {len}-byte message says it is frame {findex} of {flen} bytes"
-                    ));
-                }
-                // i < k = frames_for(len) <= cap: no overflow, and start
-                // < len unless len is 0.
-                let start = (i * FRAME_DATA).min(len);
-                let end = (start + FRAME_DATA).min(len);
-                load_bytes(&frame[1..], &mut spare[start..end]);
-                filled = filled.max(end);
+            let frames = run.len() / FRAME_WORDS;
+            // i0 + frames <= k = frames_for(len): no overflow, in bounds.
+            let dst = &mut out.spare_capacity_mut()[i0 * FRAME_DATA..][..frames * FRAME_DATA];
+            if let Some(d) = load_frames(run, i0, len, dst) {
+                bad = bad.take().or(Some(d));
             }
+            copied = copied.max(i0 + frames);
         },
     )?;
     let len = total.get();
-    if filled != len {
-        // Unreachable: a claim of k = frames_for(len) frames copies each.
+    if copied != k {
+        // Unreachable: a claim of k frames copies each.
         return Err(PopError::Corrupt(format!(
-            "copied {filled} bytes of a {len}-byte message"
+            "copied {copied} frames of a {k}-frame message"
         )));
     }
-    // SAFETY: the copies above wrote bytes 0..len of the spare capacity
-    // (every frame of the claimed message, in the claim's last attempt,
-    // which started at frame 0 and reserved len bytes), so they are
-    // initialised; len <= capacity.
+    // SAFETY: the copies above wrote frames 0..k of the claimed message
+    // into the spare capacity (in the claim's last attempt, which started
+    // at frame 0 and reserved k * FRAME_DATA >= len bytes): bytes 0..len
+    // are initialised, and len <= capacity.
     unsafe { out.set_len(len) };
     // The claim succeeded, so these frames were not being overwritten: an
     // inconsistency is real damage.
