@@ -14,14 +14,16 @@
 //! * **Relaxed `AtomicU64` loads and stores straight between the slots and
 //!   the caller's bytes** (taken): on x86-64 and AArch64 a Relaxed load or
 //!   store of an aligned word is a plain `mov` / `ldr`, so a frame costs
-//!   one header load and compare plus 7 loads and 7 stores, with no
-//!   intermediate [`Frame`] on the stack, no closure call per frame and no
-//!   `Vec` growth check per frame (the destination is `Vec` spare capacity,
-//!   reserved once). Measured with `valgrind --tool=callgrind` on a 1 MiB
-//!   push + pop through one thread: 3.17 M instructions per message with a
-//!   per-frame call of the generic `load_bytes`/`store_bytes`, against
-//!   about 15.8 M for the old Frame round trip; see the closing note of the
-//!   commit that made these kernels for the fused loop's count.
+//!   one header load and compare plus 7 loads and 7 stores (about 22
+//!   instructions a side), with no intermediate [`Frame`] on the stack, no
+//!   closure call per frame (the claim hands over whole runs of slots), no
+//!   `Vec` growth check per frame (the destination is spare capacity,
+//!   reserved once) and no branch per frame for the checks (the header
+//!   differences are or-ed, and searched only when something differs).
+//!   `valgrind --tool=callgrind`, one thread pushing and popping on a
+//!   32768-frame ring: a 1 MiB message costs 0.79 M instructions for push
+//!   and pop together, against 3.37 M with the `Frame` round trip it
+//!   replaces; a 64 B message 719 against 718.
 //! * **The `atomic-memcpy` crate** (taiki-e; byte-wise atomic memcpy after
 //!   C++'s P1478): for a `T` aligned to the pointer width it copies
 //!   pointer-sized words through atomics, the same instructions as above,

@@ -6,7 +6,11 @@
 //! frame encoding and its checks (`write_frames`, `read_message`,
 //! `check_len`) and the waiting forms (`bytes_push_api!`,
 //! `bytes_pop_api!`) also serve the multi-producer queue's byte messages
-//! (`src/queue/message.rs`).
+//! (`src/queue/message.rs`). The copies themselves (straight between the
+//! slots and the caller's bytes, one Relaxed atomic access per 8 bytes, the
+//! frame headers written or checked in the same pass) are
+//! `frame_copy.rs`'s, with the argument for them over a plain or a crate's
+//! memcpy and over a contiguous layout.
 //!
 //! A ring of [`Frame`]s (64 bytes: a 4-byte total length, a 4-byte frame
 //! index, 56 bytes of data) carries a message of `L` bytes as
