@@ -128,10 +128,10 @@ impl<T: Pod> Producer<T> {
         }
     }
 
-    /// The words of the `n` slots past our tail (`room` said they are
+    /// The words of the `n` slots from `tail + i` on (`room` said they are
     /// free), as the runs contiguous in memory (see `QueueMem::run`).
-    pub(super) fn ahead_run(&self, n: usize) -> [&[AtomicU64]; 2] {
-        self.mem.run(self.lane, self.tail, n)
+    pub(super) fn ahead_run(&self, i: usize, n: usize) -> [&[AtomicU64]; 2] {
+        self.mem.run(self.lane, self.tail + i as u64, n)
     }
 
     /// Publish the `n` slots written past our tail with one store.

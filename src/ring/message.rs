@@ -127,19 +127,55 @@ pub(crate) fn check_len(msg: &[u8], max: usize) -> Result<(), SendError> {
     Ok(())
 }
 
-/// Write `msg` (at most `u32::MAX` bytes: see [`check_len`]) as its
-/// [`frames_for`] frames into `runs`, the reserved slots (whole frames,
-/// in order, possibly split in two where the ring wraps); how many frames.
-/// The ring's and the queue's producers publish them with one store.
-pub(crate) fn write_frames(msg: &[u8], runs: [&[AtomicU64]; 2]) -> usize {
-    let k = frames_for(msg.len());
+/// Write frames `first..` of `msg` (at most `u32::MAX` bytes: see
+/// [`check_len`]; as many frames as `runs` hold) into `runs`, reserved
+/// slots (whole frames, in order, possibly split in two where the ring
+/// wraps).
+fn write_frames(msg: &[u8], first: usize, runs: [&[AtomicU64]; 2]) {
     let [a, b] = runs;
-    let in_a = (a.len() / FRAME_WORDS).min(k);
-    store_frames(&a[..in_a * FRAME_WORDS], 0, msg);
-    if k > in_a {
-        store_frames(&b[..(k - in_a) * FRAME_WORDS], in_a, msg);
+    store_frames(a, first, msg);
+    if !b.is_empty() {
+        store_frames(b, first + a.len() / FRAME_WORDS, msg);
     }
-    k
+}
+
+/// One attempt of a byte-message push (`msg` passed [`check_len`]), given
+/// `free` slots past the producer's tail: writes what it may of the
+/// message's frames through `run(i, n)` (the words of the `n` slots from
+/// `tail + i`), and says whether all of them are written, to be published
+/// with one store of tail.
+///
+/// `ahead` is `None` for an all-or-nothing attempt (the `try_` pushes):
+/// nothing is written unless every frame fits. A waiting push passes the
+/// count of frames its earlier attempts wrote (from 0): this attempt writes
+/// the frames that now fit past them, so the producer copies most of a
+/// message while the consumers still copy the one before it (a 1 MiB
+/// message on a ring with room for less than two: the copies overlap
+/// instead of taking turns). Frames written past tail are invisible to
+/// every consumer (a stale one may read them, and discards what it read):
+/// a push that then times out, finds the ring closed, or dies has published
+/// nothing, and the next push overwrites them.
+pub(crate) fn write_ahead<'a>(
+    msg: &[u8],
+    free: u64,
+    ahead: Option<&mut usize>,
+    run: impl FnOnce(usize, usize) -> [&'a [AtomicU64]; 2],
+) -> bool {
+    let k = frames_for(msg.len());
+    // Free slots only grow while the producer waits (head only moves on,
+    // and a head that went back is `Corrupt` before this).
+    let fits = free.min(k as u64) as usize;
+    let mut none = 0;
+    let done = match ahead {
+        Some(done) => done,
+        None if fits < k => return false,
+        None => &mut none,
+    };
+    if fits > *done {
+        write_frames(msg, *done, run(*done, fits - *done));
+        *done = fits;
+    }
+    *done == k
 }
 
 /// What a claim asks of one message: `size(first_slot, available)`, how
@@ -241,7 +277,8 @@ pub(crate) fn read_message(
 /// ring's and the queue's producers (`$what` names the container in the
 /// docs): `push_bytes`, `push_bytes_timeout`, and `push_bytes_until` under
 /// them. The type provides `max_message_len`, `try_push_checked` (one
-/// message that passed [`check_len`]) and `push_with` (retry while full).
+/// attempt for a message that passed [`check_len`], writing ahead as
+/// [`write_ahead`] says) and `push_with` (retry while full).
 macro_rules! bytes_push_api {
     ($what:literal) => {
         #[doc = concat!("Push one message, waiting while the ", $what, " lacks room for it.")]
@@ -265,7 +302,9 @@ macro_rules! bytes_push_api {
             deadline: Option<std::time::Instant>,
         ) -> Result<(), $crate::ring::SendError> {
             $crate::ring::message::check_len(msg, self.max_message_len())?;
-            self.push_with(deadline, |p| p.try_push_checked(msg))
+            // Frames of `msg` written ahead by the attempts so far.
+            let mut ahead = 0;
+            self.push_with(deadline, |p| p.try_push_checked(msg, Some(&mut ahead)))
                 .map_err($crate::ring::SendError::from)
         }
     };
@@ -322,7 +361,7 @@ impl Producer<Frame> {
     #[must_use = "the message may not have been sent (Full)"]
     pub fn try_push_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
         self.check_len(msg)?;
-        self.try_push_checked(msg).map_err(SendError::from)
+        self.try_push_checked(msg, None).map_err(SendError::from)
     }
 
     /// `TooLarge` if `msg` can never fit in this ring.
@@ -330,14 +369,24 @@ impl Producer<Frame> {
         check_len(msg, self.max_message_len())
     }
 
-    /// Push one message that passed [`check_len`](Self::check_len) (so its
-    /// length fits in a frame's `u32` and its frames in the ring).
-    fn try_push_checked(&mut self, msg: &[u8]) -> Result<(), super::PushError<()>> {
+    /// One attempt to push a message that passed
+    /// [`check_len`](Self::check_len) (so its length fits in a frame's
+    /// `u32` and its frames in the ring): all or nothing with `ahead`
+    /// `None`; a waiting push passes its count of frames written ahead
+    /// (see [`write_ahead`]).
+    fn try_push_checked(
+        &mut self,
+        msg: &[u8],
+        ahead: Option<&mut usize>,
+    ) -> Result<(), super::PushError<()>> {
         if self.has_closed() {
             return Err(super::PushError::Closed(()));
         }
-        self.reserve(frames_for(msg.len()) as u64)?;
-        let k = write_frames(msg, self.reserved_run(frames_for(msg.len())));
+        let k = frames_for(msg.len());
+        let free = self.free(k as u64)?;
+        if !write_ahead(msg, free, ahead, |i, n| self.reserved_run(i, n)) {
+            return Err(super::PushError::Full(()));
+        }
         // One Release store of tail (in `Producer::publish`) publishes every
         // frame of the message.
         self.publish_reserved(k as u64);
@@ -361,7 +410,7 @@ impl Producer<Frame> {
                 return Poll::Ready(Err(e));
             }
             self.poll_room(cx, &mut pending, &mut since, &mut parking, |p, ()| {
-                p.try_push_checked(msg)
+                p.try_push_checked(msg, None)
             })
             .map(|r| r.map_err(SendError::from))
         })
