@@ -16,7 +16,9 @@
 //! index, 56 bytes of data) carries a message of `L` bytes as
 //! `max(1, ceil(L / 56))` frames. The producer writes all of a message's
 //! frames and publishes them with **one** store of `tail`, so `tail` only
-//! ever stands at a message boundary. A consumer reads the first frame,
+//! ever stands at a message boundary (a push waiting for room writes the
+//! frames that already fit meanwhile, past `tail`, where no consumer takes
+//! them: see `write_ahead`). A consumer reads the first frame,
 //! computes how many frames the message has, and claims exactly that many
 //! with **one** CAS of `head` (claim = commit, as for single items). So a
 //! message is never split between consumers, never half-visible, and a
