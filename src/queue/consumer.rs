@@ -188,10 +188,15 @@ impl<T: Pod> Consumer<T> {
                     continue;
                 }
             };
-            let [a, b] = mem.run(i, h, n);
-            copy(0, a);
-            if !b.is_empty() {
-                copy(a.len() / mem.geo().words, b);
+            if n == 1 {
+                // The single-item pops: no run to split.
+                copy(0, mem.slot(i, h));
+            } else {
+                let [a, b] = mem.run(i, h, n);
+                copy(0, a);
+                if !b.is_empty() {
+                    copy(a.len() / mem.geo().words, b);
+                }
             }
             // Announce before the claim: killed in between, we count n
             // items abandoned that another consumer takes (a join returns

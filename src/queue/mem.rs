@@ -289,6 +289,7 @@ impl QueueMem {
     /// The words of lane `lane`'s `n` slots from sequence `seq` on (`n <=
     /// cap`), as the (at most) two runs contiguous in memory: up to the end
     /// of the lane, then from its start (see the ring's `RingMem::run`).
+    #[inline]
     pub(super) fn run(&self, lane: usize, seq: u64, n: usize) -> [&[AtomicU64]; 2] {
         let cap = self.geo.cap as usize;
         assert!(lane < self.geo.producers, "lane index from a local counter");

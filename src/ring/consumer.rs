@@ -184,10 +184,15 @@ impl<T: Pod> Consumer<T> {
                     continue;
                 }
             };
-            let [a, b] = mem.run(h, n);
-            copy(0, a);
-            if !b.is_empty() {
-                copy(a.len() / mem.words(), b);
+            if n == 1 {
+                // The single-item pops: no run to split.
+                copy(0, mem.slot(h));
+            } else {
+                let [a, b] = mem.run(h, n);
+                copy(0, a);
+                if !b.is_empty() {
+                    copy(a.len() / mem.words(), b);
+                }
             }
             // Announce the items as ours before the claim: killed between
             // the two, we count n items as abandoned that another consumer

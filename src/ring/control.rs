@@ -228,6 +228,7 @@ impl RingMem {
     /// the (at most) two runs that are contiguous in memory: up to the end
     /// of the slot array, then from its start. The bulk copies of byte
     /// messages (`message.rs`) and batches take each run in one loop.
+    #[inline]
     pub(super) fn run(&self, seq: u64, n: usize) -> [&[AtomicU64]; 2] {
         assert!(
             n as u64 <= self.cap,

@@ -133,6 +133,7 @@ pub(crate) fn check_len(msg: &[u8], max: usize) -> Result<(), SendError> {
 /// [`check_len`]; as many frames as `runs` hold) into `runs`, reserved
 /// slots (whole frames, in order, possibly split in two where the ring
 /// wraps).
+#[inline]
 fn write_frames(msg: &[u8], first: usize, runs: [&[AtomicU64]; 2]) {
     let [a, b] = runs;
     store_frames(a, first, msg);
@@ -157,6 +158,7 @@ fn write_frames(msg: &[u8], first: usize, runs: [&[AtomicU64]; 2]) {
 /// every consumer (a stale one may read them, and discards what it read):
 /// a push that then times out, finds the ring closed, or dies has published
 /// nothing, and the next push overwrites them.
+#[inline]
 pub(crate) fn write_ahead<'a>(
     msg: &[u8],
     free: u64,
