@@ -115,9 +115,9 @@ impl<T: Pod> Consumer<T> {
     /// pops take `min(available, max)`, a byte message the frames its first
     /// frame names); `copy(k, run)` copies a run of whole slots contiguous
     /// in memory whose first is the k-th (at most two runs, split where the
-    /// lane wraps), and counts only if the CAS wins. An `Err` from `size`, or a count out of range, is
-    /// `Corrupt` unless head moved meanwhile (then the slot was being
-    /// reused under us, and we retry). Adds nothing to `local_held`: the
+    /// lane wraps), and counts only if the CAS wins. An `Err` from `size`,
+    /// or a count out of range, is `Corrupt` unless head moved meanwhile
+    /// (then the slot was being reused under us, and we retry). Adds nothing to `local_held`: the
     /// caller does (`claim`, or a bytes pop with its message's size).
     #[inline]
     fn claim_lane(

@@ -87,9 +87,9 @@ fn full_frames(len: usize, first: usize, frames: usize) -> usize {
     (len / FRAME_DATA).saturating_sub(first).min(frames)
 }
 
-/// Write frames `first..` of the `len`-byte message `msg` into `run`
-/// (whole frames; as many as `run` holds, each frame's data the next 56
-/// bytes of `msg`, a frame past the end of `msg` gets its header only).
+/// Write frames `first..` of the message `msg` into `run` (whole frames;
+/// as many as `run` holds, each frame's data the next 56 bytes of `msg`,
+/// the last frame's padded with zeros).
 /// Relaxed stores: the producer's Release store of tail after all of a
 /// message's frames publishes them (and it writes only slots its Acquire
 /// load of head said no consumer still copies).

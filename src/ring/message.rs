@@ -198,8 +198,9 @@ type CopyRun<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
 /// others must agree with it. Returns the frames taken.
 ///
 /// The data goes straight from the slots into `out`'s spare capacity
-/// ([`load_bytes`]: one Relaxed load and one store per 8 bytes), and `out`'s
-/// length is set only once every byte of the claimed message was written.
+/// (`frame_copy::load_frames`: one Relaxed load and one store per 8
+/// bytes, whole frames), and `out`'s length is set only once every frame
+/// of the claimed message was copied.
 pub(crate) fn read_message(
     cap: usize,
     out: &mut Vec<u8>,
@@ -207,7 +208,9 @@ pub(crate) fn read_message(
 ) -> Result<usize, PopError> {
     let total = Cell::new(0usize);
     let mut bad = None::<String>;
-    // Frames the copies have written into `out`'s spare capacity, from 0.
+    // Frames 0..copied of the message are in `out`'s spare capacity
+    // (counted only for runs that continue the prefix, so the count is
+    // never more than what was written).
     let mut copied = 0usize;
     out.clear();
     let k = claim(
@@ -254,7 +257,9 @@ pub(crate) fn read_message(
             if let Some(d) = load_frames(run, i0, len, dst) {
                 bad = bad.take().or(Some(d));
             }
-            copied = copied.max(i0 + frames);
+            if i0 == copied {
+                copied += frames;
+            }
         },
     )?;
     let len = total.get();
@@ -264,10 +269,10 @@ pub(crate) fn read_message(
             "copied {copied} frames of a {k}-frame message"
         )));
     }
-    // SAFETY: the copies above wrote frames 0..k of the claimed message
-    // into the spare capacity (in the claim's last attempt, which started
-    // at frame 0 and reserved k * FRAME_DATA >= len bytes): bytes 0..len
-    // are initialised, and len <= capacity.
+    // SAFETY: copied == k: the copies of the claim's last attempt (which
+    // started at frame 0, reserving k * FRAME_DATA >= len bytes) wrote
+    // frames 0..k of the message, in order, into the spare capacity: bytes
+    // 0..len are initialised, and len <= capacity.
     unsafe { out.set_len(len) };
     // The claim succeeded, so these frames were not being overwritten: an
     // inconsistency is real damage.
