@@ -319,3 +319,35 @@ fn send_with_a_timeout_and_without_waiting() {
     );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// A waiting push writes what fits of a message while the ring is full
+/// (`message::write_ahead`), but publishes only the whole message: a push
+/// that times out has sent nothing, its frames written ahead are never
+/// read, and one that waits delivers its message whole.
+#[test]
+fn a_waiting_push_writes_ahead_and_publishes_only_whole_messages() {
+    let r = Cleanup::new("bytesahead");
+    let ring = Ring::<Frame>::create(r.name(), 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    let four = body(1, 4 * FRAME_DATA); // 4 frames
+    let six = body(2, 6 * FRAME_DATA); // 6 frames: 4 fit while `four` waits
+    tx.push_bytes(&four).unwrap();
+    let wait = Duration::from_millis(50);
+    assert_eq!(tx.push_bytes_timeout(&six, wait), Err(SendError::Timeout));
+    assert_eq!(
+        ring.state().tail,
+        4,
+        "nothing of the timed-out push published"
+    );
+    assert_eq!(rx.pop_bytes().unwrap(), four);
+    assert_eq!(rx.try_pop_bytes(), Err(PopError::Empty));
+    // The same waiting push, with a consumer taking `four` meanwhile.
+    tx.push_bytes(&four).unwrap();
+    let taker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        (rx.pop_bytes().unwrap(), rx.pop_bytes().unwrap())
+    });
+    tx.push_bytes_timeout(&six, CHILD_LIMIT).unwrap();
+    assert_eq!(taker.join().unwrap(), (four, six));
+}

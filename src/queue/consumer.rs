@@ -126,10 +126,11 @@ impl<T: Pod> Consumer<T> {
     /// Claim from lane `i` with one CAS of its head as many items as
     /// `size(first_slot, available)` says (in `1..=available`; the typed
     /// pops take `min(available, max)`, a byte message the frames its first
-    /// frame names); `copy(k, slot)` copies the k-th, and counts only if the
-    /// CAS wins. An `Err` from `size`, or a count out of range, is
-    /// `Corrupt` unless head moved meanwhile (then the slot was being
-    /// reused under us, and we retry). Adds nothing to `local_held`: the
+    /// frame names); `copy(k, run)` copies a run of whole slots contiguous
+    /// in memory whose first is the k-th (at most two runs, split where the
+    /// lane wraps), and counts only if the CAS wins. An `Err` from `size`,
+    /// or a count out of range, is `Corrupt` unless head moved meanwhile
+    /// (then the slot was being reused under us, and we retry). Adds nothing to `local_held`: the
     /// caller does (`claim`, or a bytes pop with its message's size).
     #[inline]
     fn claim_lane(
@@ -201,8 +202,15 @@ impl<T: Pod> Consumer<T> {
                     continue;
                 }
             };
-            for k in 0..n {
-                copy(k, mem.slot(i, h + k as u64));
+            if n == 1 {
+                // The single-item pops: no run to split.
+                copy(0, mem.slot(i, h));
+            } else {
+                let [a, b] = mem.run(i, h, n);
+                copy(0, a);
+                if !b.is_empty() {
+                    copy(a.len() / mem.geo().words, b);
+                }
             }
             if how == Claim::Sole {
                 // The sole consumer (see `SoleConsumer`): nobody else writes
@@ -352,7 +360,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub(super) fn try_pop_as(&self, how: Claim) -> Result<T, PopError> {
         let mut out = T::zeroed();
-        self.claim(how, 1, |_, slot| out = read_slot(slot))?;
+        self.claim(how, 1, |_, run| out = read_slot(run))?;
         Ok(out)
     }
 
@@ -367,7 +375,12 @@ impl<T: Pod> Consumer<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.claim(how, buf.len(), |k, slot| buf[k] = read_slot(slot))
+        let words = self.mem.geo().words;
+        self.claim(how, buf.len(), |k, run| {
+            for (b, slot) in buf[k..].iter_mut().zip(run.chunks_exact(words)) {
+                *b = read_slot(slot);
+            }
+        })
     }
 
     /// Take one item, waiting while the queue is empty. `Disconnected` once

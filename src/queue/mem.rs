@@ -293,6 +293,29 @@ impl QueueMem {
         }
     }
 
+    /// The words of lane `lane`'s `n` slots from sequence `seq` on (`n <=
+    /// cap`), as the (at most) two runs contiguous in memory: up to the end
+    /// of the lane, then from its start (see the ring's `RingMem::run`).
+    #[inline]
+    pub(super) fn run(&self, lane: usize, seq: u64, n: usize) -> [&[AtomicU64]; 2] {
+        let cap = self.geo.cap as usize;
+        assert!(lane < self.geo.producers, "lane index from a local counter");
+        assert!(n <= cap, "a run of {n} slots, capacity {cap}");
+        let index = (seq & (self.geo.cap - 1)) as usize;
+        let first = n.min(cap - index);
+        let words = self.geo.words;
+        // SAFETY: the slot array holds producers * cap * words atomics and
+        // lane < producers; within the lane, index + first <= cap and
+        // n - first <= cap, so both ranges are in bounds.
+        unsafe {
+            let lane0 = (self.slots.as_ptr() as *const AtomicU64).add(lane * cap * words);
+            [
+                std::slice::from_raw_parts(lane0.add(index * words), first * words),
+                std::slice::from_raw_parts(lane0, (n - first) * words),
+            ]
+        }
+    }
+
     pub(super) fn corrupt(&self, detail: String) -> Error {
         Error::Corrupt {
             name: self.label.clone(),

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use crate::ring::message::{
     bytes_pop_api, bytes_push_api, check_len, frames_for, max_message_len, read_message,
-    write_frames,
+    write_ahead,
 };
 use crate::ring::{PopError, PushError, SendError};
 
@@ -73,25 +73,31 @@ impl Producer<Frame> {
     #[must_use = "the message may not have been sent (Full)"]
     pub fn try_push_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
         check_len(msg, self.max_message_len())?;
-        self.try_push_checked(msg).map_err(SendError::from)
+        self.try_push_checked(msg, None).map_err(SendError::from)
     }
 
-    /// Push one message that passed `check_len` (its length fits a frame's
-    /// `u32`, its frames a lane).
-    fn try_push_checked(&mut self, msg: &[u8]) -> Result<(), PushError<()>> {
+    /// One attempt to push a message that passed `check_len` (its length
+    /// fits a frame's `u32`, its frames a lane): all or nothing with
+    /// `ahead` `None`; a waiting push passes its count of frames written
+    /// ahead (see [`write_ahead`]).
+    fn try_push_checked(
+        &mut self,
+        msg: &[u8],
+        ahead: Option<&mut usize>,
+    ) -> Result<(), PushError<()>> {
         if self.mem.closed() {
             return Err(PushError::Closed(()));
         }
         let k = frames_for(msg.len()) as u64;
-        match self.room(k) {
-            Err(detail) => return Err(PushError::Corrupt { item: (), detail }),
-            Ok(r) if r < k => return Err(PushError::Full(())),
-            Ok(_) => {}
+        let free = self
+            .room(k)
+            .map_err(|detail| PushError::Corrupt { item: (), detail })?;
+        if !write_ahead(msg, free, ahead, |i, n| self.ahead_run(i, n)) {
+            return Err(PushError::Full(()));
         }
-        let k = write_frames(msg, |i, f| self.write_ahead(i as u64, f));
         // One Release store of the lane's tail (`Producer::publish`)
         // publishes every frame of the message.
-        self.publish_ahead(k as u64);
+        self.publish_ahead(k);
         Ok(())
     }
 
@@ -107,7 +113,7 @@ impl Producer<Frame> {
         let checked = check_len(msg, self.max_message_len());
         let push = checked
             .is_ok()
-            .then(|| self.push_async_with((), move |p, ()| p.try_push_checked(msg)));
+            .then(|| self.push_async_with((), move |p, ()| p.try_push_checked(msg, None)));
         async move {
             match push {
                 Some(push) => push.await.map_err(SendError::from),

@@ -14,7 +14,7 @@ use crate::ring::control::check_seq;
 use crate::ring::wait::{WaitStrategy, Waiting, sleep_slice};
 use crate::ring::{JoinError, JoinReport, PushError};
 use crate::slot::write_slot;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 use super::mem::QueueMem;
 
@@ -128,10 +128,10 @@ impl<T: Pod> Producer<T> {
         }
     }
 
-    /// Write `item` into the `i`-th slot past our tail (not yet
-    /// published; `room` said it is free).
-    pub(super) fn write_ahead(&self, i: u64, item: &T) {
-        write_slot(self.mem.slot(self.lane, self.tail + i), item);
+    /// The words of the `n` slots from `tail + i` on (`room` said they are
+    /// free), as the runs contiguous in memory (see `QueueMem::run`).
+    pub(super) fn ahead_run(&self, i: usize, n: usize) -> [&[AtomicU64]; 2] {
+        self.mem.run(self.lane, self.tail + i as u64, n)
     }
 
     /// Publish the `n` slots written past our tail with one store.

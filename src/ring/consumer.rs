@@ -129,9 +129,12 @@ impl<T: Pod> Consumer<T> {
         self.mem.cap() as usize
     }
 
-    /// Claim up to `max` items (at least one) by one CAS of head. `copy` is
-    /// called for each slot before the CAS; its copies count only if the CAS
-    /// succeeds (on failure `copy` is called again for the new slots).
+    /// Claim up to `max` items (at least one) by one CAS of head. Before
+    /// the CAS, `copy(i, run)` is called for the claimed slots as at most
+    /// two runs of whole slots contiguous in memory (split where the ring
+    /// wraps), `i` the index in the claim of the run's first slot; its
+    /// copies count only if the CAS succeeds (on failure `copy` is called
+    /// again for the new slots).
     ///
     /// `size(first, available)` says how many of the `available` published
     /// slots to claim, looking at the first one (a message's length lives
@@ -227,8 +230,15 @@ impl<T: Pod> Consumer<T> {
                     continue;
                 }
             };
-            for i in 0..n {
-                copy(i, mem.slot(h + i as u64));
+            if n == 1 {
+                // The single-item pops: no run to split.
+                copy(0, mem.slot(h));
+            } else {
+                let [a, b] = mem.run(h, n);
+                copy(0, a);
+                if !b.is_empty() {
+                    copy(a.len() / mem.words(), b);
+                }
             }
             // Announce the items as ours before the claim: killed between
             // the two, we count n items as abandoned that another consumer
@@ -288,7 +298,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub(super) fn try_pop_as(&self, how: Claim) -> Result<T, PopError> {
         let mut out = T::zeroed();
-        self.claim_as(how, |_, _| Ok(1), |_, slot| out = read_slot(slot))?;
+        self.claim_as(how, |_, _| Ok(1), |_, run| out = read_slot(run))?;
         Ok(out)
     }
 
@@ -304,10 +314,15 @@ impl<T: Pod> Consumer<T> {
             return Ok(0);
         }
         let max = buf.len();
+        let words = self.mem.words();
         self.claim_as(
             how,
             |_, n| Ok(n.min(max)),
-            |i, slot| buf[i] = read_slot(slot),
+            |i, run| {
+                for (b, slot) in buf[i..].iter_mut().zip(run.chunks_exact(words)) {
+                    *b = read_slot(slot);
+                }
+            },
         )
     }
 

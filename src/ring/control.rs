@@ -229,6 +229,36 @@ impl RingMem {
         }
     }
 
+    /// The words of the `n` slots from sequence `seq` on (`n <= cap`), as
+    /// the (at most) two runs that are contiguous in memory: up to the end
+    /// of the slot array, then from its start. The bulk copies of byte
+    /// messages (`message.rs`) and batches take each run in one loop.
+    #[inline]
+    pub(super) fn run(&self, seq: u64, n: usize) -> [&[AtomicU64]; 2] {
+        assert!(
+            n as u64 <= self.cap,
+            "a run of {n} slots, capacity {}",
+            self.cap
+        );
+        let index = (seq & (self.cap - 1)) as usize;
+        let first = n.min(self.cap as usize - index);
+        // SAFETY: the slot array holds cap * words atomics (validated at
+        // open or allocated so); index + first <= cap and n - first <=
+        // cap, so both ranges are in bounds.
+        unsafe {
+            let base = self.slots.as_ptr() as *const AtomicU64;
+            [
+                std::slice::from_raw_parts(base.add(index * self.words), first * self.words),
+                std::slice::from_raw_parts(base, (n - first) * self.words),
+            ]
+        }
+    }
+
+    /// Words per slot.
+    pub(super) fn words(&self) -> usize {
+        self.words
+    }
+
     pub(super) fn corrupt(&self, detail: String) -> Error {
         Error::Corrupt {
             name: self.label.clone(),

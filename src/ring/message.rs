@@ -6,13 +6,19 @@
 //! frame encoding and its checks (`write_frames`, `read_message`,
 //! `check_len`) and the waiting forms (`bytes_push_api!`,
 //! `bytes_pop_api!`) also serve the multi-producer queue's byte messages
-//! (`src/queue/message.rs`).
+//! (`src/queue/message.rs`). The copies themselves (straight between the
+//! slots and the caller's bytes, one Relaxed atomic access per 8 bytes, the
+//! frame headers written or checked in the same pass) are
+//! `frame_copy.rs`'s, with the argument for them over a plain or a crate's
+//! memcpy and over a contiguous layout.
 //!
 //! A ring of [`Frame`]s (64 bytes: a 4-byte total length, a 4-byte frame
 //! index, 56 bytes of data) carries a message of `L` bytes as
 //! `max(1, ceil(L / 56))` frames. The producer writes all of a message's
 //! frames and publishes them with **one** store of `tail`, so `tail` only
-//! ever stands at a message boundary. A consumer reads the first frame,
+//! ever stands at a message boundary (a push waiting for room writes the
+//! frames that already fit meanwhile, past `tail`, where no consumer takes
+//! them: see `write_ahead`). A consumer reads the first frame,
 //! computes how many frames the message has, and claims exactly that many
 //! with **one** CAS of `head` (claim = commit, as for single items). So a
 //! message is never split between consumers, never half-visible, and a
@@ -73,11 +79,11 @@ use bytemuck::{Pod, Zeroable};
 use crate::waiter::Parking;
 
 use crate::identity::ShmType;
-use crate::slot::read_slot;
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU64, Ordering};
 
 use super::consumer::Consumer;
 use super::error::{PopError, SendError};
+use super::frame_copy::{FRAME_WORDS, load_frames, split_header, store_frames};
 use super::producer::Producer;
 
 /// Data bytes per frame.
@@ -123,33 +129,66 @@ pub(crate) fn check_len(msg: &[u8], max: usize) -> Result<(), SendError> {
     Ok(())
 }
 
-/// Cut `msg` (at most `u32::MAX` bytes: see [`check_len`]) into its
-/// [`frames_for`] frames, handing each to `write(index, frame)` in order;
-/// how many. The ring's and the queue's producers write them into reserved
-/// slots and publish them with one store.
-pub(crate) fn write_frames(msg: &[u8], mut write: impl FnMut(usize, &Frame)) -> usize {
-    let k = frames_for(msg.len());
-    let mut chunks = msg.chunks(FRAME_DATA);
-    for i in 0..k {
-        let mut f = Frame {
-            len: msg.len() as u32,
-            index: i as u32,
-            data: [0; FRAME_DATA],
-        };
-        if let Some(c) = chunks.next() {
-            f.data[..c.len()].copy_from_slice(c);
-        }
-        write(i, &f);
+/// Write frames `first..` of `msg` (at most `u32::MAX` bytes: see
+/// [`check_len`]; as many frames as `runs` hold) into `runs`, reserved
+/// slots (whole frames, in order, possibly split in two where the ring
+/// wraps).
+#[inline]
+fn write_frames(msg: &[u8], first: usize, runs: [&[AtomicU64]; 2]) {
+    let [a, b] = runs;
+    store_frames(a, first, msg);
+    if !b.is_empty() {
+        store_frames(b, first + a.len() / FRAME_WORDS, msg);
     }
-    k
+}
+
+/// One attempt of a byte-message push (`msg` passed [`check_len`]), given
+/// `free` slots past the producer's tail: writes what it may of the
+/// message's frames through `run(i, n)` (the words of the `n` slots from
+/// `tail + i`), and says whether all of them are written, to be published
+/// with one store of tail.
+///
+/// `ahead` is `None` for an all-or-nothing attempt (the `try_` pushes):
+/// nothing is written unless every frame fits. A waiting push passes the
+/// count of frames its earlier attempts wrote (from 0): this attempt writes
+/// the frames that now fit past them, so the producer copies most of a
+/// message while the consumers still copy the one before it (a 1 MiB
+/// message on a ring with room for less than two: the copies overlap
+/// instead of taking turns). Frames written past tail are invisible to
+/// every consumer (a stale one may read them, and discards what it read):
+/// a push that then times out, finds the ring closed, or dies has published
+/// nothing, and the next push overwrites them.
+#[inline]
+pub(crate) fn write_ahead<'a>(
+    msg: &[u8],
+    free: u64,
+    ahead: Option<&mut usize>,
+    run: impl FnOnce(usize, usize) -> [&'a [AtomicU64]; 2],
+) -> bool {
+    let k = frames_for(msg.len());
+    // Free slots only grow while the producer waits (head only moves on,
+    // and a head that went back is `Corrupt` before this).
+    let fits = free.min(k as u64) as usize;
+    let mut none = 0;
+    let done = match ahead {
+        Some(done) => done,
+        None if fits < k => return false,
+        None => &mut none,
+    };
+    if fits > *done {
+        write_frames(msg, *done, run(*done, fits - *done));
+        *done = fits;
+    }
+    *done == k
 }
 
 /// What a claim asks of one message: `size(first_slot, available)`, how
 /// many slots to take, decided from the first.
 type ClaimSized<'a> = &'a mut dyn FnMut(&[AtomicU64], usize) -> Result<usize, String>;
-/// What a claim does with each slot it takes: `copy(i, slot)`, called before
-/// the claim's CAS (and again for every slot on a retry).
-type CopySlot<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
+/// What a claim does with the slots it takes: `copy(i, run)`, a run of
+/// whole slots contiguous in memory starting at the claim's `i`-th (at
+/// most two runs), called before the claim's CAS (and again on a retry).
+type CopyRun<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
 
 /// Take one whole message into `out` (cleared first) through `claim` (the
 /// ring's or a queue lane's claim = commit, which must take exactly the
@@ -157,24 +196,35 @@ type CopySlot<'a> = &'a mut dyn FnMut(usize, &[AtomicU64]);
 /// `Corrupt`). The first frame says how many frames the message has,
 /// checked against `cap` (frames a lane holds) and what was published; the
 /// others must agree with it. Returns the frames taken.
+///
+/// The data goes straight from the slots into `out`'s spare capacity
+/// (`frame_copy::load_frames`: one Relaxed load and one store per 8
+/// bytes, whole frames), and `out`'s length is set only once every frame
+/// of the claimed message was copied.
 pub(crate) fn read_message(
     cap: usize,
     out: &mut Vec<u8>,
-    claim: impl FnOnce(ClaimSized<'_>, CopySlot<'_>) -> Result<usize, PopError>,
+    claim: impl FnOnce(ClaimSized<'_>, CopyRun<'_>) -> Result<usize, PopError>,
 ) -> Result<usize, PopError> {
     let total = Cell::new(0usize);
-    let bad = Cell::new(None::<String>);
+    let mut bad = None::<String>;
+    // Frames 0..copied of the message are in `out`'s spare capacity
+    // (counted only for runs that continue the prefix, so the count is
+    // never more than what was written).
+    let mut copied = 0usize;
+    out.clear();
     let k = claim(
         &mut |first, available| {
-            let f: Frame = read_slot(first);
+            // Relaxed: ordered by the claim's Acquire load of tail, as the
+            // data words.
+            let (len, index) = split_header(first[0].load(Ordering::Relaxed));
             // A u32: frames_for cannot overflow, nor can `i * FRAME_DATA`
             // below (i < k <= cap).
-            let len = f.len as usize;
+            let len = len as usize;
             let k = frames_for(len);
-            if f.index != 0 {
+            if index != 0 {
                 return Err(format!(
-                    "a message starts with frame {} of a {len}-byte message",
-                    f.index
+                    "a message starts with frame {index} of a {len}-byte message"
                 ));
             }
             if k > cap {
@@ -192,27 +242,41 @@ pub(crate) fn read_message(
             }
             Ok(k)
         },
-        &mut |i, slot| {
-            if i == 0 {
-                out.clear();
-                bad.set(None);
-            }
-            let f: Frame = read_slot(slot);
+        &mut |i0, run| {
             let len = total.get();
-            let start = i * FRAME_DATA;
-            let take = len.saturating_sub(start).min(FRAME_DATA);
-            if f.index as usize != i || f.len as usize != len {
-                bad.set(Some(format!(
-                    "frame {i} of a {len}-byte message says it is frame {} of {} bytes",
-                    f.index, f.len
-                )));
+            if i0 == 0 {
+                // A new attempt: what an earlier one found is void.
+                bad = None;
+                copied = 0;
+                // Whole frames: the last one's bytes past `len` too.
+                out.reserve(frames_for(len) * FRAME_DATA);
             }
-            out.extend_from_slice(&f.data[..take]);
+            let frames = run.len() / FRAME_WORDS;
+            // i0 + frames <= k = frames_for(len): no overflow, in bounds.
+            let dst = &mut out.spare_capacity_mut()[i0 * FRAME_DATA..][..frames * FRAME_DATA];
+            if let Some(d) = load_frames(run, i0, len, dst) {
+                bad = bad.take().or(Some(d));
+            }
+            if i0 == copied {
+                copied += frames;
+            }
         },
     )?;
+    let len = total.get();
+    if copied != k {
+        // Unreachable: a claim of k frames copies each.
+        return Err(PopError::Corrupt(format!(
+            "copied {copied} frames of a {k}-frame message"
+        )));
+    }
+    // SAFETY: copied == k: the copies of the claim's last attempt (which
+    // started at frame 0, reserving k * FRAME_DATA >= len bytes) wrote
+    // frames 0..k of the message, in order, into the spare capacity: bytes
+    // 0..len are initialised, and len <= capacity.
+    unsafe { out.set_len(len) };
     // The claim succeeded, so these frames were not being overwritten: an
     // inconsistency is real damage.
-    match bad.take() {
+    match bad {
         Some(d) => Err(PopError::Corrupt(d)),
         None => Ok(k),
     }
@@ -222,7 +286,8 @@ pub(crate) fn read_message(
 /// ring's and the queue's producers (`$what` names the container in the
 /// docs): `push_bytes`, `push_bytes_timeout`, and `push_bytes_until` under
 /// them. The type provides `max_message_len`, `try_push_checked` (one
-/// message that passed [`check_len`]) and `push_with` (retry while full).
+/// attempt for a message that passed [`check_len`], writing ahead as
+/// [`write_ahead`] says) and `push_with` (retry while full).
 macro_rules! bytes_push_api {
     ($what:literal) => {
         #[doc = concat!("Push one message, waiting while the ", $what, " lacks room for it.")]
@@ -246,7 +311,9 @@ macro_rules! bytes_push_api {
             deadline: Option<std::time::Instant>,
         ) -> Result<(), $crate::ring::SendError> {
             $crate::ring::message::check_len(msg, self.max_message_len())?;
-            self.push_with(deadline, |p| p.try_push_checked(msg))
+            // Frames of `msg` written ahead by the attempts so far.
+            let mut ahead = 0;
+            self.push_with(deadline, |p| p.try_push_checked(msg, Some(&mut ahead)))
                 .map_err($crate::ring::SendError::from)
         }
     };
@@ -303,7 +370,7 @@ impl Producer<Frame> {
     #[must_use = "the message may not have been sent (Full)"]
     pub fn try_push_bytes(&mut self, msg: &[u8]) -> Result<(), SendError> {
         self.check_len(msg)?;
-        self.try_push_checked(msg).map_err(SendError::from)
+        self.try_push_checked(msg, None).map_err(SendError::from)
     }
 
     /// `TooLarge` if `msg` can never fit in this ring.
@@ -311,14 +378,24 @@ impl Producer<Frame> {
         check_len(msg, self.max_message_len())
     }
 
-    /// Push one message that passed [`check_len`](Self::check_len) (so its
-    /// length fits in a frame's `u32` and its frames in the ring).
-    fn try_push_checked(&mut self, msg: &[u8]) -> Result<(), super::PushError<()>> {
+    /// One attempt to push a message that passed
+    /// [`check_len`](Self::check_len) (so its length fits in a frame's
+    /// `u32` and its frames in the ring): all or nothing with `ahead`
+    /// `None`; a waiting push passes its count of frames written ahead
+    /// (see [`write_ahead`]).
+    fn try_push_checked(
+        &mut self,
+        msg: &[u8],
+        ahead: Option<&mut usize>,
+    ) -> Result<(), super::PushError<()>> {
         if self.has_closed() {
             return Err(super::PushError::Closed(()));
         }
-        self.reserve(frames_for(msg.len()) as u64)?;
-        let k = write_frames(msg, |i, f| self.write_reserved(i as u64, f));
+        let k = frames_for(msg.len());
+        let free = self.free(k as u64)?;
+        if !write_ahead(msg, free, ahead, |i, n| self.reserved_run(i, n)) {
+            return Err(super::PushError::Full(()));
+        }
         // One Release store of tail (in `Producer::publish`) publishes every
         // frame of the message.
         self.publish_reserved(k as u64);
@@ -342,7 +419,7 @@ impl Producer<Frame> {
                 return Poll::Ready(Err(e));
             }
             self.poll_room(cx, &mut pending, &mut since, &mut parking, |p, ()| {
-                p.try_push_checked(msg)
+                p.try_push_checked(msg, None)
             })
             .map(|r| r.map_err(SendError::from))
         })

@@ -97,6 +97,7 @@ use crate::sync::AtomicU64;
 mod consumer;
 pub(crate) mod control;
 mod error;
+mod frame_copy;
 mod iter;
 pub mod message;
 mod producer;

@@ -3,7 +3,7 @@
 //! `not_full` while the ring is full, closes the ring, and joins. Claiming
 //! the producer role and asking whether consumers are gone is
 //! `registry.rs`'s; the control block is `control.rs`'s; byte messages are
-//! `message.rs`'s (through `reserve`, `write_reserved`, `publish_reserved`).
+//! `message.rs`'s (through `free`, `reserved_run`, `publish_reserved`).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -15,7 +15,7 @@ use bytemuck::Pod;
 
 use crate::process::ProcToken;
 use crate::slot::write_slot;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use crate::waiter::Parking;
 
 use super::control::{RingMem, check_seq};
@@ -83,21 +83,21 @@ impl<T: Pod> Producer<T> {
         self.closed
     }
 
-    /// Make sure the `n` slots from `tail` on are free to write: `Full` if
-    /// fewer are free now, `Corrupt` if the shared head is impossible. Does
-    /// not check `closed` (see [`has_closed`](Self::has_closed)).
-    pub(super) fn reserve(&mut self, n: u64) -> Result<(), PushError<()>> {
-        match self.room(n) {
-            Err(detail) => Err(PushError::Corrupt { item: (), detail }),
-            Ok(r) if r < n => Err(PushError::Full(())),
-            Ok(_) => Ok(()),
-        }
+    /// How many slots from `tail` on are free to write (re-reading `head`
+    /// if fewer than `want` looked free): `Corrupt` if the shared head is
+    /// impossible. Does not check `closed` (see
+    /// [`has_closed`](Self::has_closed)).
+    pub(super) fn free(&mut self, want: u64) -> Result<u64, PushError<()>> {
+        self.room(want)
+            .map_err(|detail| PushError::Corrupt { item: (), detail })
     }
 
-    /// Write `item` into reserved slot `i` (the slot for `tail + i`): not
-    /// visible to consumers until [`publish_reserved`](Self::publish_reserved).
-    pub(super) fn write_reserved(&mut self, i: u64, item: &T) {
-        write_slot(self.mem.slot(self.tail + i), item);
+    /// The words of the `n` slots from `tail + i` on (all of them within
+    /// what [`free`](Self::free) said), as the runs contiguous in memory
+    /// (see `RingMem::run`): not visible to consumers until
+    /// [`publish_reserved`](Self::publish_reserved).
+    pub(super) fn reserved_run(&self, i: usize, n: usize) -> [&[AtomicU64]; 2] {
+        self.mem.run(self.tail + i as u64, n)
     }
 
     /// Publish the first `n` reserved slots with one store of `tail`, and
