@@ -237,3 +237,66 @@ fn join_sees_the_work_of_a_consumer_that_left() {
         drop(tx);
     });
 }
+
+/// One item, one lane, two consumer entries: W and L (threads) race to
+/// take the item, so that L may lose its claim (it announced the item in
+/// its entry's `held`, and takes the announcement back); L then leaves and
+/// says so through a flag that orders nothing (Relaxed), and N (the main
+/// thread) registers in L's entry. Whichever took the item left holding
+/// it, so exactly one item is abandoned: N, folding the entry it takes
+/// over, must see L's announcement taken back, not count it again.
+///
+/// (N waits on the flag instead of racing L for the entry: the same race,
+/// but loom, at preemption bound 2, did not schedule N's registration after
+/// a lost claim of L's when N was a third racing thread.)
+///
+/// Kills: `unregister_consumer`'s Release clear of the token made Relaxed
+/// (after a lost claim no wake-up fence stands between L's last write to
+/// `held` and its leave, so only that Release orders them for N).
+#[test]
+fn a_consumer_registers_where_another_left_after_losing_a_claim() {
+    loom::model(|| {
+        let q = Queue::<Item>::new_in_process(opts(1, 1, 2)).unwrap();
+        let mut tx = q.producer().unwrap();
+        tx.push(item(1)).unwrap();
+        let l = q.consumer().unwrap();
+        let w = q.consumer().unwrap();
+        let left = Arc::new(AtomicU64::new(0));
+        let flag = left.clone();
+        let lt = thread::spawn(move || {
+            let got = match l.try_pop() {
+                Ok(v) => value(v) == 1,
+                Err(PopError::Empty) => false,
+                Err(e) => panic!("{e}"),
+            };
+            drop(l);
+            // Relaxed: a signal to the model's N only, ordering nothing.
+            flag.store(1, Ordering::Relaxed);
+            got
+        });
+        let wt = thread::spawn(move || w.try_pop().is_ok());
+        while left.load(Ordering::Relaxed) == 0 {
+            thread::yield_now();
+        }
+        // The flag orders nothing, so N may still see L's token (or W's
+        // in entry 1) and find no entry free: then it folds nothing.
+        match q.consumer() {
+            Ok(n) => {
+                // Checked while N holds the entry: once N leaves, its own
+                // fold of a wrapped count would wrap the totals back.
+                let s = q.state();
+                let held_ok = s.consumers.iter().all(|&(_, _, held)| held <= 1);
+                assert!(s.abandoned <= 1 && held_ok, "counted twice: {s:?}");
+                drop(n);
+            }
+            Err(Error::TooManyConsumers { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        let (l_got, w_got) = (lt.join().unwrap(), wt.join().unwrap());
+        assert!(w_got != l_got, "the item went to exactly one of W, L");
+        let s = q.state();
+        // Whichever took it left holding it: one item abandoned, once.
+        assert_eq!(s.abandoned, 1, "{s:?}");
+        drop(tx);
+    });
+}
