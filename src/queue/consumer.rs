@@ -194,8 +194,12 @@ impl<T: Pod> Consumer<T> {
             // items abandoned that another consumer takes (a join returns
             // early by that much); announced after, a kill in between would
             // leave them counted nowhere and joiners waiting forever.
-            // Release: pairs with the Acquire load in `abandoned_count`.
-            held.fetch_add(n as u64, Ordering::Release);
+            // Relaxed: `held` publishes nothing. It is read for a decision
+            // only by a joiner (`abandoned_count`) or a registrant folding
+            // our entry (`fold_held`), and only once we are found dead
+            // (the liveness check orders our writes) or after we left
+            // (`unregister_consumer`'s Release clear orders them).
+            held.fetch_add(n as u64, Ordering::Relaxed);
             // Release: our slot reads happen before the producer's Acquire
             // load of head that lets it overwrite them. Claim = commit.
             match lane
@@ -416,11 +420,12 @@ impl<T: Pod> Consumer<T> {
         ctrl.done.fetch_add(n, Ordering::Release);
         // Counted done first, then no longer ours: a kill in between counts
         // it both done and abandoned (a join returns early), never neither.
-        // Release: pairs with the Acquire load in `abandoned_count`.
+        // Relaxed: as the claim's increment of `held` (consumer.rs,
+        // `claim_lane`): read only once we are found dead or after we left.
         self.mem
             .entry(self.entry)
             .held
-            .fetch_sub(n, Ordering::Release);
+            .fetch_sub(n, Ordering::Relaxed);
         ctrl.cold.all_done.notify();
         Ok(())
     }
