@@ -375,17 +375,14 @@ impl QueueMem {
         if only_empty && lane.tail.load(Ordering::Relaxed) != lane.head.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        // Acquire: pairs with the Release CAS in `release_lane`, so a
-        // previous owner that left has its last tail store (and the slot
-        // words it overwrote) ordered before our loads and writes below
-        // (`a_producer_takes_over_the_lane_another_left` fails without it).
-        // A previous owner that died is ordered by the liveness check that
-        // found it dead, not by this. No Release: nobody acquires through
-        // our claim. A later claimer reads our token only while we hold
-        // the lane (alive: it skips it; dead: the liveness check orders our
-        // writes) or after `release_lane`'s own Release; `producers_gone`
-        // only tests the token, and the `producers_seen` increment below
-        // (Release, after this CAS) is what publishes the claim to it.
+        // Acquire: pairs with the Release CAS in `release_lane`: a previous
+        // owner that left has its last tail store and slot writes ordered
+        // before ours (a dead one's: the liveness check that found it
+        // dead). No Release: nobody acquires through a claim. A later
+        // claimer reads our token only while we hold the lane (alive: it
+        // skips; dead: the liveness check orders our writes) or after
+        // `release_lane`'s own Release; `producers_gone` only tests it, and
+        // the Release increment of `producers_seen` below publishes it.
         if lane
             .owner
             .compare_exchange(cur, me.raw(), Ordering::Acquire, Ordering::Relaxed)
@@ -507,10 +504,9 @@ impl QueueMem {
         ctrl.cold.abandoned.fetch_add(v, Ordering::Release);
         // Relaxed: nothing is read through this. `abandoned_count` reads
         // `held` after `abandoned`, so seeing this store means it missed
-        // the add above: it counts low and waits for the notify below. The
-        // next folder of this entry acquires through its token (our
-        // `unregister_consumer`'s Release clear, or the liveness check that
-        // found us dead), and our own later updates are read-modify-writes.
+        // the add above (it counts low and waits for the notify below).
+        // The next folder of this entry acquires through its token
+        // (`unregister_consumer`'s Release clear, or a liveness check).
         e.held.fetch_sub(v, Ordering::Relaxed);
         ctrl.cold.all_done.notify();
     }
@@ -559,13 +555,12 @@ impl QueueMem {
         let abandoned = self.abandoned_count();
         let mut pushed: u128 = 0;
         for (i, l) in self.lanes().enumerate() {
-            // Relaxed: a join reads no slot; the tails only count what was
-            // pushed. `done` was loaded first with Acquire, so every claim
-            // counted in it (which loaded a tail covering its items)
-            // happened before these loads, and they read tails at least as
-            // high (coherence): `done` never exceeds them in a correct
-            // queue. A push that happened before the join is seen the same
-            // way; one concurrent with it may or may not be counted.
+            // Relaxed: a join reads no slot; the tails only count pushes.
+            // `done` was loaded first with Acquire, so every claim counted
+            // in it (which loaded a tail covering its items) happened
+            // before, and these loads read tails at least as high
+            // (coherence): `done` never exceeds them in a correct queue. A
+            // push that happened before the join is seen the same way.
             let t = l.tail.load(Ordering::Relaxed);
             check_seq("tail", t).map_err(|d| JoinError::Corrupt(format!("lane {i}: {d}")))?;
             pushed += u128::from(t);
