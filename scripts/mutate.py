@@ -49,9 +49,15 @@ LOCK = [("loom_lock", [], 3)]
 RING_DEATH = [("loom_ring_death", [], 3)]
 CELL = [("loom_cell", [], 3)]
 HEADER = [("loom_header", [], 3)]
-QUEUE = [("loom_queue_sole", [], 2),
-         ("loom_queue", ["--skip", "one_producer_two"], 2),
-         ("loom_queue", ["one_producer_two"], 2, "slow")]
+# The registry models first: small, and the first failure stops the rest.
+# Only the items' 1P2C model is slow (about 30 s); the bytes 1P2C model
+# (under 2 s) is the only one that kills the consumer's head load and head
+# CAS, so the skip names the slow model whole (a bare `one_producer_two`
+# would skip both).
+QUEUE_SLOW = "one_producer_two_consumers_wraparound"
+QUEUE = [("loom_queue_registry", [], 2), ("loom_queue_sole", [], 2),
+         ("loom_queue", ["--skip", QUEUE_SLOW], 2),
+         ("loom_queue", [QUEUE_SLOW], 2, "slow")]
 SNAPSHOT = [("loom_snapshot", [], 3)]
 COVER = [
     ("src/ring/", RING),

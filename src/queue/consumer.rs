@@ -216,10 +216,11 @@ impl<T: Pod> Consumer<T> {
                 // The sole consumer (see `SoleConsumer`): nobody else writes
                 // our entry while we live, nobody else moves this lane's
                 // head, so a load and a store do what the read-modify-writes
-                // below do, in the same order. Release, both: as below.
-                // Wrapping, as fetch_add: the entry may hold garbage.
+                // below do, in the same order, with their orderings (held
+                // Relaxed, head Release: see there). Wrapping, as
+                // fetch_add: the entry may hold garbage.
                 let announced = held.load(Ordering::Relaxed).wrapping_add(n as u64);
-                held.store(announced, Ordering::Release);
+                held.store(announced, Ordering::Relaxed);
                 lane.head.store(h + n as u64, Ordering::Release);
                 if mem.ctrl().not_full.notify() {
                     self.futex_calls.fetch_add(1, Ordering::Relaxed);
@@ -230,8 +231,12 @@ impl<T: Pod> Consumer<T> {
             // items abandoned that another consumer takes (a join returns
             // early by that much); announced after, a kill in between would
             // leave them counted nowhere and joiners waiting forever.
-            // Release: pairs with the Acquire load in `abandoned_count`.
-            held.fetch_add(n as u64, Ordering::Release);
+            // Relaxed: `held` publishes nothing. It is read for a decision
+            // only by a joiner (`abandoned_count`) or a registrant folding
+            // our entry (`fold_held`), and only once we are found dead
+            // (the liveness check orders our writes) or after we left
+            // (`unregister_consumer`'s Release clear orders them).
+            held.fetch_add(n as u64, Ordering::Relaxed);
             // Release: our slot reads happen before the producer's Acquire
             // load of head that lets it overwrite them. Claim = commit.
             match lane
@@ -480,11 +485,12 @@ impl<T: Pod> Consumer<T> {
         ctrl.done.fetch_add(n, Ordering::Release);
         // Counted done first, then no longer ours: a kill in between counts
         // it both done and abandoned (a join returns early), never neither.
-        // Release: pairs with the Acquire load in `abandoned_count`.
+        // Relaxed: as the claim's increment of `held` (consumer.rs,
+        // `claim_lane`): read only once we are found dead or after we left.
         self.mem
             .entry(self.entry)
             .held
-            .fetch_sub(n, Ordering::Release);
+            .fetch_sub(n, Ordering::Relaxed);
         ctrl.cold.all_done.notify();
         Ok(())
     }

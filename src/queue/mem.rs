@@ -393,9 +393,11 @@ impl QueueMem {
         only_empty: bool,
     ) -> Result<Option<(usize, ProcToken, u64, u64)>> {
         let lane = self.lane(i);
-        // Acquire: pairs with the Release of a previous owner giving the
-        // lane back (`release_lane`).
-        let cur = lane.owner.load(Ordering::Acquire);
+        // Relaxed: only tested (a live owner: skip the lane), as in
+        // `register_consumer`; the CAS below succeeds only from this very
+        // value and is the Acquire that pairs with `release_lane`. A dead
+        // owner's writes are ordered by the liveness check that follows.
+        let cur = lane.owner.load(Ordering::Relaxed);
         if ProcToken::from_raw(cur).is_some_and(|t| t.is_alive()) {
             return Ok(None);
         }
@@ -403,11 +405,17 @@ impl QueueMem {
         if only_empty && lane.tail.load(Ordering::Relaxed) != lane.head.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        // AcqRel: Acquire makes a previous (dead) owner's last tail
-        // store visible to the load below.
+        // Acquire: pairs with the Release CAS in `release_lane`: a previous
+        // owner that left has its last tail store and slot writes ordered
+        // before ours (a dead one's: the liveness check that found it
+        // dead). No Release: nobody acquires through a claim. A later
+        // claimer reads our token only while we hold the lane (alive: it
+        // skips; dead: the liveness check orders our writes) or after
+        // `release_lane`'s own Release; `producers_gone` only tests it, and
+        // the Release increment of `producers_seen` below publishes it.
         if lane
             .owner
-            .compare_exchange(cur, me.raw(), Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(cur, me.raw(), Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             return Ok(None);
@@ -462,7 +470,12 @@ impl QueueMem {
             if ProcToken::from_raw(cur).is_some_and(|t| t.is_alive()) {
                 continue;
             }
-            // Acquire: the previous (dead) holder's `held` is read below.
+            // Acquire: pairs with the Release clear in
+            // `unregister_consumer`: a holder that left has its writes to
+            // `held` ordered before our fold reads it (else we fold its
+            // items again: `a_consumer_registers_where_another_left_...`
+            // models). A dead holder's writes are ordered by the liveness
+            // check above.
             if e.token
                 .compare_exchange(cur, me.raw(), Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
@@ -519,7 +532,10 @@ impl QueueMem {
             self.fold_held(i);
         }
         // Release: our task_done calls happen before a joiner's Acquire in
-        // `consumers_gone` that sees us gone.
+        // `consumers_gone` that sees us gone, and our last writes to `held`
+        // (a fold, or a lost claim taking its announcement back, after
+        // which no wake-up fence follows) before the fold of whoever
+        // registers here next (Acquire CAS in `register_consumer`).
         let _ = e
             .token
             .compare_exchange(me.raw(), 0, Ordering::Release, Ordering::Relaxed);
@@ -538,10 +554,19 @@ impl QueueMem {
         if v == 0 {
             return;
         }
-        // Release: pairs with the Acquire load in `abandoned_count`.
+        // Release: pairs with the Acquire load in `abandoned_count`: a
+        // joiner that sees this add sees our token CAS before it, so it no
+        // longer counts the entry's held items as a dead holder's (else it
+        // would count them twice and return early; the model
+        // `join_counts_a_dead_consumers_item_once_while_its_entry_is_reused`
+        // fails without it).
         ctrl.cold.abandoned.fetch_add(v, Ordering::Release);
-        // Release: as above.
-        e.held.fetch_sub(v, Ordering::Release);
+        // Relaxed: nothing is read through this. `abandoned_count` reads
+        // `held` after `abandoned`, so seeing this store means it missed
+        // the add above (it counts low and waits for the notify below).
+        // The next folder of this entry acquires through its token
+        // (`unregister_consumer`'s Release clear, or a liveness check).
+        e.held.fetch_sub(v, Ordering::Relaxed);
         ctrl.cold.all_done.notify();
     }
 
@@ -567,9 +592,13 @@ impl QueueMem {
             // Relaxed: only says whose entry it is; liveness is the OS's.
             let tok = e.token.load(Ordering::Relaxed);
             if ProcToken::from_raw(tok).is_some_and(|t| !t.is_alive()) {
-                // Acquire: pairs with the Release increment in the
-                // consumer's claim.
-                total += u128::from(e.held.load(Ordering::Acquire));
+                // Relaxed: read only for a holder found dead, whose every
+                // write the liveness check that found it dead ordered
+                // before this (the kernel's exit; in a model the oracle's
+                // SeqCst death flag). A live registrant's fold of the entry
+                // meanwhile is the Release/Acquire pair on `abandoned`
+                // above.
+                total += u128::from(e.held.load(Ordering::Relaxed));
             }
         }
         total
@@ -585,8 +614,13 @@ impl QueueMem {
         let abandoned = self.abandoned_count();
         let mut pushed: u128 = 0;
         for (i, l) in self.lanes().enumerate() {
-            // Acquire: pairs with the producer's Release store of tail.
-            let t = l.tail.load(Ordering::Acquire);
+            // Relaxed: a join reads no slot; the tails only count pushes.
+            // `done` was loaded first with Acquire, so every claim counted
+            // in it (which loaded a tail covering its items) happened
+            // before, and these loads read tails at least as high
+            // (coherence): `done` never exceeds them in a correct queue. A
+            // push that happened before the join is seen the same way.
+            let t = l.tail.load(Ordering::Relaxed);
             check_seq("tail", t).map_err(|d| JoinError::Corrupt(format!("lane {i}: {d}")))?;
             pushed += u128::from(t);
         }
