@@ -8,14 +8,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::sync::Mutex;
-
-use common::{
-    assert_once_and_lost_at_most, drain, for_every_kill_step, pop_into_until_disconnected,
-};
+use common::{drain, sole_killed_model};
 use loom::thread;
 use shmkit::queue::{Queue, QueueOptions};
-use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
+use shmkit::sync::liveness::model::become_process;
 
 fn opts(cap: usize, p: usize, c: usize) -> QueueOptions {
     QueueOptions::new(cap, p, c).disconnect_when_producers_gone(true)
@@ -76,42 +72,13 @@ fn a_sole_consumer_gets_two_producers_items_once_in_order() {
 /// (the dead one's claim is taken over) and drains. No item twice, nothing
 /// torn, nothing lost but what the dead one had claimed.
 fn sole_killed(batch: bool) {
-    for_every_kill_step(96, move |k| {
-        timeouts_expire(true);
+    sole_killed_model!(batch, {
         let q = Queue::<u64>::new_in_process(opts(2, 1, 2)).unwrap();
         let mut tx = q.producer().unwrap();
         tx.push(1).unwrap();
         tx.push(2).unwrap();
         q.close();
-        let victim_got = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let vg = victim_got.clone();
-        let q2 = q.clone();
-        let victim = thread::spawn(move || {
-            become_process(2);
-            let mut rx = q2.sole_consumer().unwrap();
-            run_killed_after(2, Some(k), move || {
-                pop_into_until_disconnected(&vg, |buf| {
-                    if batch {
-                        rx.pop_into(buf)
-                    } else {
-                        rx.pop().map(|v| {
-                            buf[0] = v;
-                            1
-                        })
-                    }
-                })
-            })
-            .is_none()
-        });
-        let killed = victim.join().unwrap();
-        let mut survivor = q
-            .sole_consumer()
-            .expect("a dead or dropped sole consumer's claim is free again");
-        let mut all = drain(|| survivor.pop());
-        all.extend(victim_got.lock().unwrap().iter().copied());
-        let may_lose = if batch { 2 } else { 1 };
-        assert_once_and_lost_at_most(all, 2, killed, may_lose);
-        killed
+        q
     });
 }
 

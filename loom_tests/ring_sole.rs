@@ -7,14 +7,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::sync::Mutex;
-
-use common::{
-    assert_once_and_lost_at_most, drain, for_every_kill_step, pop_into_until_disconnected,
-};
+use common::{drain, sole_killed_model};
 use loom::thread;
 use shmkit::ring::Ring;
-use shmkit::sync::liveness::model::{become_process, run_killed_after, timeouts_expire};
+use shmkit::sync::liveness::model::become_process;
 
 /// A sole consumer and a plain consumer, in two processes, attach at once:
 /// never both (each one's fence-ordered look at the other's claim sees
@@ -67,42 +63,13 @@ fn a_sole_consumer_gets_everything_once_across_wraps() {
 /// (the dead one's claim is taken over) and drains. No item twice, nothing
 /// torn, nothing lost but what the dead one had claimed.
 fn sole_killed(batch: bool) {
-    for_every_kill_step(96, move |k| {
-        timeouts_expire(true);
+    sole_killed_model!(batch, {
         let ring = Ring::<u64>::new_in_process(2).unwrap();
         let mut tx = ring.producer().unwrap();
         tx.push(1).unwrap();
         tx.push(2).unwrap();
-        drop(tx);
-        let victim_got = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let vg = victim_got.clone();
-        let r = ring.clone();
-        let victim = thread::spawn(move || {
-            become_process(2);
-            let mut rx = r.sole_consumer().unwrap();
-            run_killed_after(2, Some(k), move || {
-                pop_into_until_disconnected(&vg, |buf| {
-                    if batch {
-                        rx.pop_into(buf)
-                    } else {
-                        rx.pop().map(|v| {
-                            buf[0] = v;
-                            1
-                        })
-                    }
-                })
-            })
-            .is_none()
-        });
-        let killed = victim.join().unwrap();
-        let mut survivor = ring
-            .sole_consumer()
-            .expect("a dead or dropped sole consumer's claim is free again");
-        let mut all = drain(|| survivor.pop());
-        all.extend(victim_got.lock().unwrap().iter().copied());
-        let may_lose = if batch { 2 } else { 1 };
-        assert_once_and_lost_at_most(all, 2, killed, may_lose);
-        killed
+        drop(tx); // closes
+        ring
     });
 }
 

@@ -80,3 +80,51 @@ pub fn assert_once_and_lost_at_most(mut all: Vec<u64>, n: u64, killed: bool, may
     let may_lose = if killed { may_lose } else { 0 };
     assert!(lost <= may_lose, "lost {lost} (killed: {killed}): {all:?}");
 }
+
+/// The model of a sole consumer killed at every step of its pops, for a
+/// ring or a queue: `$make` builds the kind holding 1, 2 and closed; the
+/// victim (process 2) takes a `sole_consumer()` and pops (`$batch`: in
+/// batches of 2) until Disconnected, killed after its k-th step; then a new
+/// sole consumer must attach (the dead one's claim taken over) and drain.
+/// No item twice, nothing torn, nothing lost but what the victim claimed.
+#[allow(unused_macros)] // used by the sole models only
+macro_rules! sole_killed_model {
+    ($batch:expr, $make:expr) => {{
+        let batch: bool = $batch;
+        $crate::common::for_every_kill_step(96, move |k| {
+            shmkit::sync::liveness::model::timeouts_expire(true);
+            let kind = $make;
+            let victim_got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let vg = victim_got.clone();
+            let theirs = kind.clone();
+            let victim = loom::thread::spawn(move || {
+                shmkit::sync::liveness::model::become_process(2);
+                let mut rx = theirs.sole_consumer().unwrap();
+                shmkit::sync::liveness::model::run_killed_after(2, Some(k), move || {
+                    $crate::common::pop_into_until_disconnected(&vg, |buf| {
+                        if batch {
+                            rx.pop_into(buf)
+                        } else {
+                            rx.pop().map(|v| {
+                                buf[0] = v;
+                                1
+                            })
+                        }
+                    })
+                })
+                .is_none()
+            });
+            let killed = victim.join().unwrap();
+            let mut survivor = kind
+                .sole_consumer()
+                .expect("a dead or dropped sole consumer's claim is free again");
+            let mut all = $crate::common::drain(|| survivor.pop());
+            all.extend(victim_got.lock().unwrap().iter().copied());
+            let may_lose = if batch { 2 } else { 1 };
+            $crate::common::assert_once_and_lost_at_most(all, 2, killed, may_lose);
+            killed
+        })
+    }};
+}
+#[allow(unused_imports)] // used by the sole models only
+pub(crate) use sole_killed_model;
