@@ -432,6 +432,8 @@ impl<T: Pod> Consumer<T> {
                 continue;
             }
             let ctrl = self.mem.ctrl();
+            // Relaxed, here and after the sleep: a statistic for tools,
+            // paired with nothing.
             ctrl.consumers_sleeping.fetch_add(1, Ordering::Relaxed);
             let key = waiting.prepare(&ctrl.not_empty);
             // A sleeper wakes at least every liveness slice: a producer that

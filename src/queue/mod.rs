@@ -138,6 +138,7 @@ mod consumer;
 mod mem;
 pub mod message;
 mod producer;
+mod registry;
 mod sole;
 
 pub use crate::ring::{JoinError, JoinReport, PopError, PushError, TaskDoneError};

@@ -226,8 +226,10 @@ impl<T: Pod> Producer<T> {
             // that a stop reaches the checks below (consumers gone, the
             // deadline).
             let (cap, tail, lane) = (self.mem.geo().cap, self.tail, self.mem.lane(self.lane));
-            // Acquire: as in `room`.
-            let head = || lane.head.load(Ordering::Acquire);
+            // Relaxed: the value only decides when to stop spinning; no slot is
+            // reused on it (the retry's `room` re-reads head with Acquire,
+            // since the spin leaves `head_cache` as it was).
+            let head = || lane.head.load(Ordering::Relaxed);
             if waiting.spin_for_slack(cap, || tail.saturating_sub(head())) {
                 continue;
             }

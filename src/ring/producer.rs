@@ -282,8 +282,10 @@ impl<T: Pod> Producer<T> {
             // checks forever: such a producer on a full ring hung, timeout
             // or not.
             let (cap, tail) = (self.mem.cap(), self.tail);
-            // Acquire: as in `room`.
-            let head = || self.mem.ctrl().head.load(Ordering::Acquire);
+            // Relaxed: the value only decides when to stop spinning; no slot is
+            // reused on it (the retry's `room` re-reads head with Acquire,
+            // since the spin leaves `head_cache` as it was).
+            let head = || self.mem.ctrl().head.load(Ordering::Relaxed);
             if waiting.spin_for_slack(cap, || tail.saturating_sub(head())) {
                 continue;
             }
