@@ -86,7 +86,9 @@ const STICK: u64 = 32;
 /// What one lane had for a claim.
 enum Lane {
     Empty,
-    Took(usize),
+    /// `n` items taken; `contended`: another consumer won a claim on this
+    /// lane while we tried (we lost a head CAS on the way).
+    Took { n: usize, contended: bool },
 }
 
 impl<T: Pod> Consumer<T> {
@@ -97,7 +99,10 @@ impl<T: Pod> Consumer<T> {
             mem,
             entry,
             me,
-            next: AtomicU64::new(0),
+            // Consumers start their scans at different lanes (their registry
+            // entries), so two busy consumers do not begin on one lane's head
+            // and fight over it (see `scan`).
+            next: AtomicU64::new(entry as u64),
             streak: AtomicU64::new(0),
             tail_cache: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
             local_held: AtomicU64::new(0),
@@ -144,6 +149,7 @@ impl<T: Pod> Consumer<T> {
         let lane = mem.lane(i);
         let held = &mem.entry(self.entry).held;
         let cap = mem.geo().cap;
+        let mut contended = false;
         loop {
             // Acquire: pairs with the Release CAS of the consumer that moved
             // head here, which had loaded tail >= h; so our tail load below
@@ -225,7 +231,10 @@ impl<T: Pod> Consumer<T> {
                 if mem.ctrl().not_full.notify() {
                     self.futex_calls.fetch_add(1, Ordering::Relaxed);
                 }
-                return Ok(Lane::Took(n));
+                return Ok(Lane::Took {
+                    n,
+                    contended: false,
+                });
             }
             // Announce before the claim: killed in between, we count n
             // items abandoned that another consumer takes (a join returns
@@ -247,11 +256,12 @@ impl<T: Pod> Consumer<T> {
                     if mem.ctrl().not_full.notify() {
                         self.futex_calls.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Ok(Lane::Took(n));
+                    return Ok(Lane::Took { n, contended });
                 }
                 Err(_) => {
                     // Relaxed: taking back our own announcement.
                     held.fetch_sub(n as u64, Ordering::Relaxed);
+                    contended = true;
                     spin_loop();
                 }
             }
@@ -281,7 +291,7 @@ impl<T: Pod> Consumer<T> {
                     return Err(e);
                 }
             };
-            if let Lane::Took(n) = took {
+            if let Lane::Took { n, contended } = took {
                 // Relaxed, both: process-local. The next scan starts at
                 // this lane again, up to STICK claims in a row, then after
                 // it: a busy lane costs one look a claim, not a pass over
@@ -289,7 +299,14 @@ impl<T: Pod> Consumer<T> {
                 // waits more than STICK claims of another (exactly so for
                 // one thread; threads sharing a consumer may overwrite each
                 // other's streak, which only moves the turn a little).
-                let streak = if j == 0 {
+                // A claim that lost a CAS to another consumer on the way
+                // also moves on: two consumers on one lane pass its head's
+                // line back and forth on every claim, so the loser starts
+                // its next scan at the next lane, and busy consumers spread
+                // over busy lanes (with one lane, it is the same lane).
+                let streak = if contended {
+                    STICK
+                } else if j == 0 {
                     self.streak.load(Ordering::Relaxed) + 1
                 } else {
                     1

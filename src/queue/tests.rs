@@ -283,3 +283,20 @@ fn a_damaged_lane_does_not_keep_a_consumer_from_the_others() {
     assert_eq!(got, [10, 11]);
     assert!(corrupt >= 1);
 }
+
+/// Consumers begin their scans at different lanes (their registry entries):
+/// with an item in each of two lanes, the first consumer takes the first
+/// lane's and the second the second's, each without touching the other's
+/// lane. A change that starts every consumer at lane 0 fails it.
+#[test]
+fn consumers_start_their_scans_at_different_lanes() {
+    let q = mk(4, 2, 2);
+    let mut a = q.producer().unwrap();
+    let mut b = q.producer().unwrap();
+    a.push(10).unwrap();
+    b.push(20).unwrap();
+    let first = q.consumer().unwrap();
+    let second = q.consumer().unwrap();
+    assert_eq!(second.try_pop(), Ok(20));
+    assert_eq!(first.try_pop(), Ok(10));
+}
