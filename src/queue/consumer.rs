@@ -88,7 +88,10 @@ enum Lane {
     Empty,
     /// `n` items taken; `contended`: another consumer won a claim on this
     /// lane while we tried (we lost a head CAS on the way).
-    Took { n: usize, contended: bool },
+    Took {
+        n: usize,
+        contended: bool,
+    },
 }
 
 impl<T: Pod> Consumer<T> {

@@ -300,3 +300,28 @@ fn consumers_start_their_scans_at_different_lanes() {
     assert_eq!(second.try_pop(), Ok(20));
     assert_eq!(first.try_pop(), Ok(10));
 }
+
+/// The queue shares the ring's error types; their texts name neither kind,
+/// so a queue's user is never told about "the ring".
+#[test]
+fn error_texts_fit_a_queue() {
+    let q = mk(2, 1, 1);
+    let mut tx = q.producer().unwrap();
+    let rx = q.consumer().unwrap();
+    let empty = rx.try_pop().unwrap_err().to_string();
+    tx.push_slice(&[1, 2]).unwrap();
+    let full = tx.try_push(3).unwrap_err().to_string();
+    q.close();
+    let closed = tx.try_push(4).unwrap_err().to_string();
+    assert_eq!(rx.try_iter_all(), [1, 2]);
+    let drained = rx.try_pop().unwrap_err().to_string();
+    for (text, word) in [
+        (&empty, "empty"),
+        (&full, "full"),
+        (&closed, "closed"),
+        (&drained, "drained"),
+    ] {
+        assert!(text.contains(word), "{text}");
+        assert!(!text.contains("ring"), "{text}");
+    }
+}

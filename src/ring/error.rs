@@ -1,4 +1,5 @@
-//! Why a ring operation failed: [`PushError`] (an item push; hands the item
+//! Why a ring or queue operation failed (the queue shares these types, so
+//! their texts name neither): [`PushError`] (an item push; hands the item
 //! back), [`SendError`] (a byte-message push, which can also be too large),
 //! [`PopError`], [`JoinError`] and [`TaskDoneError`], each with `Display`
 //! and `std::error::Error`. Errors about segments themselves (open, create,
@@ -68,12 +69,14 @@ impl<T> std::fmt::Debug for PushError<T> {
 impl<T> std::fmt::Display for PushError<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PushError::Full(_) => f.write_str("the ring is full"),
-            PushError::Closed(_) => f.write_str("the ring is closed"),
-            PushError::Disconnected(_) => f.write_str("every consumer of the ring has died"),
-            PushError::Timeout(_) => f.write_str("timed out waiting for room in the ring"),
+            PushError::Full(_) => f.write_str("full: no room for the item"),
+            PushError::Closed(_) => f.write_str("closed: it takes no more items"),
+            PushError::Disconnected(_) => {
+                f.write_str("every consumer has died: nobody will make room")
+            }
+            PushError::Timeout(_) => f.write_str("timed out waiting for room"),
             PushError::Corrupt { detail, .. } => {
-                write!(f, "the ring's shared state is corrupt: {detail}")
+                write!(f, "the shared state is corrupt: {detail}")
             }
         }
     }
@@ -126,11 +129,13 @@ impl From<PushError<()>> for SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::Full => f.write_str("the ring has no room for the message"),
-            SendError::Closed => f.write_str("the ring is closed"),
-            SendError::Disconnected => f.write_str("every consumer of the ring has died"),
-            SendError::Timeout => f.write_str("timed out waiting for room in the ring"),
-            SendError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
+            SendError::Full => f.write_str("full: no room for the message"),
+            SendError::Closed => f.write_str("closed: it takes no more messages"),
+            SendError::Disconnected => {
+                f.write_str("every consumer has died: nobody will make room")
+            }
+            SendError::Timeout => f.write_str("timed out waiting for room"),
+            SendError::Corrupt(d) => write!(f, "the shared state is corrupt: {d}"),
             SendError::TooLarge { len, max } => write!(
                 f,
                 "a message of {len} bytes is longer than the ring can hold ({max} bytes): \
@@ -174,12 +179,12 @@ pub enum PopError {
 impl std::fmt::Display for PopError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PopError::Empty => f.write_str("the ring is empty"),
-            PopError::Disconnected => {
-                f.write_str("the ring is drained and its producer closed it or died")
-            }
+            PopError::Empty => f.write_str("empty: no item is waiting"),
+            PopError::Disconnected => f.write_str(
+                "drained, and no producer will push again (closed, or every producer gone)",
+            ),
             PopError::Timeout => f.write_str("timed out waiting for an item"),
-            PopError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
+            PopError::Corrupt(d) => write!(f, "the shared state is corrupt: {d}"),
             PopError::WrongType { found, expected } => write!(
                 f,
                 "received {found} where a value of type {expected} was expected: both \
@@ -248,7 +253,7 @@ impl std::fmt::Display for JoinError {
             JoinError::Disconnected => {
                 f.write_str("every consumer died before all items were done")
             }
-            JoinError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
+            JoinError::Corrupt(d) => write!(f, "the shared state is corrupt: {d}"),
         }
     }
 }
@@ -272,7 +277,7 @@ impl std::fmt::Display for TaskDoneError {
             TaskDoneError::TooMany => {
                 f.write_str("task_done() called more times than items were taken")
             }
-            TaskDoneError::Corrupt(d) => write!(f, "the ring's shared state is corrupt: {d}"),
+            TaskDoneError::Corrupt(d) => write!(f, "the shared state is corrupt: {d}"),
         }
     }
 }
