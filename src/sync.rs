@@ -204,6 +204,8 @@ facade_atomic! {
     AtomicU64(u64);
 }
 
+#[cfg(any(shmkit_loom, shmkit_shuttle))]
+use std::sync::PoisonError;
 use std::time::Duration;
 
 /// Tell the CPU (or loom's scheduler) that we are busy-waiting.
@@ -349,14 +351,24 @@ impl Futex {
                 rt::thread::yield_now();
                 return;
             }
-            let guard = self.lock.lock().unwrap();
+            // Poisoning ignored, here and in `wake`: the kernel's futex has
+            // none, and the model's lock is poisoned spuriously. Model
+            // threads share one OS thread, and a killed one unwinds; while
+            // it does, its destructors' atomic loads (`current_is_dead`)
+            // let other threads run, for which `thread::panicking()` is
+            // then true, so every guard they drop marks the lock poisoned.
+            let guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
             // SeqCst stands for the kernel's own check, which is ordered with
             // the waker's store by the futex hash-bucket lock.
             // mutate: skip (the model of the kernel, not our code).
             if self.word.load(Ordering::SeqCst) != expected {
                 return;
             }
-            drop(self.cond.wait(guard).unwrap());
+            drop(
+                self.cond
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
         }
     }
 
@@ -374,7 +386,7 @@ impl Futex {
         }
         #[cfg(any(shmkit_loom, shmkit_shuttle))]
         {
-            let _guard = self.lock.lock().unwrap();
+            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
             if count == 1 {
                 self.cond.notify_one();
             } else {
