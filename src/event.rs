@@ -93,13 +93,28 @@ impl EventCount {
     /// After changing the condition: wake every sleeper, if any is
     /// registered (one bit cannot say how many sleep, so all are woken once
     /// per sleeping episode). Returns whether it made the wake system call.
+    /// Inlined: every push and pop ends here, and with nobody asleep it is
+    /// a load and a branch; the wake is out of line.
+    #[inline(always)]
     pub fn notify(&self) -> bool {
         // Pairs with the fence in `prepare`: the light half, a compiler
         // fence once this process is registered for membarrier (see
         // `sync::fence_light`), so the fast path has no fence instruction.
         fence_light(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above (see `wake_sleepers`).
+        let cur = self.futex.word().load(Ordering::Relaxed);
+        if cur & 1 == 0 {
+            return false;
+        }
+        self.wake_sleepers(cur)
+    }
+
+    /// `notify`'s slow path: a sleeper is registered (bit 0 of `cur`, the
+    /// word as `notify` loaded it after its fence).
+    #[cold]
+    #[inline(never)]
+    fn wake_sleepers(&self, mut cur: u32) -> bool {
         let word = self.futex.word();
-        let mut cur = word.load(Ordering::Relaxed);
         while cur & 1 == 1 {
             // Release: a sleeper whose CAS or load sees the new sequence sees
             // the caller's condition change.

@@ -152,9 +152,16 @@ macro_rules! sole_pops {
         }
 
         #[doc = concat!("Take one item, waiting while the ", $what, " is empty (as a consumer's `pop`).")]
+        #[inline]
         pub fn pop(&mut self) -> Result<T, $crate::ring::PopError> {
             let c = &self.inner;
-            c.wait_for(None, || c.try_pop_as($crate::sole::Claim::Sole))
+            // The first look inline; the wait only when empty.
+            match c.try_pop_as($crate::sole::Claim::Sole) {
+                Err($crate::ring::PopError::Empty) => {
+                    c.wait_for(None, || c.try_pop_as($crate::sole::Claim::Sole))
+                }
+                other => other,
+            }
         }
 
         /// [`pop`](Self::pop), waiting at most `timeout`.

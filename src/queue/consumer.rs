@@ -105,7 +105,7 @@ impl<T: Pod> Consumer<T> {
             // Consumers start their scans at different lanes (their registry
             // entries), so two busy consumers do not begin on one lane's head
             // and fight over it (see `scan`).
-            next: AtomicU64::new(entry as u64),
+            next: AtomicU64::new(entry.checked_rem(lanes).unwrap_or(0) as u64),
             streak: AtomicU64::new(0),
             tail_cache: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
             local_held: AtomicU64::new(0),
@@ -279,17 +279,26 @@ impl<T: Pod> Consumer<T> {
         copy: &mut impl FnMut(usize, &[AtomicU64]),
     ) -> Result<Option<usize>, PopError> {
         let lanes = self.mem.geo().producers;
-        // Relaxed: process-local.
-        let start = (self.next.load(Ordering::Relaxed) % lanes as u64) as usize;
+        // The lane after `i`, without a division (a scan ran two per pop).
+        let after = |i: usize| if i + 1 >= lanes { 0 } else { i + 1 };
+        // Relaxed: process-local. Always below `lanes` (stored so below),
+        // checked anyway: local, but a guard costs a compare.
+        let start = match self.next.load(Ordering::Relaxed) as usize {
+            n if n < lanes => n,
+            _ => 0,
+        };
+        let mut i = start;
         for j in 0..lanes {
-            let i = (start + j) % lanes;
+            if j > 0 {
+                i = after(i);
+            }
             let took = match self.claim_lane(how, i, size, copy) {
                 Ok(t) => t,
                 Err(e) => {
                     // Relaxed: process-local. The next scan starts past a
                     // damaged lane, so the others are still served (it is
                     // reported again only when a scan reaches it).
-                    self.next.store((i + 1) as u64, Ordering::Relaxed);
+                    self.next.store(after(i) as u64, Ordering::Relaxed);
                     self.streak.store(0, Ordering::Relaxed);
                     return Err(e);
                 }
@@ -315,7 +324,7 @@ impl<T: Pod> Consumer<T> {
                     1
                 };
                 if streak >= STICK {
-                    self.next.store((i + 1) as u64, Ordering::Relaxed);
+                    self.next.store(after(i) as u64, Ordering::Relaxed);
                     self.streak.store(0, Ordering::Relaxed);
                 } else {
                     self.next.store(i as u64, Ordering::Relaxed);
@@ -378,11 +387,14 @@ impl<T: Pod> Consumer<T> {
 
     /// Take one item if there is one, without waiting.
     #[must_use = "an item taken and dropped is lost to every consumer"]
+    #[inline]
     pub fn try_pop(&self) -> Result<T, PopError> {
         self.try_pop_as(Claim::Shared)
     }
 
-    #[inline]
+    /// Always inlined, as the ring's: the `Result` through memory cost more
+    /// than the pop.
+    #[inline(always)]
     pub(super) fn try_pop_as(&self, how: Claim) -> Result<T, PopError> {
         let mut out = T::zeroed();
         self.claim(how, 1, |_, run| out = read_slot(run))?;
@@ -412,8 +424,13 @@ impl<T: Pod> Consumer<T> {
     /// it is closed and drained (or, with
     /// [`disconnect_when_producers_gone`](super::QueueOptions::disconnect_when_producers_gone),
     /// every producer has left and it is drained).
+    #[inline]
     pub fn pop(&self) -> Result<T, PopError> {
-        self.wait_for(None, || self.try_pop())
+        // The first look inline; the wait (and its set-up) only when empty.
+        match self.try_pop() {
+            Err(PopError::Empty) => self.wait_for(None, || self.try_pop()),
+            other => other,
+        }
     }
 
     /// [`pop`](Self::pop), waiting at most `timeout`.

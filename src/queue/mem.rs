@@ -244,6 +244,7 @@ impl QueueMem {
         }
     }
 
+    #[inline]
     pub(super) fn geo(&self) -> Geometry {
         self.geo
     }
@@ -253,6 +254,7 @@ impl QueueMem {
         &self.label
     }
 
+    #[inline]
     pub(super) fn ctrl(&self) -> &QueueControl {
         // SAFETY: points into memory owned by `backing` for our lifetime;
         // all atomics (valid for any bytes), aligned.
@@ -260,6 +262,7 @@ impl QueueMem {
     }
 
     /// Lane `i`; `i` is a local index, always below `producers`.
+    #[inline]
     pub(super) fn lane(&self, i: usize) -> &Lane {
         assert!(i < self.geo.producers, "lane index from a local counter");
         // SAFETY: `producers` lanes follow the control block (validated at
@@ -272,6 +275,7 @@ impl QueueMem {
     }
 
     /// Registry entry `i`; a local index, always below `consumers`.
+    #[inline]
     pub(super) fn entry(&self, i: usize) -> &ConsumerEntry {
         assert!(i < self.geo.consumers, "entry index from a local counter");
         // SAFETY: `consumers` entries follow the lanes; i is in bounds.
@@ -283,6 +287,7 @@ impl QueueMem {
     }
 
     /// The words of lane `lane`'s slot for sequence `seq` (masked).
+    #[inline]
     pub(super) fn slot(&self, lane: usize, seq: u64) -> &[AtomicU64] {
         assert!(lane < self.geo.producers, "lane index from a local counter");
         let index = lane * self.geo.cap as usize + (seq & (self.geo.cap - 1)) as usize;
@@ -326,6 +331,7 @@ impl QueueMem {
         }
     }
 
+    #[inline]
     pub(super) fn closed(&self) -> bool {
         // Acquire: pairs with the Release store in `close`.
         self.ctrl().cold.closed.load(Ordering::Acquire) != 0

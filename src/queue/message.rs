@@ -90,7 +90,7 @@ impl Producer<Frame> {
         }
         let k = frames_for(msg.len()) as u64;
         let free = self
-            .room(k)
+            .room_now(k)
             .map_err(|detail| PushError::Corrupt { item: (), detail })?;
         if !write_ahead(msg, free, ahead, |i, n| self.ahead_run(i, n)) {
             return Err(PushError::Full(()));

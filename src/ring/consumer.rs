@@ -291,11 +291,14 @@ impl<T: Pod> Consumer<T> {
 
     /// Take one item if there is one, without waiting.
     #[must_use = "an item taken and dropped is lost to every consumer"]
+    #[inline]
     pub fn try_pop(&self) -> Result<T, PopError> {
         self.try_pop_as(self.mode)
     }
 
-    #[inline]
+    /// Always inlined: a call returning a `Result<T, PopError>` through
+    /// memory (PopError holds strings) cost more than the pop itself.
+    #[inline(always)]
     pub(super) fn try_pop_as(&self, how: Claim) -> Result<T, PopError> {
         let mut out = T::zeroed();
         self.claim_as(how, |_, _| Ok(1), |_, run| out = read_slot(run))?;
@@ -340,8 +343,13 @@ impl<T: Pod> Consumer<T> {
     /// assert_eq!(rx.pop(), Err(PopError::Disconnected)); // then the end
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn pop(&self) -> Result<T, PopError> {
-        self.wait_for(None, || self.try_pop())
+        // The first look inline; the wait (and its set-up) only when empty.
+        match self.try_pop() {
+            Err(PopError::Empty) => self.wait_for(None, || self.try_pop()),
+            other => other,
+        }
     }
 
     /// [`pop`](Self::pop), waiting at most `timeout`.

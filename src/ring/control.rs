@@ -28,11 +28,20 @@ pub(crate) const SEQ_LIMIT: u64 = 1 << 63;
 
 /// `value` of shared counter `field`, if it is a possible sequence; else the
 /// detail of a `Corrupt` error naming the field.
+/// Inlined: on the pop path it is a compare and a branch (the message is
+/// built out of line, on the corrupt path only).
+#[inline(always)]
 pub(crate) fn check_seq(field: &str, value: u64) -> Result<u64, String> {
     if value >= SEQ_LIMIT {
-        return Err(format!("{field} {value} is beyond any possible sequence"));
+        return Err(beyond_any_sequence(field, value));
     }
     Ok(value)
+}
+
+#[cold]
+#[inline(never)]
+fn beyond_any_sequence(field: &str, value: u64) -> String {
+    format!("{field} {value} is beyond any possible sequence")
 }
 
 /// The ring's shared control block. Fields written on every operation sit on
@@ -210,6 +219,7 @@ impl RingMem {
         &self.label
     }
 
+    #[inline]
     pub(super) fn ctrl(&self) -> &RingControl {
         // SAFETY: points into memory owned by `_backing` for our lifetime;
         // RingControl is all atomics (valid for any bytes) and aligned.
@@ -217,6 +227,7 @@ impl RingMem {
     }
 
     /// The words of the slot for sequence `seq` (masked: always in bounds).
+    #[inline]
     pub(super) fn slot(&self, seq: u64) -> &[AtomicU64] {
         let index = (seq & (self.cap - 1)) as usize;
         // SAFETY: the slot array holds cap * words atomics (validated at
@@ -255,6 +266,7 @@ impl RingMem {
     }
 
     /// Words per slot.
+    #[inline]
     pub(super) fn words(&self) -> usize {
         self.words
     }
@@ -266,6 +278,7 @@ impl RingMem {
         }
     }
 
+    #[inline]
     pub(super) fn cap(&self) -> u64 {
         self.cap
     }
@@ -279,6 +292,7 @@ impl RingMem {
         tail.saturating_sub(head).min(self.cap) as usize
     }
 
+    #[inline]
     pub(super) fn closed(&self) -> bool {
         // Acquire: pairs with the Release store in `close`, so a tail load
         // after this sees the producer's last push.
@@ -287,6 +301,7 @@ impl RingMem {
 
     /// Wake the producer if it sleeps on a full ring; called after `head`
     /// moved. Returns whether it made the wake system call.
+    #[inline(always)]
     pub(super) fn wake_producer(&self) -> bool {
         self.ctrl().cold.not_full.notify()
     }

@@ -88,7 +88,7 @@ impl<T: Pod> Producer<T> {
     /// impossible. Does not check `closed` (see
     /// [`has_closed`](Self::has_closed)).
     pub(super) fn free(&mut self, want: u64) -> Result<u64, PushError<()>> {
-        self.room(want)
+        self.room_now(want)
             .map_err(|detail| PushError::Corrupt { item: (), detail })
     }
 
@@ -106,6 +106,19 @@ impl<T: Pod> Producer<T> {
         self.publish(self.tail + n);
     }
 
+    /// [`room`](Self::room)'s first look, inlined into every push: with the
+    /// cached head saying yes (nearly always), a subtraction and a compare,
+    /// and no `Result<_, String>` through memory.
+    #[inline(always)]
+    fn room_now(&mut self, want: u64) -> Result<u64, String> {
+        let cap = self.mem.cap();
+        let used = self.tail - self.head_cache;
+        if used.saturating_add(want) <= cap {
+            return Ok(cap - used);
+        }
+        self.room(want)
+    }
+
     /// Room for at least `want` more items? Re-reads `head` only when the
     /// cached copy says no. `Err(detail)` if the shared head is impossible.
     ///
@@ -113,6 +126,7 @@ impl<T: Pod> Producer<T> {
     /// (checked at claim and on every re-read), and `tail` stays below
     /// `SEQ_LIMIT` (checked at claim and here, at most `cap` pushes apart),
     /// so neither the subtractions nor `tail + cap` can wrap.
+    #[inline(never)]
     fn room(&mut self, want: u64) -> Result<u64, String> {
         let cap = self.mem.cap();
         let used = self.tail - self.head_cache;
@@ -167,11 +181,12 @@ impl<T: Pod> Producer<T> {
 
     /// Push one item if there is room, without waiting.
     #[must_use = "the item comes back in the error when the ring is full"]
+    #[inline]
     pub fn try_push(&mut self, item: T) -> Result<(), PushError<T>> {
         if self.closed {
             return Err(PushError::Closed(item));
         }
-        match self.room(1) {
+        match self.room_now(1) {
             Err(detail) => return Err(PushError::Corrupt { item, detail }),
             Ok(0) => return Err(PushError::Full(item)),
             Ok(_) => {}
@@ -188,7 +203,7 @@ impl<T: Pod> Producer<T> {
         if self.closed {
             return Err(PushError::Closed(()));
         }
-        let room = match self.room(items.len() as u64) {
+        let room = match self.room_now(items.len() as u64) {
             Err(detail) => return Err(PushError::Corrupt { item: (), detail }),
             Ok(r) => r,
         };
@@ -203,8 +218,13 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Push, waiting while the ring is full.
+    #[inline]
     pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
-        self.push_until(item, None)
+        // The first attempt inline; the wait (and its set-up) only when full.
+        match self.try_push(item) {
+            Err(PushError::Full(item)) => self.push_until(item, None),
+            other => other,
+        }
     }
 
     /// Push, waiting at most `timeout` for room.
