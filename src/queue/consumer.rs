@@ -140,7 +140,7 @@ impl<T: Pod> Consumer<T> {
     /// or a count out of range, is `Corrupt` unless head moved meanwhile
     /// (then the slot was being reused under us, and we retry). Adds nothing to `local_held`: the
     /// caller does (`claim`, or a bytes pop with its message's size).
-    #[inline]
+    #[inline(always)]
     fn claim_lane(
         &self,
         how: Claim,
@@ -271,7 +271,9 @@ impl<T: Pod> Consumer<T> {
         }
     }
 
-    /// One pass over the lanes from the rotating start.
+    /// One pass over the lanes from the rotating start. Always inlined (as
+    /// the ring's `claim_as`): its `Result` then never goes through memory.
+    #[inline(always)]
     fn scan(
         &self,
         how: Claim,
