@@ -185,8 +185,10 @@ impl RingMem {
     pub(super) fn fold_held(&self, i: usize) {
         let ctrl = self.ctrl();
         let Some(held) = ctrl.held.get(i) else { return };
-        // Relaxed: our Acquire CAS of the token (in `register_consumer`)
-        // ordered the dead holder's writes before this load.
+        // Relaxed: a holder that left has its writes to `held` ordered
+        // before this by our Acquire CAS of the token (`register_consumer`,
+        // pairing with `unregister_consumer`'s Release clear), a dead one
+        // by the liveness check that found it dead; or the entry is ours.
         let v = held.load(Ordering::Relaxed);
         if v == 0 {
             return;
@@ -194,8 +196,12 @@ impl RingMem {
         // Release: pairs with the Acquire load in `abandoned_count`, so a
         // joiner that sees the fold also sees what came before it.
         ctrl.cold.abandoned.fetch_add(v, Ordering::Release);
-        // Release: as above (a joiner reading the entry after the fold).
-        held.fetch_sub(v, Ordering::Release);
+        // Relaxed: nothing is read through this. `abandoned_count` reads
+        // `held` after `abandoned`, so seeing this store means it missed
+        // the add above (it counts low and waits for the notify below).
+        // The next folder of this entry acquires through its token
+        // (`unregister_consumer`'s Release clear, or a liveness check).
+        held.fetch_sub(v, Ordering::Relaxed);
         // A joiner may have read the entry as ours (alive) and the total
         // before the fold: wake it to count again.
         ctrl.cold.all_done.notify();
@@ -220,9 +226,13 @@ impl RingMem {
             let dead =
                 ProcToken::from_raw(tok.load(Ordering::Relaxed)).is_some_and(|t| !t.is_alive());
             if dead {
-                // Acquire: pairs with the Release increment in
-                // `Consumer::claim` (and the decrement in `fold_held`).
-                total += u128::from(held.load(Ordering::Acquire));
+                // Relaxed: read only for a holder found dead, whose every
+                // write the liveness check that found it dead ordered
+                // before this (the kernel's exit; in a model the oracle's
+                // SeqCst death flag). A live registrant's fold of the entry
+                // meanwhile is the Release/Acquire pair on `abandoned`
+                // above.
+                total += u128::from(held.load(Ordering::Relaxed));
             }
         }
         total
