@@ -192,11 +192,11 @@ impl<T: Pod> Consumer<T> {
                 }
                 // Closed: `closed` was stored (Release, `Producer::close`)
                 // after the last tail store, and `closed()` loaded it with
-                // Acquire, so this re-load sees the final tail. Its own
-                // Acquire is belt and braces: a tail that moved sends us
-                // round the loop, whose Acquire load of tail above orders
-                // the slot reads (the mutation run shows no model needs it).
-                if ctrl.tail.load(Ordering::Acquire) == h {
+                // Acquire, so this re-load sees the final tail (coherence).
+                // Relaxed: its value is only compared with h; a tail that
+                // moved sends us round the loop, whose Acquire load of tail
+                // above orders the slot reads.
+                if ctrl.tail.load(Ordering::Relaxed) == h {
                     return Err(PopError::Disconnected);
                 }
                 continue;
