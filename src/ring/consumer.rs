@@ -249,10 +249,13 @@ impl<T: Pod> Consumer<T> {
                 // The sole consumer: nobody else writes our entry while we
                 // live (a fold happens only once we are dead or gone), and
                 // nobody else moves head, so a load and a store do what the
-                // read-modify-writes below do. Release, both: as below.
+                // read-modify-writes below do. Release for head: as below.
                 // Wrapping, as fetch_add: the entry may hold garbage.
                 let announced = held.load(Ordering::Relaxed).wrapping_add(n as u64);
-                held.store(announced, Ordering::Release);
+                // Relaxed: `held` is read for a decision only once we are
+                // dead (the liveness check orders our writes) or gone
+                // (`unregister_consumer`'s Release clear does).
+                held.store(announced, Ordering::Relaxed);
                 ctrl.head.store(h + n as u64, Ordering::Release);
                 // Relaxed: process-local bookkeeping, see `local_held`.
                 let mine = self.local_held.load(Ordering::Relaxed);
