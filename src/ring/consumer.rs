@@ -265,9 +265,10 @@ impl<T: Pod> Consumer<T> {
                 }
                 return Ok(n);
             }
-            // Release: pairs with the Acquire load in
-            // `RingMem::abandoned_count` (registry.rs).
-            held.fetch_add(n as u64, Ordering::Release);
+            // Relaxed: `held` is read for a decision only once we are dead
+            // (the liveness check orders our writes) or gone
+            // (`unregister_consumer`'s Release clear does).
+            held.fetch_add(n as u64, Ordering::Relaxed);
             // Release: our slot reads happen before the producer's Acquire
             // load of head (`Producer::room`, producer.rs) that lets it
             // overwrite them. Claim = commit.
