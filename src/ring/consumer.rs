@@ -446,9 +446,9 @@ impl<T: Pod> Consumer<T> {
                 // Done is counted: now the item is no longer ours. In this
                 // order, a kill in between counts it both done and
                 // abandoned (a joiner returns early by one), never neither.
-                // Release: as in `claim`.
+                // Relaxed: as the announcement in `claim_as`.
                 Ok(()) => {
-                    ctrl.held[self.slot].fetch_sub(1, Ordering::Release);
+                    ctrl.held[self.slot].fetch_sub(1, Ordering::Relaxed);
                 }
                 // Not counted: still ours.
                 Err(_) => {
