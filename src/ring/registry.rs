@@ -128,7 +128,9 @@ impl RingMem {
         // claimer that saw `closed` is refused; this matters for one that
         // checked `closed` before our close and claims after this (it raced
         // the close and gets the role): without it, it could start from a
-        // stale tail over our items.
+        // stale tail over our items. (No model fails without it: there
+        // `close`'s wake-up fence is a SeqCst fence, which releases this
+        // CAS too; in a real build it is a compiler fence. MUTATIONS.md.)
         let _ = self.ctrl().cold.producer.compare_exchange(
             me.raw(),
             0,
