@@ -133,10 +133,11 @@ fn join_waits_for_task_done() {
 /// item and marked it done: each sees `TooMany` or succeeds, exactly one
 /// counts the item, and neither reports `Corrupt` ("done past head").
 ///
-/// A weak test for one ordering: with task_done's load of done weakened to
-/// Relaxed it still passes (tried; the taker's head CAS is followed by the
-/// producer wake-up's fence, and loom finds no stale head after it). The
-/// Acquire rests on the argument written beside it in `Consumer::task_done`.
+/// A weak test for one ordering: with task_done's load of done (in
+/// `mark_done`) weakened to Relaxed it still passes (tried; the taker's
+/// head CAS is followed by the producer wake-up's fence, and loom finds no
+/// stale head after it). The Acquire rests on the argument written beside
+/// it in `Consumer::mark_done`.
 #[test]
 fn task_done_from_another_consumer_never_looks_corrupt() {
     use shmkit::ring::TaskDoneError;
@@ -218,10 +219,11 @@ fn registration_races_a_blocked_producer() {
 /// answering Disconnected as soon as `consumers_gone` says so, without the
 /// re-check of `done` (the consumer finished just before leaving); and
 /// `consumers_gone`'s Acquire load of a registry entry made Relaxed. Not
-/// caught, a loom limit (loom_tests/MUTATIONS.md): `unregister_consumer`'s
-/// clear made Relaxed, after which the joiner could in C11 see the consumer
-/// gone and still re-read a stale `done`; loom, even unbounded, does not
-/// produce that stale read.
+/// caught by it: `unregister_consumer`'s clear made Relaxed, after which
+/// the joiner could in C11 see the consumer gone and still re-read a stale
+/// `done`; loom, even unbounded, does not produce that stale read here
+/// (`a_consumer_registers_where_another_left_after_losing_a_claim`, in
+/// loom_tests/ring_registry.rs, kills that mutant through `held`).
 #[test]
 fn join_sees_the_work_of_a_consumer_that_left() {
     loom::model(|| {

@@ -41,7 +41,9 @@ LEDGER = ROOT / "loom_tests" / "MUTATIONS.md"
 # Each run is (test target, extra libtest args, preemption bound), as in
 # .ci/run.
 # The spmc model takes about 100 s: `--quick` leaves out runs marked slow.
-RING = [("loom_ring", ["--skip", "spmc"], 3), ("loom_ring_death", [], 3),
+# The registry models first: small, and the first failure stops the rest.
+RING = [("loom_ring_registry", [], 3),
+        ("loom_ring", ["--skip", "spmc"], 3), ("loom_ring_death", [], 3),
         ("loom_ring_sole", [], 3),
         ("loom_ring", ["spmc"], 2, "slow")]
 MAP_LIST = [("loom_manager", [], 3)]

@@ -15,7 +15,14 @@ use super::mem::QueueMem;
 impl QueueMem {
     /// Claim a free lane, or one whose owner died (its published items stay
     /// and are delivered before ours: per-producer order holds). Returns the
-    /// lane, our token, and its tail and head, checked.
+    /// lane, our token, its tail, and the head to seed the producer's cache
+    /// with: not the head read here (that one only validates) but the
+    /// lowest one the lane allows, `tail - cap` (0 while `tail < cap`), so
+    /// that the first push that would reuse a slot re-reads head in `room`,
+    /// whose Acquire orders the consumers' reads of that slot before the
+    /// overwrite. The slots a push may write without that re-read
+    /// (sequences `tail .. cap`) were never written before, so no consumer
+    /// has read them.
     pub(super) fn claim_lane(&self) -> Result<(usize, ProcToken, u64, u64)> {
         if self.closed() {
             return Err(Error::Closed {
@@ -75,11 +82,17 @@ impl QueueMem {
         {
             return Ok(None);
         }
-        // Acquire: pairs with consumers' Release CAS of head: their
-        // reads of the slots below it are done before we overwrite.
-        let head = lane.head.load(Ordering::Acquire);
+        // Relaxed, both: they only validate. The previous owner's last tail
+        // store and its last head read happened before this (through the
+        // CAS above or the liveness check), so these loads read that tail
+        // and a head at least the one it last read (coherence), and a
+        // correct lane passes the check. No slot is reused on this head:
+        // the cache is seeded from `tail - cap` (see `claim_lane`), and the
+        // first push that needs a reused slot re-reads head with Acquire.
+        let head = lane.head.load(Ordering::Relaxed);
         let tail = lane.tail.load(Ordering::Relaxed);
-        if let Err(detail) = check_lane(head, tail, self.geo().cap) {
+        let cap = self.geo().cap;
+        if let Err(detail) = check_lane(head, tail, cap) {
             self.release_lane(i, me);
             return Err(self.corrupt(format!("lane {i}: {detail}")));
         }
@@ -89,7 +102,7 @@ impl QueueMem {
             .cold
             .producers_seen
             .fetch_add(1, Ordering::Release);
-        Ok(Some((i, me, tail, head)))
+        Ok(Some((i, me, tail, tail.saturating_sub(cap))))
     }
 
     /// Give lane `i` back, only if it is still `me`'s; its items stay.

@@ -193,11 +193,11 @@ impl<T: Pod> Consumer<T> {
                 }
                 // Closed: `closed` was stored (Release, `Producer::close`)
                 // after the last tail store, and `closed()` loaded it with
-                // Acquire, so this re-load sees the final tail. Its own
-                // Acquire is belt and braces: a tail that moved sends us
-                // round the loop, whose Acquire load of tail above orders
-                // the slot reads (the mutation run shows no model needs it).
-                if ctrl.tail.load(Ordering::Acquire) == h {
+                // Acquire, so this re-load sees the final tail (coherence).
+                // Relaxed: its value is only compared with h; a tail that
+                // moved sends us round the loop, whose Acquire load of tail
+                // above orders the slot reads.
+                if ctrl.tail.load(Ordering::Relaxed) == h {
                     return Err(PopError::Disconnected);
                 }
                 continue;
@@ -250,10 +250,13 @@ impl<T: Pod> Consumer<T> {
                 // The sole consumer: nobody else writes our entry while we
                 // live (a fold happens only once we are dead or gone), and
                 // nobody else moves head, so a load and a store do what the
-                // read-modify-writes below do. Release, both: as below.
+                // read-modify-writes below do. Release for head: as below.
                 // Wrapping, as fetch_add: the entry may hold garbage.
                 let announced = held.load(Ordering::Relaxed).wrapping_add(n as u64);
-                held.store(announced, Ordering::Release);
+                // Relaxed: `held` is read for a decision only once we are
+                // dead (the liveness check orders our writes) or gone
+                // (`unregister_consumer`'s Release clear does).
+                held.store(announced, Ordering::Relaxed);
                 ctrl.head.store(h + n as u64, Ordering::Release);
                 // Relaxed: process-local bookkeeping, see `local_held`.
                 let mine = self.local_held.load(Ordering::Relaxed);
@@ -263,9 +266,10 @@ impl<T: Pod> Consumer<T> {
                 }
                 return Ok(n);
             }
-            // Release: pairs with the Acquire load in
-            // `RingMem::abandoned_count` (registry.rs).
-            held.fetch_add(n as u64, Ordering::Release);
+            // Relaxed: `held` is read for a decision only once we are dead
+            // (the liveness check orders our writes) or gone
+            // (`unregister_consumer`'s Release clear does).
+            held.fetch_add(n as u64, Ordering::Relaxed);
             // Release: our slot reads happen before the producer's Acquire
             // load of head (`Producer::room`, producer.rs) that lets it
             // overwrite them. Claim = commit.
@@ -451,9 +455,9 @@ impl<T: Pod> Consumer<T> {
                 // Done is counted: now the item is no longer ours. In this
                 // order, a kill in between counts it both done and
                 // abandoned (a joiner returns early by one), never neither.
-                // Release: as in `claim`.
+                // Relaxed: as the announcement in `claim_as`.
                 Ok(()) => {
-                    ctrl.held[self.slot].fetch_sub(1, Ordering::Release);
+                    ctrl.held[self.slot].fetch_sub(1, Ordering::Relaxed);
                 }
                 // Not counted: still ours.
                 Err(_) => {

@@ -10,8 +10,14 @@ use crate::sync::Ordering;
 
 use super::control::{MAX_CONSUMERS, RingMem, check_seq};
 
-/// What a new producer starts from: its token, and the `tail` and `head` it
-/// found (checked against each other and the capacity).
+/// What a new producer starts from: its token, the `tail` it found, and
+/// the `head` to seed its cache with: not the head it read (that one only
+/// validates, see `claim_producer`) but the lowest head the ring allows,
+/// `tail - cap` (0 while `tail < cap`), so that the first push that would
+/// reuse a slot re-reads head in `Producer::room`, whose Acquire orders the
+/// consumers' reads of that slot before the overwrite. The slots it lets a
+/// push write without that re-read (sequences `tail .. cap`) were never
+/// written before, so no consumer has read them.
 pub(super) struct ProducerClaim {
     pub(super) me: ProcToken,
     pub(super) tail: u64,
@@ -51,9 +57,11 @@ impl RingMem {
                     name: self.label().to_owned(),
                 });
             }
-            // Acquire: pairs with the Release of a previous producer giving
-            // the role back in `release_producer` (from `Producer::drop`).
-            let cur = cold.producer.load(Ordering::Acquire);
+            // Relaxed: only tested (a live holder: refused); the CAS below
+            // succeeds only from this very value and is the Acquire that
+            // pairs with `release_producer`. A dead holder's writes are
+            // ordered by the liveness check that found it dead.
+            let cur = cold.producer.load(Ordering::Relaxed);
             if let Some(holder) = ProcToken::from_raw(cur)
                 && holder.is_alive()
             {
@@ -62,34 +70,52 @@ impl RingMem {
                     pid: holder.pid(),
                 });
             }
-            // AcqRel. A dead predecessor wrote nothing since the token we
-            // replace (it never released the role), so this CAS does not
-            // synchronize with its last tail store: what makes that store
-            // visible to the tail load below is that we found it dead (its
-            // death happened before our liveness check read /proc) and that
-            // tail is only ever stored by the role's holder, so the load sees
-            // the last value (coherence). A predecessor that gave the role
-            // back released it (see `release_producer`), which the Acquire
-            // pairs with. Release here is not needed by anyone but harmless.
+            // Acquire: pairs with the Release CAS in `release_producer`: a
+            // predecessor that gave the role back (after closing) has its
+            // last tail store ordered before our tail load below. We get
+            // here after a close only by racing it (we saw `closed` 0);
+            // without this Acquire we could start from a stale tail and
+            // overwrite its items (`a_producer_claiming_while_the_holder_
+            // closes_keeps_its_items`, loom_tests/ring_registry.rs). A dead
+            // predecessor never released the role, so this CAS does not
+            // synchronize with its tail stores: the liveness check that found
+            // it dead orders them (its death happened before our check read
+            // /proc; in a model the oracle's SeqCst death flag). No Release:
+            // nobody acquires through a claim. A later claimer reads our
+            // token only while we hold the role (alive: refused; dead: its
+            // liveness check orders our writes) or after `release_producer`'s
+            // own Release.
             if cold
                 .producer
-                .compare_exchange(cur, me.raw(), Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(cur, me.raw(), Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
                 break;
             }
         }
         let ctrl = self.ctrl();
-        // Acquire: pairs with consumers' Release CAS of head in
-        // `Consumer::claim` (consumer.rs): their reads of the slots below
-        // head are done before we overwrite them.
-        let head = ctrl.head.load(Ordering::Acquire);
+        // Relaxed, both: they only validate. The previous holder's last
+        // tail store and its last head read happened before this (through
+        // the CAS above or the liveness check), so these loads read that
+        // tail and a head at least the one it last read (coherence), and a
+        // correct ring passes the check. No slot is reused on this head: the
+        // cache is seeded from `tail - cap` (see `ProducerClaim`), and the
+        // first push that needs a reused slot re-reads head with Acquire.
+        let head = ctrl.head.load(Ordering::Relaxed);
         let tail = ctrl.tail.load(Ordering::Relaxed);
         match check_claim(head, tail, self.cap()) {
-            Ok(()) => Ok(ProducerClaim { me, tail, head }),
+            Ok(()) => Ok(ProducerClaim {
+                me,
+                tail,
+                head: tail.saturating_sub(self.cap()),
+            }),
             Err(detail) => {
-                // Release: as in `release_producer`.
-                cold.producer.store(0, Ordering::Release);
+                // Relaxed: we wrote nothing in the role, so there is nothing
+                // of ours to publish; the only thing a Release here would pass
+                // on is the previous holder's tail, to a later claimer of a
+                // ring we just found corrupt (which it then finds corrupt,
+                // or starts from a corrupt one: no promise holds there).
+                cold.producer.store(0, Ordering::Relaxed);
                 Err(self.corrupt(detail))
             }
         }
@@ -97,8 +123,14 @@ impl RingMem {
 
     /// Give the producer role back, only if it is still `me`'s.
     pub(super) fn release_producer(&self, me: ProcToken) {
-        // Release: pairs with the Acquire load of `producer` in
-        // `claim_producer`, so the next producer sees our last tail.
+        // Release: pairs with the Acquire CAS in `claim_producer`, so the
+        // next producer sees our last tail. We run after `close`, so a later
+        // claimer that saw `closed` is refused; this matters for one that
+        // checked `closed` before our close and claims after this (it raced
+        // the close and gets the role): without it, it could start from a
+        // stale tail over our items. (No model fails without it: there
+        // `close`'s wake-up fence is a SeqCst fence, which releases this
+        // CAS too; in a real build it is a compiler fence. MUTATIONS.md.)
         let _ = self.ctrl().cold.producer.compare_exchange(
             me.raw(),
             0,
@@ -185,8 +217,10 @@ impl RingMem {
     pub(super) fn fold_held(&self, i: usize) {
         let ctrl = self.ctrl();
         let Some(held) = ctrl.held.get(i) else { return };
-        // Relaxed: our Acquire CAS of the token (in `register_consumer`)
-        // ordered the dead holder's writes before this load.
+        // Relaxed: a holder that left has its writes to `held` ordered
+        // before this by our Acquire CAS of the token (`register_consumer`,
+        // pairing with `unregister_consumer`'s Release clear), a dead one
+        // by the liveness check that found it dead; or the entry is ours.
         let v = held.load(Ordering::Relaxed);
         if v == 0 {
             return;
@@ -194,8 +228,12 @@ impl RingMem {
         // Release: pairs with the Acquire load in `abandoned_count`, so a
         // joiner that sees the fold also sees what came before it.
         ctrl.cold.abandoned.fetch_add(v, Ordering::Release);
-        // Release: as above (a joiner reading the entry after the fold).
-        held.fetch_sub(v, Ordering::Release);
+        // Relaxed: nothing is read through this. `abandoned_count` reads
+        // `held` after `abandoned`, so seeing this store means it missed
+        // the add above (it counts low and waits for the notify below).
+        // The next folder of this entry acquires through its token
+        // (`unregister_consumer`'s Release clear, or a liveness check).
+        held.fetch_sub(v, Ordering::Relaxed);
         // A joiner may have read the entry as ours (alive) and the total
         // before the fold: wake it to count again.
         ctrl.cold.all_done.notify();
@@ -220,9 +258,13 @@ impl RingMem {
             let dead =
                 ProcToken::from_raw(tok.load(Ordering::Relaxed)).is_some_and(|t| !t.is_alive());
             if dead {
-                // Acquire: pairs with the Release increment in
-                // `Consumer::claim` (and the decrement in `fold_held`).
-                total += u128::from(held.load(Ordering::Acquire));
+                // Relaxed: read only for a holder found dead, whose every
+                // write the liveness check that found it dead ordered
+                // before this (the kernel's exit; in a model the oracle's
+                // SeqCst death flag). A live registrant's fold of the entry
+                // meanwhile is the Release/Acquire pair on `abandoned`
+                // above.
+                total += u128::from(held.load(Ordering::Relaxed));
             }
         }
         total
