@@ -48,12 +48,14 @@ fn opts(cap: usize, p: usize, c: usize) -> QueueOptions {
 /// once, each producer's in order, and the consumers end when the
 /// producers are gone.
 ///
-/// Not run in CI: over 8 minutes even at preemption bound 1 (4 threads,
-/// each pop a scan of both lanes). The two 3-thread models below split it
-/// into its pairwise races and run at bound 2. Run it by name with
-/// `--ignored`.
+/// Not run in CI: about 15 minutes at preemption bound 1 on 2 busy cores
+/// (4 threads, each pop a scan of both lanes), and past loom's default of
+/// 1000 branches an execution: run it with `LOOM_MAX_BRANCHES=20000` and
+/// `--ignored` (README, "Long runs"). The two 3-thread models below split
+/// it into its pairwise races and run at bound 2; shuttle's 3 x 3 queue
+/// models run in CI.
 #[test]
-#[ignore = "over 8 minutes at bound 1; the two models below cover its races"]
+#[ignore = "15 minutes at bound 1, LOOM_MAX_BRANCHES=20000; the two models below cover its races"]
 fn two_producers_two_consumers_wraparound() {
     loom::model(|| {
         let q = Queue::<Item>::new_in_process(opts(1, 2, 2)).unwrap();

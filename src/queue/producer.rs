@@ -43,7 +43,10 @@ pub struct Producer<T: Pod> {
     me: ProcToken,
     /// Our copy of the lane's tail: only we store it.
     tail: u64,
-    /// Last head we read; re-read only when the lane looks full.
+    /// A lower bound of the lane's head: the last one we read (with
+    /// Acquire, in `room`), or, just after the claim, `tail - cap` (0 below
+    /// it; see `try_claim_lane`). Re-read only when the lane looks full by
+    /// it.
     head_cache: u64,
     futex_calls: u64,
     /// How this handle waits while its lane is full.

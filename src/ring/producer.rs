@@ -42,7 +42,11 @@ pub struct Producer<T: Pod> {
     mem: Arc<RingMem>,
     /// Our copy of `tail`: only we store it.
     tail: u64,
-    /// Last `head` we read; re-read only when the ring looks full.
+    /// A lower bound of `head`: the last one we read (with Acquire, in
+    /// `room`), or, for a producer that just claimed the role, `tail - cap`
+    /// (0 below it), so that its first push into a slot a consumer may have
+    /// read re-reads head (see `claim_producer`). Re-read only when the
+    /// ring looks full by it.
     head_cache: u64,
     me: ProcToken,
     closed: bool,
