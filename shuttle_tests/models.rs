@@ -549,7 +549,8 @@ fn queue_three_producers_three_consumers_exactly_once() {
 ///
 /// Planted bug that fails it (tried): `producers_gone` in
 /// `src/queue/registry.rs` treating a dead producer's lane as live (the
-/// consumers wait for it forever: shuttle reports the deadlock).
+/// consumers wait for it forever: shuttle stops the execution at its step
+/// bound, "exceeded max_steps").
 #[test]
 fn queue_producer_killed_among_three() {
     const PER: u64 = 4;
