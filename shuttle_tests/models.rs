@@ -474,6 +474,26 @@ fn three_queue_consumers(
         .collect()
 }
 
+/// Join the consumers of [`three_queue_consumers`]: each saw each
+/// producer's items in order; together nothing twice. Everything they got,
+/// sorted.
+fn every_item_once(consumers: Vec<thread::JoinHandle<Vec<u64>>>) -> Vec<u64> {
+    let mut all = Vec::new();
+    for c in consumers {
+        let got = c.join().unwrap();
+        for p in 0..3 {
+            let mine = of_producer(&got, p);
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+        }
+        all.extend(got);
+    }
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(n, all.len(), "an item was delivered twice: {all:?}");
+    all
+}
+
 /// 3 producers and 3 consumers of a queue whose lanes hold 2 items, each
 /// producer pushing 4 (every lane wraps twice and its producer waits on
 /// it full), with single and batch pops: the configuration loom cannot
@@ -522,20 +542,8 @@ fn queue_three_producers_three_consumers_exactly_once() {
             expected,
             "join returned before the work was done"
         );
-        let mut all = Vec::new();
-        for c in consumers {
-            let got = c.join().unwrap();
-            for p in 0..3 {
-                let mine = of_producer(&got, p);
-                assert!(mine.windows(2).all(|w| w[0] < w[1]), "{got:?}");
-            }
-            all.extend(got);
-        }
-        all.sort();
-        let n = all.len();
-        all.dedup();
-        assert_eq!(n, all.len(), "an item was delivered twice: {all:?}");
-        assert_eq!(n as u64, 3 * PER, "lost: {all:?}");
+        let all = every_item_once(consumers);
+        assert_eq!(all.len() as u64, 3 * PER, "lost: {all:?}");
     });
 }
 
@@ -587,19 +595,7 @@ fn queue_producer_killed_among_three() {
             })
             .collect();
         let killed = producers.into_iter().map(|p| p.join().unwrap()).any(|k| k);
-        let mut all = Vec::new();
-        for c in consumers {
-            let got = c.join().unwrap();
-            for p in 0..3 {
-                let mine = of_producer(&got, p);
-                assert!(mine.windows(2).all(|w| w[0] < w[1]), "{got:?}");
-            }
-            all.extend(got);
-        }
-        all.sort();
-        let n = all.len();
-        all.dedup();
-        assert_eq!(n, all.len(), "an item was delivered twice: {all:?}");
+        let all = every_item_once(consumers);
         for p in 0..3 {
             let mine = of_producer(&all, p);
             let pushed: Vec<u64> = (0..PER).map(|i| p * 100 + i).collect();
