@@ -158,7 +158,7 @@ macro_rules! sole_pops {
             // The first look inline; the wait only when empty.
             match c.try_pop_as($crate::sole::Claim::Sole) {
                 Err($crate::ring::PopError::Empty) => {
-                    c.wait_for(None, || c.try_pop_as($crate::sole::Claim::Sole))
+                    c.wait_for_from(None, true, || c.try_pop_as($crate::sole::Claim::Sole))
                 }
                 other => other,
             }

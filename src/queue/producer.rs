@@ -198,7 +198,7 @@ impl<T: Pod> Producer<T> {
     pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
         // The first attempt inline; the wait (and its set-up) only when full.
         match self.try_push(item) {
-            Err(PushError::Full(item)) => self.push_until(item, None),
+            Err(PushError::Full(item)) => self.push_with_from(None, true, |p| p.try_push(item)),
             other => other,
         }
     }
@@ -235,14 +235,28 @@ impl<T: Pod> Producer<T> {
     pub(super) fn push_with<X>(
         &mut self,
         deadline: Option<Instant>,
+        attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
+    ) -> Result<(), PushError<X>> {
+        self.push_with_from(deadline, false, attempt)
+    }
+
+    /// [`push_with`](Self::push_with); `tried`: the caller's own attempt just
+    /// found no room, so the wait starts without another.
+    pub(super) fn push_with_from<X>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut tried: bool,
         mut attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
     ) -> Result<(), PushError<X>> {
         let mut waiting = Waiting::new(self.wait, deadline);
         loop {
-            match attempt(self) {
-                Err(PushError::Full(_)) => {}
-                other => return other,
+            if !tried {
+                match attempt(self) {
+                    Err(PushError::Full(_)) => {}
+                    other => return other,
+                }
             }
+            tried = false;
             // Resume only once a quarter of the lane is free (see
             // `spin_for_slack`); retry only when the spin found room, so
             // that a stop reaches the checks below (consumers gone, the

@@ -352,7 +352,7 @@ impl<T: Pod> Consumer<T> {
     pub fn pop(&self) -> Result<T, PopError> {
         // The first look inline; the wait (and its set-up) only when empty.
         match self.try_pop() {
-            Err(PopError::Empty) => self.wait_for(None, || self.try_pop()),
+            Err(PopError::Empty) => self.wait_for_from(None, true, || self.try_pop()),
             other => other,
         }
     }
@@ -385,14 +385,29 @@ impl<T: Pod> Consumer<T> {
     pub(super) fn wait_for<R>(
         &self,
         deadline: Option<std::time::Instant>,
+        attempt: impl FnMut() -> Result<R, PopError>,
+    ) -> Result<R, PopError> {
+        self.wait_for_from(deadline, false, attempt)
+    }
+
+    /// [`wait_for`](Self::wait_for); `tried`: the caller's own attempt just
+    /// found the ring empty, so the wait starts without another (a look more
+    /// per wait is a scan more in the loom models' every execution).
+    pub(super) fn wait_for_from<R>(
+        &self,
+        deadline: Option<std::time::Instant>,
+        mut tried: bool,
         mut attempt: impl FnMut() -> Result<R, PopError>,
     ) -> Result<R, PopError> {
         let mut waiting = Waiting::new(self.wait, deadline);
         loop {
-            match attempt() {
-                Err(PopError::Empty) => {}
-                other => return other,
+            if !tried {
+                match attempt() {
+                    Err(PopError::Empty) => {}
+                    other => return other,
+                }
             }
+            tried = false;
             if waiting.keep_spinning() {
                 continue;
             }

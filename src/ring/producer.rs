@@ -226,7 +226,7 @@ impl<T: Pod> Producer<T> {
     pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
         // The first attempt inline; the wait (and its set-up) only when full.
         match self.try_push(item) {
-            Err(PushError::Full(item)) => self.push_until(item, None),
+            Err(PushError::Full(item)) => self.push_with_from(None, true, |p| p.try_push(item)),
             other => other,
         }
     }
@@ -290,14 +290,28 @@ impl<T: Pod> Producer<T> {
     pub(super) fn push_with<X>(
         &mut self,
         deadline: Option<std::time::Instant>,
+        attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
+    ) -> Result<(), PushError<X>> {
+        self.push_with_from(deadline, false, attempt)
+    }
+
+    /// [`push_with`](Self::push_with); `tried`: the caller's own attempt just
+    /// found no room, so the wait starts without another.
+    pub(super) fn push_with_from<X>(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+        mut tried: bool,
         mut attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
     ) -> Result<(), PushError<X>> {
         let mut waiting = Waiting::new(self.wait, deadline);
         loop {
-            match attempt(self) {
-                Err(PushError::Full(_)) => {}
-                other => return other,
+            if !tried {
+                match attempt(self) {
+                    Err(PushError::Full(_)) => {}
+                    other => return other,
+                }
             }
+            tried = false;
             // Resume only once a quarter of the ring is free (see
             // `spin_for_slack`). Retry only when the spin found room: a
             // `keep_spinning` that said stop must reach the checks below
