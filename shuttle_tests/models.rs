@@ -474,6 +474,13 @@ fn three_queue_consumers(
         .collect()
 }
 
+/// A queue for 3 producers and 3 consumers, lanes of 2, that disconnects
+/// once every producer is gone.
+fn queue_3x3() -> shmkit::queue::Queue<Pair> {
+    let opts = shmkit::queue::QueueOptions::new(2, 3, 3).disconnect_when_producers_gone(true);
+    shmkit::queue::Queue::new_in_process(opts).unwrap()
+}
+
 /// Join the consumers of [`three_queue_consumers`]: each saw each
 /// producer's items in order; together nothing twice. Everything they got,
 /// sorted.
@@ -510,10 +517,7 @@ fn every_item_once(consumers: Vec<thread::JoinHandle<Vec<u64>>>) -> Vec<u64> {
 fn queue_three_producers_three_consumers_exactly_once() {
     const PER: u64 = 4;
     check("queue 3x3, lanes of 2", 3000, || {
-        let q = shmkit::queue::Queue::<Pair>::new_in_process(
-            shmkit::queue::QueueOptions::new(2, 3, 3).disconnect_when_producers_gone(true),
-        )
-        .unwrap();
+        let q = queue_3x3();
         let work = Arc::new(Atomic::<u64>::new(0));
         let consumers = three_queue_consumers(&q, &work);
         let producers: Vec<_> = (0..3u64)
@@ -564,10 +568,7 @@ fn queue_producer_killed_among_three() {
     const PER: u64 = 4;
     check("queue producer killed", 3000, || {
         timeouts_expire(true);
-        let q = shmkit::queue::Queue::<Pair>::new_in_process(
-            shmkit::queue::QueueOptions::new(2, 3, 3).disconnect_when_producers_gone(true),
-        )
-        .unwrap();
+        let q = queue_3x3();
         let k = next_k(60);
         let work = Arc::new(Atomic::<u64>::new(0));
         let consumers = three_queue_consumers(&q, &work);
