@@ -1294,6 +1294,8 @@ fn worker_inner(args: &[String]) -> Res<()> {
                 }
             }
             ctl.finish(idx);
+            // Release: pairs with the parent's Acquire loads of the result
+            // words after `wait_all` (which orders them anyway).
             ctl.slot(idx, 2).store(got, Ordering::Release);
             ctl.slot(idx, 3).store(rx.futex_calls(), Ordering::Release);
         }
@@ -1320,6 +1322,8 @@ fn worker_inner(args: &[String]) -> Res<()> {
                 }
             }
             ctl.finish(idx);
+            // Release: pairs with the parent's Acquire loads of the result
+            // words after `wait_all` (which orders them anyway).
             ctl.slot(idx, 2).store(got, Ordering::Release);
             ctl.slot(idx, 3).store(rx.futex_calls(), Ordering::Release);
         }

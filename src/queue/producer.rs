@@ -86,8 +86,9 @@ impl<T: Pod> Producer<T> {
         self.lane
     }
 
-    /// [`room`](Self::room)'s first look, inlined into every push (as the
-    /// ring producer's `room_now`).
+    /// Room for `want` more? From the cached head when it says yes (nearly
+    /// always: inlined into every push, as the ring producer's), else
+    /// [`room`](Self::room) re-reads the lane's head.
     #[inline(always)]
     pub(super) fn room_now(&mut self, want: u64) -> Result<u64, String> {
         let cap = self.mem.geo().cap;
@@ -95,23 +96,21 @@ impl<T: Pod> Producer<T> {
         if used.saturating_add(want) <= cap {
             return Ok(cap - used);
         }
-        self.room(want)
+        self.room()
     }
 
-    /// Room for `want` more? Re-reads the lane's head only when the cached
-    /// copy says no. `Err(detail)` if the shared head is impossible.
+    /// [`room_now`](Self::room_now)'s slow part, once the cached head said
+    /// there is no room for the items wanted: re-read the lane's head and say
+    /// how much room there is. `Err(detail)` if the shared head is
+    /// impossible.
     /// `head_cache <= tail <= head_cache + cap` holds (checked at claim and
     /// on each re-read), and `tail` stays below `SEQ_LIMIT`.
     #[inline(never)]
-    pub(super) fn room(&mut self, want: u64) -> Result<u64, String> {
+    pub(super) fn room(&mut self) -> Result<u64, String> {
         let cap = self.mem.geo().cap;
-        let used = self.tail - self.head_cache;
-        if used.saturating_add(want) <= cap {
-            return Ok(cap - used);
-        }
         check_seq("tail", self.tail)?;
         // Acquire: pairs with the Release CAS of head in the consumer's
-        // `claim_lane` (consumer.rs): their slot reads are done.
+        // `claim_lane` (consumer/claim.rs): their slot reads are done.
         let head = self.mem.lane(self.lane).head.load(Ordering::Acquire);
         if head > self.tail {
             return Err(format!(
@@ -133,7 +132,7 @@ impl<T: Pod> Producer<T> {
     fn publish(&mut self, new_tail: u64) {
         let ctrl = self.mem.ctrl();
         // Release: publishes the slot words; pairs with the Acquire load of
-        // tail in the consumer's `claim_lane` (consumer.rs).
+        // tail in the consumer's `claim_lane` (consumer/claim.rs).
         self.mem
             .lane(self.lane)
             .tail

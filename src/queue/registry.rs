@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::process::ProcToken;
-use crate::ring::control::check_seq;
+use crate::ring::control::{check_claim, check_seq};
 use crate::ring::{JoinError, JoinReport};
 use crate::sync::Ordering;
 
@@ -92,7 +92,7 @@ impl QueueMem {
         let head = lane.head.load(Ordering::Relaxed);
         let tail = lane.tail.load(Ordering::Relaxed);
         let cap = self.geo().cap;
-        if let Err(detail) = check_lane(head, tail, cap) {
+        if let Err(detail) = check_claim(head, tail, cap) {
             self.release_lane(i, me);
             return Err(self.corrupt(format!("lane {i}: {detail}")));
         }
@@ -307,20 +307,4 @@ impl QueueMem {
         }
         Ok(None)
     }
-}
-
-/// Whether a producer may start from `head` and `tail`.
-pub(super) fn check_lane(head: u64, tail: u64, cap: u64) -> std::result::Result<(), String> {
-    check_seq("tail", tail)?;
-    check_seq("head", head)?;
-    if head > tail {
-        return Err(format!("head {head} is past tail {tail}"));
-    }
-    if tail - head > cap {
-        return Err(format!(
-            "tail {tail} is {} past head {head}, more than the capacity {cap}",
-            tail - head
-        ));
-    }
-    Ok(())
 }

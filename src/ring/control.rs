@@ -44,6 +44,25 @@ fn beyond_any_sequence(field: &str, value: u64) -> String {
     format!("{field} {value} is beyond any possible sequence")
 }
 
+/// Whether a new producer may start from `head` and `tail`: both possible
+/// sequences, `head <= tail <= head + cap`. So every later `tail + n` (n at
+/// most `cap`) is far from overflowing; `Producer::room` keeps it so. The
+/// ring's producer claim and the queue's lane claim both check with it.
+pub(crate) fn check_claim(head: u64, tail: u64, cap: u64) -> Result<(), String> {
+    check_seq("tail", tail)?;
+    check_seq("head", head)?;
+    if head > tail {
+        return Err(format!("head {head} is past tail {tail}"));
+    }
+    if tail - head > cap {
+        return Err(format!(
+            "tail {tail} is {} past head {head}, more than the capacity {cap}",
+            tail - head
+        ));
+    }
+    Ok(())
+}
+
 /// The ring's shared control block. Fields written on every operation sit on
 /// cache lines of their own. Every value in it is untrusted: whoever reads
 /// one checks it against the capacity in its local handle and the others.

@@ -110,9 +110,9 @@ impl<T: Pod> Producer<T> {
         self.publish(self.tail + n);
     }
 
-    /// [`room`](Self::room)'s first look, inlined into every push: with the
-    /// cached head saying yes (nearly always), a subtraction and a compare,
-    /// and no `Result<_, String>` through memory.
+    /// Room for at least `want` more items? From the cached head when it
+    /// says yes (nearly always: inlined into every push, a subtraction and
+    /// a compare), else [`room`](Self::room) re-reads `head`.
     #[inline(always)]
     fn room_now(&mut self, want: u64) -> Result<u64, String> {
         let cap = self.mem.cap();
@@ -120,23 +120,20 @@ impl<T: Pod> Producer<T> {
         if used.saturating_add(want) <= cap {
             return Ok(cap - used);
         }
-        self.room(want)
+        self.room()
     }
 
-    /// Room for at least `want` more items? Re-reads `head` only when the
-    /// cached copy says no. `Err(detail)` if the shared head is impossible.
+    /// [`room_now`](Self::room_now)'s slow part, once the cached head said
+    /// there is no room for the items wanted: re-read `head` and say how
+    /// much room there is. `Err(detail)` if the shared head is impossible.
     ///
     /// Overflow: `head_cache <= tail <= head_cache + cap` always holds here
     /// (checked at claim and on every re-read), and `tail` stays below
     /// `SEQ_LIMIT` (checked at claim and here, at most `cap` pushes apart),
     /// so neither the subtractions nor `tail + cap` can wrap.
     #[inline(never)]
-    fn room(&mut self, want: u64) -> Result<u64, String> {
+    fn room(&mut self) -> Result<u64, String> {
         let cap = self.mem.cap();
-        let used = self.tail - self.head_cache;
-        if used.saturating_add(want) <= cap {
-            return Ok(cap - used);
-        }
         check_seq("tail", self.tail)?;
         // Acquire: pairs with the Release CAS of head in `Consumer::claim`
         // (consumer.rs);

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::process::ProcToken;
 use crate::sync::Ordering;
 
-use super::control::{MAX_CONSUMERS, RingMem, check_seq};
+use super::control::{MAX_CONSUMERS, RingMem, check_claim};
 
 /// What a new producer starts from: its token, the `tail` it found, and
 /// the `head` to seed its cache with: not the head it read (that one only
@@ -22,24 +22,6 @@ pub(super) struct ProducerClaim {
     pub(super) me: ProcToken,
     pub(super) tail: u64,
     pub(super) head: u64,
-}
-
-/// Whether a new producer may start from `head` and `tail`: both possible
-/// sequences, `head <= tail <= head + cap`. So every later `tail + n` (n at
-/// most `cap`) is far from overflowing; `Producer::room` keeps it so.
-fn check_claim(head: u64, tail: u64, cap: u64) -> Result<(), String> {
-    check_seq("tail", tail)?;
-    check_seq("head", head)?;
-    if head > tail {
-        return Err(format!("head {head} is past tail {tail}"));
-    }
-    if tail - head > cap {
-        return Err(format!(
-            "tail {tail} is {} past head {head}, more than the capacity {cap}",
-            tail - head
-        ));
-    }
-    Ok(())
 }
 
 impl RingMem {

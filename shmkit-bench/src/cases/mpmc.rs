@@ -342,6 +342,8 @@ fn consume_counting(
         }
     }
     ctl.finish(idx);
+    // Release: pairs with the parent's Acquire loads of the result words,
+    // made after `wait_all` (which orders them anyway).
     ctl.slot(idx, 2).store(got, Ordering::Release);
     ctl.slot(idx, 3).store(sum, Ordering::Release);
     Ok(())
