@@ -19,7 +19,10 @@ pub(crate) const fn words_for(size: usize) -> usize {
 /// slot with a Release store after this).
 pub(crate) fn write_slot<T: Pod>(slot: &[AtomicU64], item: &T) {
     let bytes = bytemuck::bytes_of(item);
-    for (i, word) in slot.iter().enumerate() {
+    // At most the words `T` takes (a slot has exactly as many in a ring of
+    // `T`): a count known when compiling, so an item of one word is one
+    // store, with no loop over the slot's run-time length.
+    for (i, word) in slot.iter().take(words_for(size_of::<T>())).enumerate() {
         let start = i * 8;
         let end = (start + 8).min(bytes.len());
         let mut buf = [0u8; 8];
@@ -34,7 +37,8 @@ pub(crate) fn read_slot<T: Pod>(slot: &[AtomicU64]) -> T {
     let mut out = T::zeroed();
     let bytes = bytemuck::bytes_of_mut(&mut out);
     let len = bytes.len();
-    for (i, word) in slot.iter().enumerate() {
+    // At most the words `T` takes, as in `write_slot`.
+    for (i, word) in slot.iter().take(words_for(size_of::<T>())).enumerate() {
         let start = i * 8;
         let end = (start + 8).min(len);
         let w = word.load(Ordering::Relaxed).to_ne_bytes();
