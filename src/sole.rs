@@ -157,10 +157,13 @@ macro_rules! sole_pops {
             let c = &self.inner;
             // The first look inline; the wait only when empty.
             match c.try_pop_as($crate::sole::Claim::Sole) {
+                // The item's own arm: built in place, not moved as a whole
+                // `Result` (PopError holds strings).
+                Ok(item) => Ok(item),
                 Err($crate::ring::PopError::Empty) => {
                     c.wait_for_from(None, true, || c.try_pop_as($crate::sole::Claim::Sole))
                 }
-                other => other,
+                Err(e) => Err(e),
             }
         }
 

@@ -160,8 +160,10 @@ impl<T: Pod> Consumer<T> {
     pub fn pop(&self) -> Result<T, PopError> {
         // The first look inline; the wait (and its set-up) only when empty.
         match self.try_pop() {
+            // As the ring's pop: the item's own arm, built in place.
+            Ok(item) => Ok(item),
             Err(PopError::Empty) => self.wait_for_from(None, true, || self.try_pop()),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 

@@ -197,8 +197,10 @@ impl<T: Pod> Producer<T> {
     pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
         // The first attempt inline; the wait (and its set-up) only when full.
         match self.try_push(item) {
+            // As the ring's push: success's own arm.
+            Ok(()) => Ok(()),
             Err(PushError::Full(item)) => self.push_with_from(None, true, |p| p.try_push(item)),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 

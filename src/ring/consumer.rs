@@ -16,7 +16,7 @@ use crate::slot::read_slot;
 pub(super) use crate::sole::Claim;
 use crate::sync::{AtomicU64, Ordering, spin_loop};
 
-use super::control::{RingMem, check_seq};
+use super::control::{RingMem, check_seq, impossible_span};
 use super::error::{PopError, TaskDoneError};
 use super::wait::{WaitStrategy, Waiting, sleep_slice};
 
@@ -205,15 +205,7 @@ impl<T: Pod> Consumer<T> {
             if t < h || t - h > mem.cap() {
                 // Legitimate only if head moved between our two loads.
                 if ctrl.head.load(Ordering::Relaxed) == h {
-                    return Err(PopError::Corrupt(if t < h {
-                        format!("head {h} is past tail {t}")
-                    } else {
-                        format!(
-                            "tail {t} is {} past head {h}, more than the capacity {}",
-                            t - h,
-                            mem.cap()
-                        )
-                    }));
+                    return Err(PopError::Corrupt(impossible_span(h, t, mem.cap())));
                 }
                 continue;
             }
@@ -352,8 +344,11 @@ impl<T: Pod> Consumer<T> {
     pub fn pop(&self) -> Result<T, PopError> {
         // The first look inline; the wait (and its set-up) only when empty.
         match self.try_pop() {
+            // The item's own arm: built in place, not moved as a whole
+            // `Result` (PopError holds strings).
+            Ok(item) => Ok(item),
             Err(PopError::Empty) => self.wait_for_from(None, true, || self.try_pop()),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 

@@ -51,16 +51,27 @@ fn beyond_any_sequence(field: &str, value: u64) -> String {
 pub(crate) fn check_claim(head: u64, tail: u64, cap: u64) -> Result<(), String> {
     check_seq("tail", tail)?;
     check_seq("head", head)?;
-    if head > tail {
-        return Err(format!("head {head} is past tail {tail}"));
-    }
-    if tail - head > cap {
-        return Err(format!(
-            "tail {tail} is {} past head {head}, more than the capacity {cap}",
-            tail - head
-        ));
+    if head > tail || tail - head > cap {
+        return Err(impossible_span(head, tail, cap));
     }
     Ok(())
+}
+
+/// The detail of a `Corrupt` error for a `tail` behind `head`, or more than
+/// `cap` ahead of it (the claims' and the consumers' range check). Out of
+/// line and by value: a `format!` in a claim loop borrows its arguments,
+/// which kept `head` and `tail` in memory on every pop.
+#[cold]
+#[inline(never)]
+pub(crate) fn impossible_span(head: u64, tail: u64, cap: u64) -> String {
+    if head > tail {
+        format!("head {head} is past tail {tail}")
+    } else {
+        format!(
+            "tail {tail} is {} past head {head}, more than the capacity {cap}",
+            tail - head
+        )
+    }
 }
 
 /// The ring's shared control block. Fields written on every operation sit on

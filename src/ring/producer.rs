@@ -223,8 +223,11 @@ impl<T: Pod> Producer<T> {
     pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
         // The first attempt inline; the wait (and its set-up) only when full.
         match self.try_push(item) {
+            // Success's own arm, not a move of the whole `Result` (PushError
+            // holds strings).
+            Ok(()) => Ok(()),
             Err(PushError::Full(item)) => self.push_with_from(None, true, |p| p.try_push(item)),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 

@@ -8,7 +8,7 @@ use bytemuck::Pod;
 
 use super::Consumer;
 use crate::ring::PopError;
-use crate::ring::control::check_seq;
+use crate::ring::control::{check_seq, impossible_span};
 use crate::sole::Claim;
 use crate::sync::{AtomicU64, Ordering, spin_loop};
 
@@ -69,7 +69,7 @@ impl<T: Pod> Consumer<T> {
                 t = lane.tail.load(Ordering::Acquire);
                 check_seq("tail", t)
                     .and_then(|_| check_seq("head", h))
-                    .map_err(|d| PopError::Corrupt(format!("lane {i}: {d}")))?;
+                    .map_err(move |d| PopError::Corrupt(in_lane(i, d)))?;
                 // Cached only once it passes the range checks below.
                 if t >= h && t - h <= cap {
                     cache.store(t, Ordering::Relaxed);
@@ -82,14 +82,7 @@ impl<T: Pod> Consumer<T> {
                 // Legitimate only if head moved between our two loads.
                 // Relaxed: compared only.
                 if lane.head.load(Ordering::Relaxed) == h {
-                    return Err(PopError::Corrupt(if t < h {
-                        format!("lane {i}: head {h} is past tail {t}")
-                    } else {
-                        format!(
-                            "lane {i}: tail {t} is {} past head {h}, more than the capacity {cap}",
-                            t - h
-                        )
-                    }));
+                    return Err(PopError::Corrupt(in_lane(i, impossible_span(h, t, cap))));
                 }
                 continue;
             }
@@ -103,7 +96,7 @@ impl<T: Pod> Consumer<T> {
                             Err(d) => d,
                             Ok(n) => format!("a message of {n} slots, {available} published"),
                         };
-                        return Err(PopError::Corrupt(format!("lane {i}: {detail}")));
+                        return Err(PopError::Corrupt(in_lane(i, detail)));
                     }
                     continue;
                 }
@@ -283,4 +276,12 @@ impl<T: Pod> Consumer<T> {
             None => Err(PopError::Disconnected),
         }
     }
+}
+
+/// A `Corrupt` detail, said of lane `i`. Out of line and by value, as
+/// `impossible_span`.
+#[cold]
+#[inline(never)]
+fn in_lane(i: usize, detail: String) -> String {
+    format!("lane {i}: {detail}")
 }
