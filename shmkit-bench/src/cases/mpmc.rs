@@ -17,11 +17,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as StdOrdering};
 
+use super::queue::RING_CAP;
 use super::{
-    Options, PthreadRing, RING_CAP, Record, Res, alternate_all, arg, e, pinned_threads, placement,
-    pop_one_or_batch, python_once, record, reps, spawn_worker, summary, wait_all,
+    Options, Record, Res, alternate_all, arg, e, pinned_threads, placement, pop_one_or_batch,
+    python_once, record, reps, spawn_worker, summary, wait_all,
 };
 use crate::Ctl;
+use crate::baseline::PthreadRing;
 use shmkit::{Ordering, WaitStrategy};
 
 /// (producers, consumers) of each configuration; 4p4c oversubscribes the

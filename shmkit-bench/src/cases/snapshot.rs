@@ -12,10 +12,10 @@
 //! figure.
 
 use super::{
-    Options, PthreadShared, Record, Res, alternate, arg, e, placement, record, reps, spawn_worker,
-    wait_all,
+    Options, Record, Res, alternate, arg, e, placement, record, reps, spawn_worker, wait_all,
 };
 use crate::Ctl;
+use crate::baseline::PthreadShared;
 use shmkit::{Ordering, SharedCell};
 
 /// The record: 8 words, all the same counter when whole.
