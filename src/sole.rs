@@ -151,39 +151,16 @@ macro_rules! sole_pops {
             self.inner.try_pop_into_as($crate::sole::Claim::Sole, buf)
         }
 
-        #[doc = concat!("Take one item, waiting while the ", $what, " is empty (as a consumer's `pop`).")]
-        #[inline]
-        pub fn pop(&mut self) -> Result<T, $crate::ring::PopError> {
-            let c = &self.inner;
-            // The first look inline; the wait only when empty.
-            match c.try_pop_as($crate::sole::Claim::Sole) {
-                // The item's own arm: built in place, not moved as a whole
-                // `Result` (PopError holds strings).
-                Ok(item) => Ok(item),
-                Err($crate::ring::PopError::Empty) => {
-                    c.wait_for_from(None, true, || c.try_pop_as($crate::sole::Claim::Sole))
-                }
-                Err(e) => Err(e),
-            }
+        /// The consumer underneath and how its claims commit, for
+        /// `waiting_pops!` (ring/wait.rs).
+        #[inline(always)]
+        fn pops(&self) -> (&Consumer<T>, $crate::sole::Claim) {
+            (&self.inner, $crate::sole::Claim::Sole)
         }
 
-        /// [`pop`](Self::pop), waiting at most `timeout`.
-        pub fn pop_timeout(
-            &mut self,
-            timeout: std::time::Duration,
-        ) -> Result<T, $crate::ring::PopError> {
-            let c = &self.inner;
-            let deadline = std::time::Instant::now() + timeout;
-            c.wait_for(Some(deadline), || c.try_pop_as($crate::sole::Claim::Sole))
-        }
-
-        /// Take at least one and up to `buf.len()` items, waiting while empty.
-        pub fn pop_into(&mut self, buf: &mut [T]) -> Result<usize, $crate::ring::PopError> {
-            if buf.is_empty() {
-                return Ok(0);
-            }
-            let c = &self.inner;
-            c.wait_for(None, || c.try_pop_into_as($crate::sole::Claim::Sole, buf))
+        $crate::ring::wait::waiting_pops! {
+            mut; $what;
+            #[doc = concat!("Take one item, waiting while the ", $what, " is empty (as a consumer's `pop`).")]
         }
 
         #[doc = concat!("How this consumer waits while the ", $what, " is empty.")]

@@ -152,40 +152,19 @@ impl<T: Pod> Consumer<T> {
         })
     }
 
-    /// Take one item, waiting while the queue is empty. `Disconnected` once
-    /// it is closed and drained (or, with
-    /// [`disconnect_when_producers_gone`](super::QueueOptions::disconnect_when_producers_gone),
-    /// every producer has left and it is drained).
-    #[inline]
-    pub fn pop(&self) -> Result<T, PopError> {
-        // The first look inline; the wait (and its set-up) only when empty.
-        match self.try_pop() {
-            // As the ring's pop: the item's own arm, built in place.
-            Ok(item) => Ok(item),
-            Err(PopError::Empty) => self.wait_for_from(None, true, || self.try_pop()),
-            Err(e) => Err(e),
-        }
+    /// The consumer that makes the attempts (this one) and how its claims
+    /// commit, for `waiting_pops!` (ring/wait.rs).
+    #[inline(always)]
+    fn pops(&self) -> (&Self, Claim) {
+        (self, Claim::Shared)
     }
 
-    /// [`pop`](Self::pop), waiting at most `timeout`.
-    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
-        self.wait_for(Some(Instant::now() + timeout), || self.try_pop())
-    }
-
-    /// Take at least one and up to `buf.len()` items, waiting while empty.
-    pub fn pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        self.wait_for(None, || self.try_pop_into(buf))
-    }
-
-    /// [`pop_into`](Self::pop_into), waiting at most `timeout`.
-    pub fn pop_into_timeout(&self, buf: &mut [T], timeout: Duration) -> Result<usize, PopError> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        self.wait_for(Some(Instant::now() + timeout), || self.try_pop_into(buf))
+    crate::ring::wait::waiting_pops! {
+        ; "queue";
+        /// Take one item, waiting while the queue is empty. `Disconnected` once
+        /// it is closed and drained (or, with
+        /// [`disconnect_when_producers_gone`](super::QueueOptions::disconnect_when_producers_gone),
+        /// every producer has left and it is drained).
     }
 
     pub(super) fn wait_for<R>(

@@ -192,53 +192,10 @@ impl<T: Pod> Producer<T> {
         Ok(n)
     }
 
-    /// Push, waiting while our lane is full.
-    #[inline]
-    pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
-        // The first attempt inline; the wait (and its set-up) only when full.
-        match self.try_push(item) {
-            // As the ring's push: success's own arm.
-            Ok(()) => Ok(()),
-            Err(PushError::Full(item)) => self.push_with_from(None, true, |p| p.try_push(item)),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Push, waiting at most `timeout` for room.
-    pub fn push_timeout(&mut self, item: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(item, Some(Instant::now() + timeout))
-    }
-
-    /// Push every item, waiting for room as needed (each run that fits is
-    /// published with one store). On error, how many were pushed before it.
-    pub fn push_slice(&mut self, items: &[T]) -> Result<(), PushError<usize>> {
-        let mut sent = 0;
-        while sent < items.len() {
-            match self.try_push_slice(&items[sent..]) {
-                Ok(0) => match self.push(items[sent]) {
-                    Ok(()) => sent += 1,
-                    Err(e) => return Err(e.map(|_| sent)),
-                },
-                Ok(n) => sent += n,
-                Err(e) => return Err(e.map(|()| sent)),
-            }
-        }
-        Ok(())
-    }
-
-    fn push_until(&mut self, item: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
-        self.push_with(deadline, |p| p.try_push(item))
-    }
-
-    /// Retry `attempt` (a non-blocking push) while it reports `Full`: spin,
-    /// then sleep until a consumer makes room, the deadline passes, or every
-    /// consumer is gone.
-    pub(super) fn push_with<X>(
-        &mut self,
-        deadline: Option<Instant>,
-        attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
-    ) -> Result<(), PushError<X>> {
-        self.push_with_from(deadline, false, attempt)
+    crate::ring::wait::waiting_pushes! {
+        "lane";
+        /// Push every item, waiting for room as needed (each run that fits is
+        /// published with one store). On error, how many were pushed before it.
     }
 
     /// [`push_with`](Self::push_with); `tried`: the caller's own attempt just

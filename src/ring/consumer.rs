@@ -7,7 +7,6 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytemuck::Pod;
 
@@ -326,53 +325,29 @@ impl<T: Pod> Consumer<T> {
         )
     }
 
-    /// Take one item, waiting while the ring is empty. `Disconnected` once
-    /// the ring is drained and closed (or its producer died).
-    ///
-    /// ```
-    /// use shmkit::ring::{PopError, Ring};
-    /// let ring = Ring::<u32>::new_in_process(4)?;
-    /// let mut tx = ring.producer()?;
-    /// let rx = ring.consumer()?;
-    /// tx.push(1)?;
-    /// tx.close();
-    /// assert_eq!(rx.pop(), Ok(1));                     // what was sent first
-    /// assert_eq!(rx.pop(), Err(PopError::Disconnected)); // then the end
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[inline]
-    pub fn pop(&self) -> Result<T, PopError> {
-        // The first look inline; the wait (and its set-up) only when empty.
-        match self.try_pop() {
-            // The item's own arm: built in place, not moved as a whole
-            // `Result` (PopError holds strings).
-            Ok(item) => Ok(item),
-            Err(PopError::Empty) => self.wait_for_from(None, true, || self.try_pop()),
-            Err(e) => Err(e),
-        }
+    /// The consumer that makes the attempts (this one) and how its claims
+    /// commit, for `waiting_pops!` (wait.rs).
+    #[inline(always)]
+    fn pops(&self) -> (&Self, Claim) {
+        (self, self.mode)
     }
 
-    /// [`pop`](Self::pop), waiting at most `timeout`.
-    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
-        self.wait_for(Some(std::time::Instant::now() + timeout), || self.try_pop())
-    }
-
-    /// Take at least one and up to `buf.len()` items, waiting while empty.
-    pub fn pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        self.wait_for(None, || self.try_pop_into(buf))
-    }
-
-    /// [`pop_into`](Self::pop_into), waiting at most `timeout`.
-    pub fn pop_into_timeout(&self, buf: &mut [T], timeout: Duration) -> Result<usize, PopError> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        self.wait_for(Some(std::time::Instant::now() + timeout), || {
-            self.try_pop_into(buf)
-        })
+    super::wait::waiting_pops! {
+        ; "ring";
+        /// Take one item, waiting while the ring is empty. `Disconnected` once
+        /// the ring is drained and closed (or its producer died).
+        ///
+        /// ```
+        /// use shmkit::ring::{PopError, Ring};
+        /// let ring = Ring::<u32>::new_in_process(4)?;
+        /// let mut tx = ring.producer()?;
+        /// let rx = ring.consumer()?;
+        /// tx.push(1)?;
+        /// tx.close();
+        /// assert_eq!(rx.pop(), Ok(1));                     // what was sent first
+        /// assert_eq!(rx.pop(), Err(PopError::Disconnected)); // then the end
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
     }
 
     /// Retry `attempt` while it reports `Empty`: spin, then sleep until the

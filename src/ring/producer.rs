@@ -218,81 +218,31 @@ impl<T: Pod> Producer<T> {
         Ok(n)
     }
 
-    /// Push, waiting while the ring is full.
-    #[inline]
-    pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
-        // The first attempt inline; the wait (and its set-up) only when full.
-        match self.try_push(item) {
-            // Success's own arm, not a move of the whole `Result` (PushError
-            // holds strings).
-            Ok(()) => Ok(()),
-            Err(PushError::Full(item)) => self.push_with_from(None, true, |p| p.try_push(item)),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Push, waiting at most `timeout` for room.
-    pub fn push_timeout(&mut self, item: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(item, Some(std::time::Instant::now() + timeout))
-    }
-
-    /// Push every item, waiting for room as needed; each chunk that fits is
-    /// published with one store. On error the variant carries how many items
-    /// were pushed before it (`Closed(n)`, `Disconnected(n)`, ...).
-    ///
-    /// ```
-    /// use shmkit::ring::Ring;
-    /// let ring = Ring::<u64>::new_in_process(8)?;
-    /// let mut tx = ring.producer()?;
-    /// let rx = ring.consumer()?;
-    /// let reader = std::thread::spawn(move || {
-    ///     let mut buf = [0u64; 8];
-    ///     let mut sum = 0;
-    ///     while let Ok(n) = rx.pop_into(&mut buf) {  // Disconnected ends it
-    ///         sum += buf[..n].iter().sum::<u64>();
-    ///     }
-    ///     sum
-    /// });
-    /// let items: Vec<u64> = (1..=100).collect();
-    /// tx.push_slice(&items)?;  // waits for room as the reader drains
-    /// drop(tx);                // closes the ring
-    /// assert_eq!(reader.join().unwrap(), 5050);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn push_slice(&mut self, items: &[T]) -> Result<(), PushError<usize>> {
-        let mut sent = 0;
-        while sent < items.len() {
-            match self.try_push_slice(&items[sent..]) {
-                Ok(0) => {
-                    // Wait for room for one, by pushing it the blocking way.
-                    match self.push(items[sent]) {
-                        Ok(()) => sent += 1,
-                        Err(e) => return Err(e.map(|_| sent)),
-                    }
-                }
-                Ok(n) => sent += n,
-                Err(e) => return Err(e.map(|()| sent)),
-            }
-        }
-        Ok(())
-    }
-
-    fn push_until(
-        &mut self,
-        item: T,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<(), PushError<T>> {
-        self.push_with(deadline, |p| p.try_push(item))
-    }
-
-    /// Retry `attempt` while it reports `Full`: spin, then sleep until a
-    /// consumer makes room, the deadline passes, or every consumer is gone.
-    pub(super) fn push_with<X>(
-        &mut self,
-        deadline: Option<std::time::Instant>,
-        attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
-    ) -> Result<(), PushError<X>> {
-        self.push_with_from(deadline, false, attempt)
+    super::wait::waiting_pushes! {
+        "ring";
+        /// Push every item, waiting for room as needed; each chunk that fits is
+        /// published with one store. On error the variant carries how many items
+        /// were pushed before it (`Closed(n)`, `Disconnected(n)`, ...).
+        ///
+        /// ```
+        /// use shmkit::ring::Ring;
+        /// let ring = Ring::<u64>::new_in_process(8)?;
+        /// let mut tx = ring.producer()?;
+        /// let rx = ring.consumer()?;
+        /// let reader = std::thread::spawn(move || {
+        ///     let mut buf = [0u64; 8];
+        ///     let mut sum = 0;
+        ///     while let Ok(n) = rx.pop_into(&mut buf) {  // Disconnected ends it
+        ///         sum += buf[..n].iter().sum::<u64>();
+        ///     }
+        ///     sum
+        /// });
+        /// let items: Vec<u64> = (1..=100).collect();
+        /// tx.push_slice(&items)?;  // waits for room as the reader drains
+        /// drop(tx);                // closes the ring
+        /// assert_eq!(reader.join().unwrap(), 5050);
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
     }
 
     /// [`push_with`](Self::push_with); `tried`: the caller's own attempt just

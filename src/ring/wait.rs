@@ -222,3 +222,131 @@ pub(crate) fn sleep_slice(deadline: Option<Instant>) -> Option<Duration> {
         None => Some(LIVENESS_SLICE),
     }
 }
+
+/// The waiting pops of every consumer handle, written once: `pop`,
+/// `pop_timeout`, `pop_into`, `pop_into_timeout`, for the ring's and the
+/// queue's `Consumer` (`&self`) and `SoleConsumer` (`&mut self`: start
+/// with `mut;`). `$what` names the kind in the docs; the attributes given
+/// are `pop`'s docs. The handle has `pops(&self)`, which returns the
+/// consumer that makes the attempts (with `try_pop_as`,
+/// `try_pop_into_as`, `wait_for`, `wait_for_from`) and how its claims
+/// commit.
+macro_rules! waiting_pops {
+    ($($m:ident)?; $what:literal; $(#[$pop_doc:meta])*) => {
+        $(#[$pop_doc])*
+        #[inline]
+        pub fn pop(&$($m)? self) -> Result<T, $crate::ring::PopError> {
+            let (c, how) = self.pops();
+            // The first look inline; the wait (and its set-up) only when
+            // empty.
+            match c.try_pop_as(how) {
+                // The item's own arm: built in place, not moved as a whole
+                // `Result` (PopError holds strings).
+                Ok(item) => Ok(item),
+                Err($crate::ring::PopError::Empty) => {
+                    c.wait_for_from(None, true, || c.try_pop_as(how))
+                }
+                Err(e) => Err(e),
+            }
+        }
+
+        /// [`pop`](Self::pop), waiting at most `timeout`.
+        pub fn pop_timeout(
+            &$($m)? self,
+            timeout: std::time::Duration,
+        ) -> Result<T, $crate::ring::PopError> {
+            let (c, how) = self.pops();
+            let deadline = std::time::Instant::now() + timeout;
+            c.wait_for(Some(deadline), || c.try_pop_as(how))
+        }
+
+        #[doc = concat!("Take at least one and up to `buf.len()` items, waiting while the ", $what, " is empty.")]
+        pub fn pop_into(&$($m)? self, buf: &mut [T]) -> Result<usize, $crate::ring::PopError> {
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            let (c, how) = self.pops();
+            c.wait_for(None, || c.try_pop_into_as(how, buf))
+        }
+
+        /// [`pop_into`](Self::pop_into), waiting at most `timeout`.
+        pub fn pop_into_timeout(
+            &$($m)? self,
+            buf: &mut [T],
+            timeout: std::time::Duration,
+        ) -> Result<usize, $crate::ring::PopError> {
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            let (c, how) = self.pops();
+            let deadline = std::time::Instant::now() + timeout;
+            c.wait_for(Some(deadline), || c.try_pop_into_as(how, buf))
+        }
+    };
+}
+pub(crate) use waiting_pops;
+
+/// The waiting pushes of both producer handles (the ring's and the
+/// queue's `Producer`), written once: `push`, `push_timeout` and
+/// `push_slice` (whose docs are the attributes given), over the handle's
+/// own `try_push`, `try_push_slice` and `push_with_from`; and `push_with`,
+/// `push_with_from` without the caller's own first attempt. `$what` names
+/// the kind in the docs.
+macro_rules! waiting_pushes {
+    ($what:literal; $(#[$slice_doc:meta])*) => {
+        #[doc = concat!("Push, waiting while the ", $what, " is full.")]
+        #[inline]
+        pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
+            // The first attempt inline; the wait (and its set-up) only when
+            // full.
+            match self.try_push(item) {
+                // Success's own arm, not a move of the whole `Result`
+                // (PushError holds strings).
+                Ok(()) => Ok(()),
+                Err(PushError::Full(item)) => {
+                    self.push_with_from(None, true, |p| p.try_push(item))
+                }
+                Err(e) => Err(e),
+            }
+        }
+
+        /// Push, waiting at most `timeout` for room.
+        pub fn push_timeout(
+            &mut self,
+            item: T,
+            timeout: std::time::Duration,
+        ) -> Result<(), PushError<T>> {
+            let deadline = std::time::Instant::now() + timeout;
+            self.push_with(Some(deadline), |p| p.try_push(item))
+        }
+
+        $(#[$slice_doc])*
+        pub fn push_slice(&mut self, items: &[T]) -> Result<(), PushError<usize>> {
+            let mut sent = 0;
+            while sent < items.len() {
+                match self.try_push_slice(&items[sent..]) {
+                    // Wait for room for one, by pushing it the blocking way.
+                    Ok(0) => match self.push(items[sent]) {
+                        Ok(()) => sent += 1,
+                        Err(e) => return Err(e.map(|_| sent)),
+                    },
+                    Ok(n) => sent += n,
+                    Err(e) => return Err(e.map(|()| sent)),
+                }
+            }
+            Ok(())
+        }
+
+        /// Retry `attempt` (a non-blocking push) while it reports `Full`:
+        /// spin, then sleep until a consumer makes room, the deadline
+        /// passes, or every consumer is gone.
+        pub(super) fn push_with<X>(
+            &mut self,
+            deadline: Option<std::time::Instant>,
+            attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
+        ) -> Result<(), PushError<X>> {
+            self.push_with_from(deadline, false, attempt)
+        }
+    };
+}
+pub(crate) use waiting_pushes;
