@@ -369,7 +369,7 @@ impl<T: Pod> Consumer<T> {
         mut tried: bool,
         mut attempt: impl FnMut() -> Result<R, PopError>,
     ) -> Result<R, PopError> {
-        let mut waiting = Waiting::new(self.wait, deadline);
+        let mut waiting = Waiting::for_items(self.wait, deadline);
         loop {
             if !tried {
                 match attempt() {

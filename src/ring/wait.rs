@@ -17,6 +17,10 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 /// liveness (the same check a sleeper makes when it wakes).
 const SPIN_CHECK: Duration = Duration::from_millis(20);
 
+/// How many looks a consumer waiting for an item takes one spin-loop hint
+/// apart before its backoff starts (see [`Waiting::for_items`]).
+const EAGER_LOOKS: u32 = 16;
+
 /// The default spin budget. A sleep and its wake-up cost 25-30 us on an
 /// idle-halting core, so waiting about twice that first is the classic
 /// competitive choice.
@@ -101,9 +105,14 @@ pub(crate) struct Waiting {
     backoff: crossbeam_utils::Backoff,
     since: Option<Instant>,
     spins: u32,
+    /// Looks to take one spin-loop hint apart before the backoff's groups
+    /// of 1, 2, 4 ... 64 hints: [`EAGER_LOOKS`] for a consumer, 0 for a
+    /// producer.
+    eager: u32,
 }
 
 impl Waiting {
+    /// A producer's wait for room: the backoff from the first look.
     pub(crate) fn new(strategy: WaitStrategy, deadline: Option<Instant>) -> Self {
         Waiting {
             strategy,
@@ -111,6 +120,23 @@ impl Waiting {
             backoff: crossbeam_utils::Backoff::new(),
             since: None,
             spins: 0,
+            eager: 0,
+        }
+    }
+
+    /// A consumer's wait for an item (`SpinThenSleep` and `SpinYield`):
+    /// [`EAGER_LOOKS`] looks one hint apart, then the backoff. An item
+    /// usually comes within a cache-line hand-off or two; looking only
+    /// after groups that double saw it up to a group late, and the default
+    /// wait's one-way ping-pong was 280-330 ns where `Spin`'s was 200-230
+    /// (BENCHMARKS.md, Intel, run T). A producer waiting for room keeps the
+    /// backoff from the start: its look loads the line every pop writes,
+    /// and eager looks there cost the consumers' pops more than they
+    /// gained (the sole Queue consumer at 2p1c, run T).
+    pub(crate) fn for_items(strategy: WaitStrategy, deadline: Option<Instant>) -> Self {
+        Waiting {
+            eager: EAGER_LOOKS,
+            ..Waiting::new(strategy, deadline)
         }
     }
 
@@ -120,6 +146,11 @@ impl Waiting {
         };
         if budget.is_zero() {
             return false;
+        }
+        if self.spins < self.eager {
+            self.spins += 1;
+            crate::sync::spin_loop();
+            return true;
         }
         if !self.backoff.is_completed() {
             self.backoff.snooze();
@@ -147,6 +178,7 @@ impl Waiting {
             }
         }
         match self.strategy {
+            WaitStrategy::SpinYield if self.spins <= self.eager => crate::sync::spin_loop(),
             WaitStrategy::SpinYield if self.backoff.is_completed() => std::thread::yield_now(),
             WaitStrategy::SpinYield => self.backoff.snooze(),
             _ => crate::sync::spin_loop(),
