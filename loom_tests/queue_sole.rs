@@ -8,34 +8,19 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{drain, sole_killed_model};
+use common::{drain, sole_and_plain_model, sole_killed_model};
 use loom::thread;
 use shmkit::queue::{Queue, QueueOptions};
-use shmkit::sync::liveness::model::become_process;
 
 fn opts(cap: usize, p: usize, c: usize) -> QueueOptions {
     QueueOptions::new(cap, p, c).disconnect_when_producers_gone(true)
 }
 
 /// A sole consumer and a plain consumer, in two processes, attach at once:
-/// never both. Each handle is kept until both have tried.
+/// never both (see `sole_and_plain_model!`).
 #[test]
 fn a_sole_consumer_and_another_never_both_attach() {
-    loom::model(|| {
-        let q = Queue::<u64>::new_in_process(opts(1, 1, 2)).unwrap();
-        let q2 = q.clone();
-        let sole = thread::spawn(move || {
-            become_process(2);
-            q2.sole_consumer().ok()
-        });
-        become_process(3);
-        let plain = q.consumer();
-        let sole = sole.join().unwrap();
-        assert!(
-            !(sole.is_some() && plain.is_ok()),
-            "a sole consumer and another consumer both attached"
-        );
-    });
+    sole_and_plain_model!(Queue::<u64>::new_in_process(opts(1, 1, 2)).unwrap());
 }
 
 /// Two producers push 1, 2 and 11, 12 through lanes of one slot (each

@@ -7,33 +7,15 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{drain, sole_killed_model};
+use common::{drain, sole_and_plain_model, sole_killed_model};
 use loom::thread;
 use shmkit::ring::Ring;
-use shmkit::sync::liveness::model::become_process;
 
 /// A sole consumer and a plain consumer, in two processes, attach at once:
-/// never both (each one's fence-ordered look at the other's claim sees
-/// it, or the other's sees its own). Both may be refused.
+/// never both (see `sole_and_plain_model!`).
 #[test]
 fn a_sole_consumer_and_another_never_both_attach() {
-    loom::model(|| {
-        let ring = Ring::<u64>::new_in_process(2).unwrap();
-        let r = ring.clone();
-        // Each handle is kept until both have tried: one dropped before
-        // the other attached would be a success of both, and no overlap.
-        let sole = thread::spawn(move || {
-            become_process(2);
-            r.sole_consumer().ok()
-        });
-        become_process(3);
-        let plain = ring.consumer();
-        let sole = sole.join().unwrap();
-        assert!(
-            !(sole.is_some() && plain.is_ok()),
-            "a sole consumer and another consumer both attached"
-        );
-    });
+    sole_and_plain_model!(Ring::<u64>::new_in_process(2).unwrap());
 }
 
 /// A producer pushes 1..=4 through a ring of 2 slots (two wraps) and

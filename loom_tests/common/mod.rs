@@ -128,3 +128,32 @@ macro_rules! sole_killed_model {
 }
 #[allow(unused_imports)] // used by the sole models only
 pub(crate) use sole_killed_model;
+
+/// The model of a sole consumer and a plain consumer, in two processes,
+/// attaching at once to what `$make` builds (a ring or a queue): never
+/// both (each one's fence-ordered look at the other's claim sees it, or
+/// the other's sees its own); both may be refused. Each handle is kept
+/// until both have tried: one dropped before the other attached would be
+/// a success of both, and no overlap.
+#[allow(unused_macros)] // used by the sole models only
+macro_rules! sole_and_plain_model {
+    ($make:expr) => {
+        loom::model(|| {
+            let kind = $make;
+            let other = kind.clone();
+            let sole = loom::thread::spawn(move || {
+                shmkit::sync::liveness::model::become_process(2);
+                other.sole_consumer().ok()
+            });
+            shmkit::sync::liveness::model::become_process(3);
+            let plain = kind.consumer();
+            let sole = sole.join().unwrap();
+            assert!(
+                !(sole.is_some() && plain.is_ok()),
+                "a sole consumer and another consumer both attached"
+            );
+        })
+    };
+}
+#[allow(unused_imports)] // used by the sole models only
+pub(crate) use sole_and_plain_model;
