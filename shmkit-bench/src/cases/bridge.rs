@@ -19,8 +19,9 @@ use redis::Value;
 use shmkit::queue::{Queue, QueueOptions};
 use shmkit_bridge::{Common, InConfig, OutConfig, identity, run_in, run_out};
 
+use super::latency::latency_record;
 use super::{Options, Record, Res, alternate, e, record, reps};
-use crate::{now_ns, percentiles, progress, summary};
+use crate::{now_ns, percentiles};
 
 const BATCH: usize = 256;
 
@@ -409,24 +410,12 @@ pub(crate) fn bridge(o: &Options) -> Res<Vec<Record>> {
         ),
     ];
     for (i, (name, what)) in names.iter().enumerate() {
-        let (value, min, max) = summary(lat[i].iter().map(|p| p[0]).collect());
-        let mid = lat[i]
-            .iter()
-            .find(|p| p[0] == value)
-            .copied()
-            .unwrap_or([f64::NAN; 3]);
-        let r = Record {
-            group: "bridge",
-            name: (*name).into(),
-            metric: "one-way p50",
-            unit: "ns",
-            value,
-            min,
-            max,
-            pct: Some(mid),
-            note: format!("{what}; {lat_n} items, loopback redis-server"),
-        };
-        progress(&r);
+        let r = latency_record(
+            "bridge",
+            (*name).into(),
+            &lat[i],
+            format!("{what}; {lat_n} items, loopback redis-server"),
+        );
         out.push(r);
     }
     Ok(out)

@@ -119,25 +119,12 @@ pub(crate) fn latency(o: &Options) -> Res<Vec<Record>> {
     ];
     let mut out = Vec::new();
     for (i, (name, what)) in names.iter().enumerate() {
-        let p50s: Vec<f64> = pct[i].iter().map(|p| p[0]).collect();
-        let (value, min, max) = summary(p50s.clone());
-        let mid = pct[i]
-            .iter()
-            .find(|p| p[0] == value)
-            .copied()
-            .unwrap_or([f64::NAN; 3]);
-        let r = Record {
-            group: "latency",
-            name: (*name).into(),
-            metric: "one-way p50",
-            unit: "ns",
-            value,
-            min,
-            max,
-            pct: Some(mid),
-            note: format!("{what}; {place}"),
-        };
-        progress(&r);
+        let r = latency_record(
+            "latency",
+            (*name).into(),
+            &pct[i],
+            format!("{what}; {place}"),
+        );
         out.push(r);
     }
     Ok(out)
@@ -293,4 +280,35 @@ pub(in crate::cases) fn report(ctl: &Ctl, idx: usize, xs: &mut [f64]) {
     for (i, p) in percentiles(xs).into_iter().enumerate() {
         ctl.slot(idx, 2 + i).store(p.to_bits(), Ordering::Release);
     }
+}
+
+/// The record of a one-way latency case from its repetitions (each
+/// `[p50, p99, p99.9]` in ns): the median of the p50s, their range, and the
+/// percentiles of the repetition whose p50 is that median. Printed as
+/// progress. The latency, pipe and bridge groups report with it.
+pub(in crate::cases) fn latency_record(
+    group: &'static str,
+    name: String,
+    reps: &[[f64; 3]],
+    note: String,
+) -> Record {
+    let (value, min, max) = summary(reps.iter().map(|p| p[0]).collect());
+    let mid = reps
+        .iter()
+        .find(|p| p[0] == value)
+        .copied()
+        .unwrap_or([f64::NAN; 3]);
+    let r = Record {
+        group,
+        name,
+        metric: "one-way p50",
+        unit: "ns",
+        value,
+        min,
+        max,
+        pct: Some(mid),
+        note,
+    };
+    progress(&r);
+    r
 }

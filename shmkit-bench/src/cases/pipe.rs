@@ -5,10 +5,10 @@ use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
 
-use super::latency::{os_pipe, pingpong, report};
+use super::latency::{latency_record, os_pipe, pingpong, report};
 use super::queue::producer_consumers;
 use super::{Options, Record, Res, alternate, arg, e, group_worker, placement, record, reps};
-use crate::{Ctl, now_ns, progress, spawn_worker, summary, wait_all};
+use crate::{Ctl, now_ns, spawn_worker, wait_all};
 use shmkit::Ordering;
 use shmkit::ring::PopError;
 
@@ -65,24 +65,12 @@ pub(crate) fn pipe(o: &Options) -> Res<Vec<Record>> {
         .iter()
         .enumerate()
     {
-        let (value, min, max) = summary(lat[i].iter().map(|p| p[0]).collect());
-        let mid = lat[i]
-            .iter()
-            .find(|p| p[0] == value)
-            .copied()
-            .unwrap_or([f64::NAN; 3]);
-        let r = Record {
-            group: "pipe",
-            name: format!("{name}-roundtrip"),
-            metric: "one-way p50",
-            unit: "ns",
-            value,
-            min,
-            max,
-            pct: Some(mid),
-            note: format!("8-byte messages, blocking receive; {place}"),
-        };
-        progress(&r);
+        let r = latency_record(
+            "pipe",
+            format!("{name}-roundtrip"),
+            &lat[i],
+            format!("8-byte messages, blocking receive; {place}"),
+        );
         out.push(r);
     }
     let total: u64 = if o.full { 256 << 20 } else { 64 << 20 };
