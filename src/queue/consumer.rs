@@ -16,7 +16,7 @@ use bytemuck::Pod;
 use crate::process::ProcToken;
 use crate::ring::message::Frame;
 use crate::ring::wait::{WaitStrategy, Waiting, sleep_slice};
-use crate::ring::{JoinError, JoinReport, PopError, TaskDoneError};
+use crate::ring::{JoinError, JoinReport, PopError, TaskDoneError, take_n};
 use crate::slot::read_slot;
 use crate::sole::Claim;
 use crate::sync::{AtomicU64, Ordering};
@@ -315,21 +315,6 @@ impl<T: Pod> Consumer<T> {
     pub fn futex_calls(&self) -> u64 {
         self.futex_calls.load(Ordering::Relaxed)
     }
-}
-
-/// Take `n` from a process-local count if it holds that many; whether it
-/// did.
-fn take_n(count: &AtomicU64, n: u64) -> bool {
-    // Relaxed: process-local bookkeeping, ordering nothing shared.
-    let mut v = count.load(Ordering::Relaxed);
-    while v >= n {
-        // Relaxed: as above.
-        match count.compare_exchange_weak(v, v - n, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return true,
-            Err(now) => v = now,
-        }
-    }
-    false
 }
 
 impl<T: Pod> Drop for Consumer<T> {

@@ -433,7 +433,7 @@ impl<T: Pod> Consumer<T> {
         let ctrl = self.mem.ctrl();
         // One of our own items, if we hold any (else another consumer's,
         // as before: the shared count below still bounds the calls).
-        let mine = take_one(&self.local_held);
+        let mine = take_n(&self.local_held, 1);
         let r = self.mark_done(ctrl);
         if mine {
             match r {
@@ -512,14 +512,14 @@ impl<T: Pod> Consumer<T> {
     }
 }
 
-/// Take one from a process-local count if it is not zero; whether it was.
-pub(crate) fn take_one(count: &AtomicU64) -> bool {
-    // Relaxed: process-local bookkeeping (`Consumer::local_held`), ordering
-    // nothing in shared memory.
+/// Take `n` from a process-local count (`Consumer::local_held`, the
+/// queue's too) if it holds that many; whether it did.
+pub(crate) fn take_n(count: &AtomicU64, n: u64) -> bool {
+    // Relaxed: process-local bookkeeping, ordering nothing in shared memory.
     let mut v = count.load(Ordering::Relaxed);
-    while v > 0 {
+    while v >= n {
         // Relaxed: as above.
-        match count.compare_exchange_weak(v, v - 1, Ordering::Relaxed, Ordering::Relaxed) {
+        match count.compare_exchange_weak(v, v - n, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return true,
             Err(now) => v = now,
         }

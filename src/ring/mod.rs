@@ -95,6 +95,7 @@ use crate::slot::words_for;
 use crate::sync::AtomicU64;
 
 mod consumer;
+pub(crate) use consumer::take_n;
 pub(crate) mod control;
 mod error;
 mod frame_copy;
