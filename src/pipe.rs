@@ -199,9 +199,8 @@ impl Connection {
 
     /// [`recv`](Self::recv), waiting at most `timeout`.
     pub fn recv_timeout<T: ShmType>(&mut self, timeout: Duration) -> Result<T, PopError> {
-        let deadline = std::time::Instant::now() + timeout;
-        self.rx
-            .pop_bytes_into_until(&mut self.buf, Some(deadline))?;
+        let deadline = crate::ring::wait::deadline_after(timeout);
+        self.rx.pop_bytes_into_until(&mut self.buf, deadline)?;
         decode_value(&self.buf)
     }
 
@@ -267,9 +266,8 @@ impl Connection {
         name: &str,
         timeout: Duration,
     ) -> Result<T, PopError> {
-        let deadline = std::time::Instant::now() + timeout;
-        self.rx
-            .pop_bytes_into_until(&mut self.buf, Some(deadline))?;
+        let deadline = crate::ring::wait::deadline_after(timeout);
+        self.rx.pop_bytes_into_until(&mut self.buf, deadline)?;
         crate::ring::serde_msg::decode(name, &self.buf)
     }
 

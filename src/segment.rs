@@ -417,7 +417,8 @@ impl Segment {
         opts: &OpenOptions,
     ) -> Result<Segment> {
         let label = name.as_deref().unwrap_or(ANON).to_owned();
-        let deadline = Instant::now() + opts.ready_timeout;
+        // None: a wait too long for an `Instant` to hold is no limit.
+        let deadline = Instant::now().checked_add(opts.ready_timeout);
         let not_ready = || Error::NotReady {
             name: label.clone(),
             waited: opts.ready_timeout,
@@ -432,7 +433,7 @@ impl Segment {
                 return Err(Error::NotARegularFile { name: label });
             }
             match meta.len() {
-                0 if Instant::now() < deadline => {
+                0 if deadline.is_none_or(|d| Instant::now() < d) => {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 0 => return Err(not_ready()),
@@ -465,11 +466,15 @@ impl Segment {
                     found: magic,
                 });
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let slice = Duration::from_millis(20);
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => slice,
+            };
+            if left.is_zero() {
                 return Err(not_ready());
             }
-            hdr.wait_ready((deadline - now).min(Duration::from_millis(20)));
+            hdr.wait_ready(left.min(slice));
         }
         if hdr.magic() != MAGIC {
             return Err(Error::BadMagic {

@@ -134,8 +134,8 @@ pub(crate) use sole_consumer;
 /// The pops of a sole consumer (`ring::SoleConsumer`, `queue::SoleConsumer`):
 /// each passes [`Claim::Sole`] to the wrapped consumer's claim, through
 /// `&mut self`. `$what` names the kind in the docs. The wrapped consumer
-/// (`self.inner`) has `try_pop_as`, `try_pop_into_as`, `wait_for` and
-/// `set_wait`.
+/// (`self.inner`) has `try_pop_as`, `try_pop_into_as`, `set_wait`, and
+/// what `waiting_pops!` needs (`wait_for`, `wait_for_from`).
 macro_rules! sole_pops {
     ($what:literal) => {
         /// Take one item if there is one, without waiting.

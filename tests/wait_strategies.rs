@@ -198,3 +198,55 @@ fn each_strategy_lets_a_producer_on_a_full_ring_time_out_and_see_consumers_gone(
         drop(ring);
     }
 }
+
+/// `Duration::MAX` (or any timeout past what an `Instant` holds) means "no
+/// limit" in every `*_timeout` call, never an `Instant` overflow panic: each
+/// call below has what it waits for at hand and returns at once.
+#[test]
+fn a_timeout_too_long_for_an_instant_is_no_limit() {
+    let forever = Duration::MAX;
+    let ring = Ring::<u64>::new_in_process(8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    tx.push_timeout(1, forever).unwrap();
+    tx.push_timeout(2, forever).unwrap();
+    assert_eq!(rx.pop_timeout(forever), Ok(1));
+    let mut buf = [0u64; 4];
+    assert_eq!(rx.pop_into_timeout(&mut buf, forever), Ok(1));
+    assert_eq!(buf[0], 2);
+    rx.task_done().unwrap();
+    rx.task_done().unwrap();
+    assert_eq!(tx.join_timeout(forever).unwrap().abandoned, 0);
+    drop(rx);
+    let mut sole = ring.sole_consumer().unwrap();
+    tx.push(3).unwrap();
+    tx.push(4).unwrap();
+    assert_eq!(sole.pop_timeout(forever), Ok(3));
+    assert_eq!(sole.pop_into_timeout(&mut buf, forever), Ok(1));
+    assert_eq!(buf[0], 4);
+
+    let q = Queue::<u64>::new_in_process(QueueOptions::new(4, 1, 1)).unwrap();
+    let mut qtx = q.producer().unwrap();
+    let qrx = q.consumer().unwrap();
+    qtx.push_timeout(5, forever).unwrap();
+    assert_eq!(qrx.pop_timeout(forever), Ok(5));
+    qrx.task_done().unwrap();
+    assert_eq!(q.join_timeout(forever).unwrap().abandoned, 0);
+    assert_eq!(qtx.join_timeout(forever).unwrap().abandoned, 0);
+    assert_eq!(qrx.join_timeout(forever).unwrap().abandoned, 0);
+
+    let pipe = shmkit::pipe::Pipe::create_anonymous(8).unwrap();
+    let (mut a, mut b) = (pipe.end_a().unwrap(), pipe.end_b().unwrap());
+    a.send_timeout(&6u64, forever).unwrap();
+    assert_eq!(b.recv_timeout::<u64>(forever), Ok(6));
+    a.send_bytes_timeout(b"seven", forever).unwrap();
+    assert_eq!(b.recv_bytes_timeout(forever).unwrap(), b"seven");
+
+    // Opening waits up to `ready_timeout` for a creator to finish.
+    let seg = Cleanup::new("forever-ready");
+    let made = shmkit::SharedArray::<u64>::create(seg.name(), 4).unwrap();
+    let opts = shmkit::OpenOptions::new().ready_timeout(forever);
+    let opened = shmkit::SharedArray::<u64>::open_with(seg.name(), Some(4), &opts).unwrap();
+    made[0].store(8, shmkit::Ordering::Relaxed);
+    assert_eq!(opened[0].load(shmkit::Ordering::Relaxed), 8);
+}

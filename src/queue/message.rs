@@ -49,7 +49,7 @@
 //! ```
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::ring::message::{
     bytes_pop_api, bytes_push_api, check_len, frames_for, max_message_len, read_message,
@@ -149,7 +149,7 @@ impl Consumer<Frame> {
         out: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), PopError> {
-        self.pop_bytes_into_until(out, Some(Instant::now() + timeout))
+        self.pop_bytes_into_until(out, crate::ring::wait::deadline_after(timeout))
     }
 
     /// Take one whole message, waiting asynchronously while the queue is

@@ -368,7 +368,7 @@ impl<T: Pod> Queue<T> {
 
     /// [`join`](Self::join), waiting at most `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> std::result::Result<JoinReport, JoinError> {
-        join_until(&self.mem, Some(Instant::now() + timeout))
+        join_until(&self.mem, crate::ring::wait::deadline_after(timeout))
     }
 
     /// Items waiting right now (a racy snapshot).

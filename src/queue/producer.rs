@@ -270,7 +270,7 @@ impl<T: Pod> Producer<T> {
 
     /// [`join`](Self::join), waiting at most `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<JoinReport, JoinError> {
-        super::join_until(&self.mem, Some(Instant::now() + timeout))
+        super::join_until(&self.mem, crate::ring::wait::deadline_after(timeout))
     }
 }
 

@@ -301,7 +301,7 @@ macro_rules! bytes_push_api {
             msg: &[u8],
             timeout: std::time::Duration,
         ) -> Result<(), $crate::ring::SendError> {
-            self.push_bytes_until(msg, Some(std::time::Instant::now() + timeout))
+            self.push_bytes_until(msg, crate::ring::wait::deadline_after(timeout))
         }
 
         /// Push one message, waiting for room until `deadline` if any.
@@ -348,7 +348,7 @@ macro_rules! bytes_pop_api {
             timeout: std::time::Duration,
         ) -> Result<Vec<u8>, $crate::ring::PopError> {
             let mut v = Vec::new();
-            self.pop_bytes_into_until(&mut v, Some(std::time::Instant::now() + timeout))?;
+            self.pop_bytes_into_until(&mut v, crate::ring::wait::deadline_after(timeout))?;
             Ok(v)
         }
 

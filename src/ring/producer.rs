@@ -409,7 +409,7 @@ impl<T: Pod> Producer<T> {
 
     /// [`join`](Self::join) with a timeout.
     pub fn join_timeout(&self, timeout: Duration) -> Result<JoinReport, JoinError> {
-        self.join_until(Some(std::time::Instant::now() + timeout))
+        self.join_until(super::wait::deadline_after(timeout))
     }
 
     fn join_until(&self, deadline: Option<std::time::Instant>) -> Result<JoinReport, JoinError> {

@@ -39,7 +39,7 @@
 //! What does not live here: the framing (`message`), the ring (`producer`,
 //! `consumer`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -136,7 +136,7 @@ impl Consumer<Frame> {
         timeout: Duration,
     ) -> Result<T, PopError> {
         let mut v = Vec::new();
-        self.pop_bytes_into_until(&mut v, Some(Instant::now() + timeout))?;
+        self.pop_bytes_into_until(&mut v, crate::ring::wait::deadline_after(timeout))?;
         decode(name, &v)
     }
 }

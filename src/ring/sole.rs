@@ -105,7 +105,8 @@ mod tests {
                     assert_eq!(n, 3);
                     buf.to_vec()
                 }
-                _ => (0..3).map(|_| rx.pop().unwrap()).collect(),
+                // `(*rx)`: the consumer underneath, whose pop claims by CAS.
+                _ => (0..3).map(|_| (*rx).pop().unwrap()).collect(),
             };
             for v in got {
                 assert_eq!(v, next);
@@ -120,6 +121,25 @@ mod tests {
         assert!(rx.task_done().is_err(), "every item taken is done");
         drop(tx);
         assert_eq!(rx.pop(), Err(PopError::Disconnected));
+    }
+
+    #[test]
+    fn timed_pops_wait_then_take_in_order() {
+        use std::time::Duration;
+        let ring = Ring::<u64>::new_in_process(8).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.sole_consumer().unwrap();
+        let short = Duration::from_millis(5);
+        let mut buf = [0u64; 4];
+        assert_eq!(rx.pop_timeout(short), Err(PopError::Timeout));
+        assert_eq!(rx.pop_into_timeout(&mut buf, short), Err(PopError::Timeout));
+        assert_eq!(rx.pop_into_timeout(&mut [], short), Ok(0));
+        for v in 1..=3 {
+            tx.push(v).unwrap();
+        }
+        assert_eq!(rx.pop_timeout(short), Ok(1));
+        assert_eq!(rx.pop_into_timeout(&mut buf, short), Ok(2));
+        assert_eq!(buf[..2], [2, 3]);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub enum WaitStrategy {
     /// Spin and yield for the budget, then sleep on the futex until woken
     /// (the default, with 60 us: about twice what a sleep and wake-up
     /// cost, so a fast peer is met spinning and a slow one costs no CPU).
+    /// The budget is counted from the first yield, after a spin of some
+    /// 150 spin-loop hints (a few microseconds); a zero budget skips both
+    /// and sleeps at once, as `Block`.
     SpinThenSleep(Duration),
     /// Sleep at once (after one more look): no CPU while waiting, and every
     /// hand-off to a sleeping peer pays a wake-up (25-30 us on a core that
@@ -128,8 +131,8 @@ impl Waiting {
     /// [`EAGER_LOOKS`] looks one hint apart, then the backoff. An item
     /// usually comes within a cache-line hand-off or two; looking only
     /// after groups that double saw it up to a group late, and the default
-    /// wait's one-way ping-pong was 280-330 ns where `Spin`'s was 200-230
-    /// (BENCHMARKS.md, Intel, run T). A producer waiting for room keeps the
+    /// wait's one-way ping-pong was 299-311 ns where `Spin`'s was 207-225
+    /// (BENCHMARKS.md, Intel, run U). A producer waiting for room keeps the
     /// backoff from the start: its look loads the line every pop writes,
     /// and eager looks there cost the consumers' pops more than they
     /// gained (the sole Queue consumer at 2p1c, run T).
@@ -244,6 +247,14 @@ pub(crate) fn keep_polling(strategy: WaitStrategy, since: &mut Option<Instant>) 
     since.get_or_insert_with(Instant::now).elapsed() < budget
 }
 
+/// The deadline of a `*_timeout` call, `timeout` from now; `None` (no
+/// deadline: wait as long as it takes) when that instant is past what an
+/// `Instant` can hold, where `Instant + Duration` would panic
+/// (`Duration::MAX` as "forever").
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
 /// How long the next sleep may last: one liveness slice, shortened to the
 /// deadline; `None` once the deadline has passed. Sleepers wake at least
 /// every slice to check that their peers are alive.
@@ -288,8 +299,8 @@ macro_rules! waiting_pops {
             timeout: std::time::Duration,
         ) -> Result<T, $crate::ring::PopError> {
             let (c, how) = self.pops();
-            let deadline = std::time::Instant::now() + timeout;
-            c.wait_for(Some(deadline), || c.try_pop_as(how))
+            let deadline = $crate::ring::wait::deadline_after(timeout);
+            c.wait_for(deadline, || c.try_pop_as(how))
         }
 
         #[doc = concat!("Take at least one and up to `buf.len()` items, waiting while the ", $what, " is empty.")]
@@ -311,8 +322,8 @@ macro_rules! waiting_pops {
                 return Ok(0);
             }
             let (c, how) = self.pops();
-            let deadline = std::time::Instant::now() + timeout;
-            c.wait_for(Some(deadline), || c.try_pop_into_as(how, buf))
+            let deadline = $crate::ring::wait::deadline_after(timeout);
+            c.wait_for(deadline, || c.try_pop_into_as(how, buf))
         }
     };
 }
@@ -321,21 +332,21 @@ pub(crate) use waiting_pops;
 /// The waiting pushes of both producer handles (the ring's and the
 /// queue's `Producer`), written once: `push`, `push_timeout` and
 /// `push_slice` (whose docs are the attributes given), over the handle's
-/// own `try_push`, `try_push_slice` and `push_with_from`; and `push_with`,
-/// `push_with_from` without the caller's own first attempt. `$what` names
-/// the kind in the docs.
+/// own `try_push`, `try_push_slice` and `push_with_from`; and `push_with`:
+/// the handle's `push_with_from` without a first attempt of the caller's.
+/// `$what` names the kind in the docs.
 macro_rules! waiting_pushes {
     ($what:literal; $(#[$slice_doc:meta])*) => {
         #[doc = concat!("Push, waiting while the ", $what, " is full.")]
         #[inline]
-        pub fn push(&mut self, item: T) -> Result<(), PushError<T>> {
+        pub fn push(&mut self, item: T) -> Result<(), $crate::ring::PushError<T>> {
             // The first attempt inline; the wait (and its set-up) only when
             // full.
             match self.try_push(item) {
                 // Success's own arm, not a move of the whole `Result`
                 // (PushError holds strings).
                 Ok(()) => Ok(()),
-                Err(PushError::Full(item)) => {
+                Err($crate::ring::PushError::Full(item)) => {
                     self.push_with_from(None, true, |p| p.try_push(item))
                 }
                 Err(e) => Err(e),
@@ -347,13 +358,13 @@ macro_rules! waiting_pushes {
             &mut self,
             item: T,
             timeout: std::time::Duration,
-        ) -> Result<(), PushError<T>> {
-            let deadline = std::time::Instant::now() + timeout;
-            self.push_with(Some(deadline), |p| p.try_push(item))
+        ) -> Result<(), $crate::ring::PushError<T>> {
+            let deadline = $crate::ring::wait::deadline_after(timeout);
+            self.push_with(deadline, |p| p.try_push(item))
         }
 
         $(#[$slice_doc])*
-        pub fn push_slice(&mut self, items: &[T]) -> Result<(), PushError<usize>> {
+        pub fn push_slice(&mut self, items: &[T]) -> Result<(), $crate::ring::PushError<usize>> {
             let mut sent = 0;
             while sent < items.len() {
                 match self.try_push_slice(&items[sent..]) {
@@ -375,8 +386,8 @@ macro_rules! waiting_pushes {
         pub(super) fn push_with<X>(
             &mut self,
             deadline: Option<std::time::Instant>,
-            attempt: impl FnMut(&mut Self) -> Result<(), PushError<X>>,
-        ) -> Result<(), PushError<X>> {
+            attempt: impl FnMut(&mut Self) -> Result<(), $crate::ring::PushError<X>>,
+        ) -> Result<(), $crate::ring::PushError<X>> {
             self.push_with_from(deadline, false, attempt)
         }
     };
