@@ -92,12 +92,16 @@ fn fresh_name(kind: &str) -> String {
     )
 }
 
-/// `Some(deadline)` for a Python timeout (`None` or negative: wait forever).
+/// `Some(deadline)` for a Python timeout (`None` or negative: wait forever;
+/// so does one too long for a deadline to hold, such as `1e300`, where the
+/// arithmetic would overflow).
 fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),
         Some(t) if t < 0.0 => Ok(None),
-        Some(t) if t.is_finite() => Ok(Some(Instant::now() + Duration::from_secs_f64(t))),
+        Some(t) if t.is_finite() => Ok(Duration::try_from_secs_f64(t)
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d))),
         Some(t) => Err(PyValueError::new_err(format!(
             "timeout must be finite, not {t}"
         ))),

@@ -177,6 +177,9 @@ def test_timeouts_and_full():
         q.put(3, timeout=0.05)
     assert [q.get(), q.get()] == [1, 2]
     assert not q.full()
+    # A timeout too long for a deadline is no limit, not an error.
+    q.put(4, timeout=1e300)
+    assert q.get(timeout=1e300) == 4
 
 
 def test_close_and_shutdown():
