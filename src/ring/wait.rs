@@ -293,7 +293,8 @@ macro_rules! waiting_pops {
             }
         }
 
-        /// [`pop`](Self::pop), waiting at most `timeout`.
+        /// [`pop`](Self::pop), waiting at most `timeout` (one too long for
+        /// an `Instant` to hold, such as `Duration::MAX`, is no limit).
         pub fn pop_timeout(
             &$($m)? self,
             timeout: std::time::Duration,
@@ -353,7 +354,8 @@ macro_rules! waiting_pushes {
             }
         }
 
-        /// Push, waiting at most `timeout` for room.
+        /// Push, waiting at most `timeout` for room (one too long for an
+        /// `Instant` to hold, such as `Duration::MAX`, is no limit).
         pub fn push_timeout(
             &mut self,
             item: T,
